@@ -1,0 +1,3 @@
+//! Eddy's operators, sources and sinks.
+
+pub mod format;
