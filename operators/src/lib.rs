@@ -1,3 +1,157 @@
-//! Eddy's operators, sources and sinks.
+//! Eddy's operators, sources and sinks, and the [`Factory`] that builds them from a job graph.
+//!
+//! One file per operator. Each operator compiles the expressions of its graph node against its
+//! input schemas when it is built, so per-record work is evaluation only.
 
+pub mod aggregate;
+mod compile;
+pub mod dead_letter;
+mod deduplicate;
 pub mod format;
+mod group_aggregate;
+mod interval_join;
+mod join;
+mod session_window;
+mod sink;
+mod source;
+mod stateless;
+mod top_n;
+mod window_aggregate;
+mod window_join;
+
+use dead_letter::DeadLetters;
+use eddy_runtime::exec::TaskFactory;
+use eddy_runtime::graph::{JobGraph, JoinKind, NodeId, NodeKind, WindowSpec};
+use eddy_runtime::keygroup::KeyGroupRange;
+use eddy_runtime::operator::{Operator, Source};
+use eddy_runtime::state::MemoryBackend;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use compile::{compile_expr, compile_keys, BuildError};
+pub use sink::SinkFiles;
+
+/// Settings that apply to a whole run rather than to one node.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// Where malformed input lines go (created on the first one).
+    pub dead_letter_path: std::path::PathBuf,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            dead_letter_path: "dead-letter.jsonl".into(),
+        }
+    }
+}
+
+/// Builds operator instances for the executor. Shared resources that all subtasks of a node use
+/// (a sink's output file, the dead-letter file) live here so that each is opened once.
+pub struct Factory {
+    settings: RunSettings,
+    dead_letters: Arc<DeadLetters>,
+    sinks: Mutex<HashMap<NodeId, Arc<SinkFiles>>>,
+}
+
+impl Factory {
+    pub fn new(settings: RunSettings) -> Factory {
+        let dead_letters = Arc::new(DeadLetters::new(settings.dead_letter_path.clone()));
+        Factory {
+            settings,
+            dead_letters,
+            sinks: Mutex::default(),
+        }
+    }
+
+    /// Malformed records seen so far, over all sources.
+    pub fn dead_letter_count(&self) -> u64 {
+        self.dead_letters.count()
+    }
+
+    /// The settings this factory was made with.
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    fn build_operator(
+        &self,
+        graph: &JobGraph,
+        id: NodeId,
+        subtask: u32,
+    ) -> Result<Box<dyn Operator>, BuildError> {
+        let node = &graph.nodes[id];
+        let range = KeyGroupRange::of_subtask(subtask, node.parallelism, graph.max_parallelism);
+        let backend = MemoryBackend::new(range);
+        let max_p = graph.max_parallelism;
+        Ok(match &node.kind {
+            NodeKind::Source(_) => {
+                return Err(BuildError::new(format!(
+                    "`{}` is a source, not an operator",
+                    node.name
+                )))
+            }
+            NodeKind::Filter { predicate } => Box::new(stateless::Filter::new(graph, id, predicate)?),
+            NodeKind::Select { columns } => Box::new(stateless::Select::new(graph, id, columns)?),
+            NodeKind::KeyBy { .. } | NodeKind::Union => Box::new(stateless::PassThrough),
+            NodeKind::WindowAggregate {
+                window: WindowSpec::Session { time, gap },
+                group_by,
+                aggregates,
+            } => Box::new(session_window::SessionWindow::new(
+                graph, id, time, *gap, group_by, aggregates, backend, max_p,
+            )?),
+            NodeKind::WindowAggregate {
+                window,
+                group_by,
+                aggregates,
+            } => Box::new(window_aggregate::WindowAggregate::new(
+                graph, id, window, group_by, aggregates, backend, max_p,
+            )?),
+            NodeKind::GroupAggregate {
+                group_by,
+                aggregates,
+            } => Box::new(group_aggregate::GroupAggregate::new(
+                graph, id, group_by, aggregates, backend, max_p,
+            )?),
+            NodeKind::Join(spec) => match &spec.kind {
+                JoinKind::Regular => Box::new(join::RegularJoin::new(graph, id, spec, backend, max_p)?),
+                JoinKind::Window { .. } => {
+                    Box::new(window_join::WindowJoin::new(graph, id, spec, backend, max_p)?)
+                }
+                JoinKind::Interval { .. } => Box::new(interval_join::IntervalJoin::new(
+                    graph, id, spec, backend, max_p,
+                )?),
+            },
+            NodeKind::TopN(spec) => Box::new(top_n::TopN::new(graph, id, spec, backend, max_p)?),
+            NodeKind::Deduplicate(spec) => Box::new(deduplicate::Deduplicate::new(
+                graph, id, spec, backend, max_p,
+            )?),
+            NodeKind::Sink(spec) => {
+                let files = {
+                    let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+                    Arc::clone(sinks.entry(id).or_insert_with(|| {
+                        Arc::new(SinkFiles::new(&spec.connector, node.parallelism))
+                    }))
+                };
+                Box::new(sink::Sink::new(graph, id, files)?)
+            }
+        })
+    }
+}
+
+impl TaskFactory for Factory {
+    fn source(&self, graph: &JobGraph, node: NodeId, subtask: u32) -> Result<Box<dyn Source>, String> {
+        source::build(graph, node, subtask, &self.dead_letters).map_err(|e| e.to_string())
+    }
+
+    fn operator(
+        &self,
+        graph: &JobGraph,
+        node: NodeId,
+        subtask: u32,
+    ) -> Result<Box<dyn Operator>, String> {
+        self.build_operator(graph, node, subtask)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -4,5 +4,11 @@
 //! graph, stream elements, state) and the executor that runs tasks on threads. It knows no concrete
 //! operator and no transport, so the cluster can later move the same tasks into actors and over gRPC.
 
+pub mod element;
+pub mod exec;
 pub mod expr;
+pub mod graph;
+pub mod keygroup;
+pub mod operator;
+pub mod state;
 pub mod types;

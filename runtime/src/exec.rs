@@ -1,0 +1,974 @@
+//! The local executor: runs a [`JobGraph`] as tasks on threads, in this process.
+//!
+//! Planning: every node whose only input is a `Forward` edge from a node of equal parallelism is
+//! *chained* into its upstream's task, so a source, its filters and projections run as function
+//! calls on one thread with no copies. Every other edge becomes an exchange: each sending subtask
+//! holds one bounded channel per receiving subtask and a partitioner (key group, round-robin,
+//! broadcast, forward). Bounded channels give backpressure: a slow consumer blocks its producers,
+//! all the way back to the sources.
+//!
+//! Each task subtask is one thread. Its loop takes the next element from whichever input channel
+//! is ready, pushes batches through the chain, tracks the watermark of every input channel and
+//! forwards the minimum (ignoring idle and ended channels), and at the end of all inputs fires a
+//! final watermark of +infinity, so bounded jobs flush every window.
+
+use crate::element::Element;
+use crate::expr::{self, Expr, Scope};
+use crate::graph::{JobGraph, NodeId, NodeKind, Partitioning};
+use crate::keygroup::{hash_key, key_group_of, subtask_of};
+use crate::operator::{Operator, Output, Source, SourcePoll};
+use crate::types::{Row, Timestamp, Value, MAX_TIMESTAMP, MIN_TIMESTAMP};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why a job could not be planned or failed while running.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot build {node}: {message}")]
+    Build { node: String, message: String },
+    #[error("{task} failed: {source}")]
+    Task {
+        task: String,
+        #[source]
+        source: crate::operator::OperatorError,
+    },
+    #[error("{task} panicked: {message}")]
+    Panic { task: String, message: String },
+    #[error("{task} stopped because a task it exchanges data with failed")]
+    Disconnected { task: String },
+    #[error("the job was cancelled")]
+    Cancelled,
+}
+
+/// Creates the operator instances of a job. Implemented by `eddy-operators`; the executor only
+/// decides where and when to call it.
+pub trait TaskFactory: Sync {
+    /// The source code of subtask `subtask` of source node `node`.
+    fn source(&self, graph: &JobGraph, node: NodeId, subtask: u32) -> Result<Box<dyn Source>, String>;
+    /// The operator (or sink) instance of subtask `subtask` of `node`.
+    fn operator(
+        &self,
+        graph: &JobGraph,
+        node: NodeId,
+        subtask: u32,
+    ) -> Result<Box<dyn Operator>, String>;
+}
+
+/// Tuning of the executor.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// Rows per batch sent over an exchange.
+    pub batch_size: usize,
+    /// Batches buffered per channel before the sender blocks (backpressure).
+    pub channel_capacity: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            batch_size: 1024,
+            channel_capacity: 16,
+        }
+    }
+}
+
+/// Counts of one node over all its subtasks, for the run summary and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub name: String,
+    pub records_in: u64,
+    pub records_out: u64,
+}
+
+/// What a finished job did.
+#[derive(Clone, Debug, Default)]
+pub struct JobStats {
+    pub nodes: Vec<NodeStats>,
+    pub elapsed: Duration,
+}
+
+impl JobStats {
+    /// The counts of the node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeStats> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// A handle to stop a running job from another thread (e.g. on Ctrl-C).
+#[derive(Clone, Debug, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A task: the head node of a chain and the nodes chained behind it.
+#[derive(Debug, Clone)]
+struct TaskPlan {
+    head: NodeId,
+    /// Head first, then chained nodes in topological order.
+    members: Vec<NodeId>,
+}
+
+/// Which nodes run together in one task.
+fn plan_tasks(graph: &JobGraph) -> Vec<TaskPlan> {
+    let mut task_of: HashMap<NodeId, usize> = HashMap::new();
+    let mut tasks: Vec<TaskPlan> = Vec::new();
+    for node in &graph.nodes {
+        let chain_to = match node.inputs.as_slice() {
+            [edge]
+                if edge.partitioning == Partitioning::Forward
+                    && graph.nodes[edge.from].parallelism == node.parallelism =>
+            {
+                task_of.get(&edge.from).copied()
+            }
+            _ => None,
+        };
+        match chain_to {
+            Some(t) => {
+                tasks[t].members.push(node.id);
+                task_of.insert(node.id, t);
+            }
+            None => {
+                task_of.insert(node.id, tasks.len());
+                tasks.push(TaskPlan {
+                    head: node.id,
+                    members: vec![node.id],
+                });
+            }
+        }
+    }
+    tasks
+}
+
+/// Where the rows of an output port go.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// A chained operator in the same task, at this input.
+    Local { op: usize, input: usize },
+    /// An exchange writer of the task.
+    Exchange(usize),
+}
+
+/// Distributes rows over the subtasks of the receiving node.
+enum Partitioner {
+    Forward,
+    Hash {
+        keys: Vec<Expr>,
+        max_parallelism: u32,
+    },
+    Rebalance {
+        next: usize,
+    },
+    Broadcast,
+}
+
+/// The sending end of one exchange edge in one subtask.
+struct ExchangeWriter {
+    partitioner: Partitioner,
+    senders: Vec<Sender<Element>>,
+    buffers: Vec<Vec<Row>>,
+    batch_size: usize,
+    task: String,
+}
+
+impl ExchangeWriter {
+    fn send(&self, target: usize, element: Element) -> Result<(), ExecError> {
+        self.senders[target]
+            .send(element)
+            .map_err(|_| ExecError::Disconnected {
+                task: self.task.clone(),
+            })
+    }
+
+    fn write(&mut self, rows: Vec<Row>) -> Result<(), ExecError> {
+        let targets = self.senders.len();
+        match &mut self.partitioner {
+            Partitioner::Forward => self.buffer_all(0, rows),
+            Partitioner::Rebalance { next } => {
+                let target = *next;
+                *next = (*next + 1) % targets;
+                self.buffer_all(target, rows)
+            }
+            Partitioner::Broadcast => {
+                for target in 0..targets {
+                    self.buffer_all(target, rows.clone())?;
+                }
+                Ok(())
+            }
+            Partitioner::Hash {
+                keys,
+                max_parallelism,
+            } => {
+                let mut key: Vec<Value> = Vec::with_capacity(keys.len());
+                for row in rows {
+                    key.clear();
+                    key.extend(keys.iter().map(|k| k.eval(&row.values)));
+                    let kg = key_group_of(hash_key(&key), *max_parallelism);
+                    let target =
+                        subtask_of(kg, targets as u32, *max_parallelism) as usize;
+                    self.buffers[target].push(row);
+                    if self.buffers[target].len() >= self.batch_size {
+                        let batch = std::mem::take(&mut self.buffers[target]);
+                        self.senders[target]
+                            .send(Element::Batch(batch))
+                            .map_err(|_| ExecError::Disconnected {
+                                task: self.task.clone(),
+                            })?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends a batch to a target's buffer and sends full batches.
+    fn buffer_all(&mut self, target: usize, mut rows: Vec<Row>) -> Result<(), ExecError> {
+        let buffer = &mut self.buffers[target];
+        if buffer.is_empty() && rows.len() >= self.batch_size / 2 {
+            return self.send(target, Element::Batch(rows));
+        }
+        buffer.append(&mut rows);
+        if buffer.len() >= self.batch_size {
+            let batch = std::mem::take(buffer);
+            self.send(target, Element::Batch(batch))?;
+        }
+        Ok(())
+    }
+
+    /// Sends every partly filled buffer.
+    fn flush(&mut self) -> Result<(), ExecError> {
+        for target in 0..self.buffers.len() {
+            if !self.buffers[target].is_empty() {
+                let batch = std::mem::take(&mut self.buffers[target]);
+                self.send(target, Element::Batch(batch))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes, then sends a control element to every receiving subtask.
+    fn broadcast(&mut self, element: Element) -> Result<(), ExecError> {
+        self.flush()?;
+        for target in 0..self.senders.len() {
+            self.send(target, element.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// One operator of a chain, with its output buffer and routing.
+struct ChainOp {
+    node: NodeId,
+    name: String,
+    op: Box<dyn Operator>,
+    out: Output,
+    records_in: u64,
+    records_out: u64,
+}
+
+/// The operators of one task subtask and the exchanges they feed.
+struct Chain {
+    ops: Vec<ChainOp>,
+    /// `routes[op][port]`: where that port's rows go.
+    routes: Vec<Vec<Vec<Target>>>,
+    exchanges: Vec<ExchangeWriter>,
+    name: String,
+}
+
+impl Chain {
+    fn task_error(&self, op: usize, source: crate::operator::OperatorError) -> ExecError {
+        ExecError::Task {
+            task: format!("{} at {}", self.name, self.ops[op].name),
+            source,
+        }
+    }
+
+    /// Runs a batch through operator `op` and everything downstream of it in the chain.
+    fn push(&mut self, op: usize, input: usize, rows: Vec<Row>) -> Result<(), ExecError> {
+        let mut out = std::mem::take(&mut self.ops[op].out);
+        self.ops[op].records_in += rows.len() as u64;
+        if let Err(e) = self.ops[op].op.process(input, rows, &mut out) {
+            return Err(self.task_error(op, e));
+        }
+        self.route(op, &mut out)?;
+        self.ops[op].out = out;
+        Ok(())
+    }
+
+    /// Sends what an operator emitted to its targets.
+    fn route(&mut self, op: usize, out: &mut Output) -> Result<(), ExecError> {
+        self.ops[op].records_out += out.len() as u64;
+        self.route_ports(op, out)
+    }
+
+    fn route_ports(&mut self, op: usize, out: &mut Output) -> Result<(), ExecError> {
+        for port in 0..out.port_count() {
+            if out.rows(port).is_empty() {
+                continue;
+            }
+            let rows = out.take(port);
+            let n = self.routes[op][port].len();
+            let mut rows = Some(rows);
+            for t in 0..n {
+                let target = self.routes[op][port][t];
+                let batch = if t + 1 == n {
+                    rows.take().unwrap_or_default()
+                } else {
+                    rows.as_ref().cloned().unwrap_or_default()
+                };
+                match target {
+                    Target::Local { op: next, input } => self.push(next, input, batch)?,
+                    Target::Exchange(e) => self.exchanges[e].write(batch)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Event time advanced for the whole task: every operator fires, in chain order.
+    fn watermark(&mut self, watermark: Timestamp) -> Result<(), ExecError> {
+        for op in 0..self.ops.len() {
+            let mut out = std::mem::take(&mut self.ops[op].out);
+            if let Err(e) = self.ops[op].op.on_watermark(watermark, &mut out) {
+                return Err(self.task_error(op, e));
+            }
+            self.route(op, &mut out)?;
+            self.ops[op].out = out;
+        }
+        for exchange in &mut self.exchanges {
+            exchange.broadcast(Element::Watermark(watermark))?;
+        }
+        Ok(())
+    }
+
+    /// All inputs ended: final watermark, then every operator closes in chain order.
+    fn end(&mut self) -> Result<(), ExecError> {
+        self.watermark(MAX_TIMESTAMP)?;
+        for op in 0..self.ops.len() {
+            let mut out = std::mem::take(&mut self.ops[op].out);
+            if let Err(e) = self.ops[op].op.on_end(&mut out) {
+                return Err(self.task_error(op, e));
+            }
+            self.route(op, &mut out)?;
+            self.ops[op].out = out;
+        }
+        for exchange in &mut self.exchanges {
+            exchange.broadcast(Element::End)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ExecError> {
+        for exchange in &mut self.exchanges {
+            exchange.flush()?;
+        }
+        Ok(())
+    }
+
+    fn idle(&mut self) -> Result<(), ExecError> {
+        for exchange in &mut self.exchanges {
+            exchange.broadcast(Element::Idle)?;
+        }
+        Ok(())
+    }
+}
+
+/// The state of one input channel, for watermark tracking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChannelStatus {
+    Active,
+    Idle,
+    Ended,
+}
+
+/// The receiving side of a task whose head has inputs.
+struct Inputs {
+    receivers: Vec<Receiver<Element>>,
+    /// The head operator's input index of each channel.
+    input_of: Vec<usize>,
+    watermarks: Vec<Timestamp>,
+    status: Vec<ChannelStatus>,
+    current: Timestamp,
+}
+
+impl Inputs {
+    /// The combined watermark: the minimum over active channels; +infinity once all ended.
+    fn combined(&self) -> Option<Timestamp> {
+        let mut min: Option<Timestamp> = None;
+        let mut all_ended = true;
+        for (wm, status) in self.watermarks.iter().zip(&self.status) {
+            match status {
+                ChannelStatus::Active => {
+                    all_ended = false;
+                    min = Some(min.map_or(*wm, |m| m.min(*wm)));
+                }
+                ChannelStatus::Idle => all_ended = false,
+                ChannelStatus::Ended => {}
+            }
+        }
+        if all_ended {
+            Some(MAX_TIMESTAMP)
+        } else {
+            min
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.receivers
+            .iter()
+            .zip(&self.status)
+            .any(|(r, s)| *s != ChannelStatus::Ended && !r.is_empty())
+    }
+}
+
+/// Watermark generation of a source subtask.
+struct SourceWatermarks {
+    /// Per port: the time column, if the port carries event time.
+    columns: Vec<Option<usize>>,
+    delay: i64,
+    idle_timeout: Option<Duration>,
+    max_seen: Timestamp,
+    emitted: Timestamp,
+}
+
+impl SourceWatermarks {
+    /// Looks at the rows a poll produced; returns a new watermark if it advanced.
+    fn observe(&mut self, out: &Output) -> Option<Timestamp> {
+        for (port, column) in self.columns.iter().enumerate() {
+            if let Some(c) = column {
+                for row in out.rows(port) {
+                    if let Some(t) = row.values[*c].as_timestamp() {
+                        if t > self.max_seen {
+                            self.max_seen = t;
+                        }
+                    }
+                }
+            }
+        }
+        if self.max_seen == MIN_TIMESTAMP {
+            return None;
+        }
+        let wm = self.max_seen.saturating_sub(self.delay);
+        (wm > self.emitted).then(|| {
+            self.emitted = wm;
+            wm
+        })
+    }
+}
+
+/// What starts a task: a source it polls, or input channels it reads.
+enum Head {
+    Source {
+        source: Box<dyn Source>,
+        out: Output,
+        routes: Vec<Vec<Target>>,
+        watermarks: Option<SourceWatermarks>,
+    },
+    Inputs(Inputs),
+}
+
+/// One task subtask, ready to run on its thread.
+struct Task {
+    name: String,
+    head: Head,
+    chain: Chain,
+    cancel: CancelHandle,
+}
+
+impl Task {
+    fn run(mut self) -> Result<Vec<(NodeId, u64, u64)>, ExecError> {
+        match &mut self.head {
+            Head::Source { .. } => self.run_source()?,
+            Head::Inputs(_) => self.run_inputs()?,
+        }
+        Ok(self
+            .chain
+            .ops
+            .iter()
+            .map(|op| (op.node, op.records_in, op.records_out))
+            .collect())
+    }
+
+    fn run_source(&mut self) -> Result<(), ExecError> {
+        let Head::Source {
+            source,
+            out,
+            routes,
+            watermarks,
+        } = &mut self.head
+        else {
+            return Ok(());
+        };
+        let chain = &mut self.chain;
+        let mut idle_since: Option<Instant> = None;
+        let mut marked_idle = false;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(ExecError::Cancelled);
+            }
+            let poll = source.poll(out).map_err(|e| ExecError::Task {
+                task: self.name.clone(),
+                source: e,
+            })?;
+            let produced = !out.is_empty();
+            let new_watermark = watermarks.as_mut().and_then(|w| w.observe(out));
+            if produced {
+                idle_since = None;
+                marked_idle = false;
+                route_source(chain, routes, out)?;
+            }
+            if let Some(wm) = new_watermark {
+                chain.watermark(wm)?;
+            }
+            match poll {
+                SourcePoll::Ready => {}
+                SourcePoll::Idle => {
+                    chain.flush()?;
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    let timeout = watermarks.as_ref().and_then(|w| w.idle_timeout);
+                    if let Some(timeout) = timeout {
+                        if !marked_idle && since.elapsed() >= timeout {
+                            chain.idle()?;
+                            marked_idle = true;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                SourcePoll::Finished => {
+                    source.close().map_err(|e| ExecError::Task {
+                        task: self.name.clone(),
+                        source: e,
+                    })?;
+                    return chain.end();
+                }
+            }
+        }
+    }
+
+    fn run_inputs(&mut self) -> Result<(), ExecError> {
+        let Head::Inputs(inputs) = &mut self.head else {
+            return Ok(());
+        };
+        let chain = &mut self.chain;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(ExecError::Cancelled);
+            }
+            let alive: Vec<usize> = (0..inputs.receivers.len())
+                .filter(|&i| inputs.status[i] != ChannelStatus::Ended)
+                .collect();
+            if alive.is_empty() {
+                return chain.end();
+            }
+            // Prefer a channel with data ready; block only when none has any.
+            let mut ready = None;
+            for &i in &alive {
+                match inputs.receivers[i].try_recv() {
+                    Ok(element) => {
+                        ready = Some((i, element));
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => {
+                        return Err(ExecError::Disconnected {
+                            task: self.name.clone(),
+                        })
+                    }
+                }
+            }
+            let (channel, element) = match ready {
+                Some(r) => r,
+                None => {
+                    chain.flush()?;
+                    let mut select = Select::new();
+                    for &i in &alive {
+                        select.recv(&inputs.receivers[i]);
+                    }
+                    let Ok(op) = select.select_timeout(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let channel = alive[op.index()];
+                    match op.recv(&inputs.receivers[channel]) {
+                        Ok(element) => (channel, element),
+                        Err(_) => {
+                            return Err(ExecError::Disconnected {
+                                task: self.name.clone(),
+                            })
+                        }
+                    }
+                }
+            };
+            match element {
+                Element::Batch(rows) => {
+                    inputs.status[channel] = ChannelStatus::Active;
+                    chain.push(0, inputs.input_of[channel], rows)?;
+                }
+                Element::Watermark(wm) => {
+                    inputs.status[channel] = ChannelStatus::Active;
+                    inputs.watermarks[channel] = inputs.watermarks[channel].max(wm);
+                }
+                Element::Idle => inputs.status[channel] = ChannelStatus::Idle,
+                Element::End => inputs.status[channel] = ChannelStatus::Ended,
+            }
+            if let Some(wm) = inputs.combined() {
+                if wm > inputs.current && wm != MAX_TIMESTAMP {
+                    inputs.current = wm;
+                    chain.watermark(wm)?;
+                }
+            }
+            if !inputs.has_pending() {
+                chain.flush()?;
+            }
+        }
+    }
+}
+
+fn route_source(
+    chain: &mut Chain,
+    routes: &[Vec<Target>],
+    out: &mut Output,
+) -> Result<(), ExecError> {
+    for (port, targets) in routes.iter().enumerate() {
+        let rows = out.take(port);
+        if rows.is_empty() {
+            continue;
+        }
+        let mut rows = Some(rows);
+        for (t, target) in targets.iter().enumerate() {
+            let batch = if t + 1 == targets.len() {
+                rows.take().unwrap_or_default()
+            } else {
+                rows.as_ref().cloned().unwrap_or_default()
+            };
+            match *target {
+                Target::Local { op, input } => chain.push(op, input, batch)?,
+                Target::Exchange(e) => chain.exchanges[e].write(batch)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Key expressions of a hash edge, compiled against the sender's schema.
+fn compile_keys(graph: &JobGraph, from: NodeId, port: usize, keys: &[String]) -> Result<Vec<Expr>, ExecError> {
+    let schema = &graph.nodes[from].outputs[port].schema;
+    keys.iter()
+        .map(|k| {
+            expr::parse_expr(k)
+                .and_then(|ast| expr::compile(&ast, &Scope::single(schema)))
+                .map_err(|e| ExecError::Build {
+                    node: graph.nodes[from].name.clone(),
+                    message: format!("key `{k}`: {e}"),
+                })
+        })
+        .collect()
+}
+
+/// Runs a job to completion on local threads. Returns per-node record counts.
+pub fn execute(
+    graph: &JobGraph,
+    factory: &dyn TaskFactory,
+    options: &ExecOptions,
+    cancel: &CancelHandle,
+) -> Result<JobStats, ExecError> {
+    let started = Instant::now();
+    let plans = plan_tasks(graph);
+    let mut task_of = vec![0usize; graph.nodes.len()];
+    let mut position = vec![0usize; graph.nodes.len()];
+    for (t, plan) in plans.iter().enumerate() {
+        for (i, &n) in plan.members.iter().enumerate() {
+            task_of[n] = t;
+            position[n] = i;
+        }
+    }
+
+    // Channels of every exchange edge: receivers[(node, input)][receiver][sender].
+    let mut senders: HashMap<(NodeId, usize), Vec<Vec<Sender<Element>>>> = HashMap::new();
+    let mut receivers: HashMap<(NodeId, usize), Vec<Vec<Receiver<Element>>>> = HashMap::new();
+    for node in &graph.nodes {
+        let chained = plans[task_of[node.id]].head != node.id;
+        if chained {
+            continue;
+        }
+        for (input, edge) in node.inputs.iter().enumerate() {
+            let from_p = graph.nodes[edge.from].parallelism as usize;
+            let to_p = node.parallelism as usize;
+            let forward = edge.partitioning == Partitioning::Forward && from_p == to_p;
+            let mut s: Vec<Vec<Sender<Element>>> = vec![Vec::new(); from_p];
+            let mut r: Vec<Vec<Receiver<Element>>> = vec![Vec::new(); to_p];
+            for (i, senders_of_i) in s.iter_mut().enumerate() {
+                for (j, receivers_of_j) in r.iter_mut().enumerate() {
+                    if forward && i != j {
+                        continue;
+                    }
+                    let (tx, rx) = bounded(options.channel_capacity);
+                    senders_of_i.push(tx);
+                    receivers_of_j.push(rx);
+                }
+            }
+            senders.insert((node.id, input), s);
+            receivers.insert((node.id, input), r);
+        }
+    }
+
+    let mut tasks: Vec<Task> = Vec::new();
+    for plan in &plans {
+        let head = &graph.nodes[plan.head];
+        for subtask in 0..head.parallelism {
+            let name = format!("{}[{}/{}]", head.name, subtask + 1, head.parallelism);
+            let mut ops = Vec::new();
+            let mut routes = Vec::new();
+            let mut exchanges = Vec::new();
+            let mut source_routes = Vec::new();
+            // Operators (all members, or all but a source head).
+            for &member in &plan.members {
+                let node = &graph.nodes[member];
+                let targets = port_targets(
+                    graph,
+                    member,
+                    subtask,
+                    &task_of,
+                    &position,
+                    plan,
+                    &mut senders,
+                    &mut exchanges,
+                    options,
+                    &name,
+                )?;
+                if matches!(node.kind, NodeKind::Source(_)) {
+                    source_routes = targets;
+                    continue;
+                }
+                let op = factory
+                    .operator(graph, member, subtask)
+                    .map_err(|message| ExecError::Build {
+                        node: node.name.clone(),
+                        message,
+                    })?;
+                ops.push(ChainOp {
+                    node: member,
+                    name: node.name.clone(),
+                    op,
+                    out: Output::new(node.outputs.len()),
+                    records_in: 0,
+                    records_out: 0,
+                });
+                routes.push(targets);
+            }
+            // With a source head, chain positions shift by one: the source is not an op.
+            let shift = usize::from(matches!(head.kind, NodeKind::Source(_)));
+            if shift == 1 {
+                for r in routes.iter_mut().chain(std::iter::once(&mut source_routes)) {
+                    for port in r.iter_mut() {
+                        for t in port.iter_mut() {
+                            if let Target::Local { op, .. } = t {
+                                *op -= 1;
+                            }
+                        }
+                    }
+                }
+            }
+            let chain = Chain {
+                ops,
+                routes,
+                exchanges,
+                name: name.clone(),
+            };
+            let head_state = match &head.kind {
+                NodeKind::Source(spec) => {
+                    let source = factory
+                        .source(graph, head.id, subtask)
+                        .map_err(|message| ExecError::Build {
+                            node: head.name.clone(),
+                            message,
+                        })?;
+                    let watermarks = spec.watermark.as_ref().map(|w| SourceWatermarks {
+                        columns: head
+                            .outputs
+                            .iter()
+                            .map(|p| p.schema.index_of(&w.column))
+                            .collect(),
+                        delay: w.delay,
+                        idle_timeout: w.idle_timeout.map(|ms| Duration::from_millis(ms as u64)),
+                        max_seen: MIN_TIMESTAMP,
+                        emitted: MIN_TIMESTAMP,
+                    });
+                    Head::Source {
+                        source,
+                        out: Output::new(head.outputs.len()),
+                        routes: source_routes,
+                        watermarks,
+                    }
+                }
+                _ => {
+                    let mut rx = Vec::new();
+                    let mut input_of = Vec::new();
+                    for input in 0..head.inputs.len() {
+                        let list = receivers
+                            .get_mut(&(head.id, input))
+                            .map(|r| std::mem::take(&mut r[subtask as usize]))
+                            .unwrap_or_default();
+                        for r in list {
+                            rx.push(r);
+                            input_of.push(input);
+                        }
+                    }
+                    let n = rx.len();
+                    Head::Inputs(Inputs {
+                        receivers: rx,
+                        input_of,
+                        watermarks: vec![MIN_TIMESTAMP; n],
+                        status: vec![ChannelStatus::Active; n],
+                        current: MIN_TIMESTAMP,
+                    })
+                }
+            };
+            tasks.push(Task {
+                name,
+                head: head_state,
+                chain,
+                cancel: cancel.clone(),
+            });
+        }
+    }
+    drop(senders);
+    drop(receivers);
+
+    let stats: Arc<Mutex<Vec<(NodeId, u64, u64)>>> = Arc::default();
+    let errors: Arc<Mutex<Vec<ExecError>>> = Arc::default();
+    let mut handles = Vec::new();
+    for task in tasks {
+        let stats = Arc::clone(&stats);
+        let errors = Arc::clone(&errors);
+        let cancel = cancel.clone();
+        let name = task.name.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run()));
+                let outcome = match result {
+                    Ok(Ok(counts)) => {
+                        stats.lock().unwrap_or_else(|e| e.into_inner()).extend(counts);
+                        return;
+                    }
+                    Ok(Err(e)) => e,
+                    Err(panic) => ExecError::Panic {
+                        task: name,
+                        message: panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default(),
+                    },
+                };
+                cancel.cancel();
+                errors.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+            })
+            .map_err(|e| ExecError::Build {
+                node: "executor".into(),
+                message: format!("cannot start a thread: {e}"),
+            })?;
+        handles.push(handle);
+    }
+    for handle in handles {
+        let _ = handle.join();
+    }
+    let mut errors = std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner()));
+    if !errors.is_empty() {
+        // Report the root cause, not the tasks that stopped because of it.
+        errors.sort_by_key(|e| match e {
+            ExecError::Disconnected { .. } => 2,
+            ExecError::Cancelled => 1,
+            _ => 0,
+        });
+        return Err(errors.swap_remove(0));
+    }
+    let mut nodes: Vec<NodeStats> = graph
+        .nodes
+        .iter()
+        .map(|n| NodeStats {
+            name: n.name.clone(),
+            ..Default::default()
+        })
+        .collect();
+    for (node, records_in, records_out) in stats.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        nodes[*node].records_in += records_in;
+        nodes[*node].records_out += records_out;
+    }
+    Ok(JobStats {
+        nodes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The targets of every output port of `member` in one subtask, creating exchange writers for
+/// edges that leave the task.
+#[allow(clippy::too_many_arguments)]
+fn port_targets(
+    graph: &JobGraph,
+    member: NodeId,
+    subtask: u32,
+    task_of: &[usize],
+    position: &[usize],
+    plan: &TaskPlan,
+    senders: &mut HashMap<(NodeId, usize), Vec<Vec<Sender<Element>>>>,
+    exchanges: &mut Vec<ExchangeWriter>,
+    options: &ExecOptions,
+    task_name: &str,
+) -> Result<Vec<Vec<Target>>, ExecError> {
+    let node = &graph.nodes[member];
+    let mut result = Vec::new();
+    for port in 0..node.outputs.len() {
+        let mut targets = Vec::new();
+        for (consumer, input) in graph.consumers(member, port) {
+            let same_task = plan.members.contains(&consumer)
+                && task_of[consumer] == task_of[member]
+                && plan.head != consumer;
+            if same_task {
+                targets.push(Target::Local {
+                    op: position[consumer],
+                    input,
+                });
+                continue;
+            }
+            let edge = &graph.nodes[consumer].inputs[input];
+            let to_p = graph.nodes[consumer].parallelism;
+            let partitioner = match &edge.partitioning {
+                Partitioning::Forward if node.parallelism == to_p => Partitioner::Forward,
+                Partitioning::Forward | Partitioning::Rebalance => Partitioner::Rebalance {
+                    next: subtask as usize % to_p as usize,
+                },
+                Partitioning::Broadcast => Partitioner::Broadcast,
+                Partitioning::Hash(keys) => Partitioner::Hash {
+                    keys: compile_keys(graph, member, port, keys)?,
+                    max_parallelism: graph.max_parallelism,
+                },
+            };
+            let channel_senders = senders
+                .get_mut(&(consumer, input))
+                .map(|s| std::mem::take(&mut s[subtask as usize]))
+                .unwrap_or_default();
+            let n = channel_senders.len();
+            targets.push(Target::Exchange(exchanges.len()));
+            exchanges.push(ExchangeWriter {
+                partitioner,
+                senders: channel_senders,
+                buffers: vec![Vec::new(); n],
+                batch_size: options.batch_size,
+                task: task_name.to_string(),
+            });
+        }
+        result.push(targets);
+    }
+    Ok(result)
+}

@@ -1,0 +1,315 @@
+//! The validated job graph: what a job computes, independent of how its file was written and of
+//! where its tasks will run.
+//!
+//! A `JobGraph` is produced only by the job compiler (`eddy-jobs`), which has type-checked every
+//! expression against the schemas recorded here. It is plain data (strings, numbers, schemas) so
+//! it can be stored by the coordinator and shipped to workers; expressions travel as their source
+//! text and are compiled again, deterministically, where operators are built.
+
+use crate::types::{DataType, SchemaRef, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// Index of a node in [`JobGraph::nodes`].
+pub type NodeId = usize;
+
+/// A whole job: nodes in topological order (every edge goes from a lower to a higher id).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobGraph {
+    pub name: String,
+    /// The number of key groups; the upper bound for any node's parallelism.
+    pub max_parallelism: u32,
+    pub nodes: Vec<Node>,
+}
+
+impl JobGraph {
+    /// The nodes reading the given output port of a node, with their input index.
+    pub fn consumers(&self, node: NodeId, port: usize) -> Vec<(NodeId, usize)> {
+        let mut result = Vec::new();
+        for n in &self.nodes[node + 1..] {
+            for (i, e) in n.inputs.iter().enumerate() {
+                if e.from == node && e.port == port {
+                    result.push((n.id, i));
+                }
+            }
+        }
+        result
+    }
+
+    /// The schema arriving on input `input` of `node`.
+    pub fn input_schema(&self, node: NodeId, input: usize) -> &SchemaRef {
+        let edge = &self.nodes[node].inputs[input];
+        &self.nodes[edge.from].outputs[edge.port].schema
+    }
+
+    /// Whether the stream on input `input` of `node` carries updates (retractions).
+    pub fn input_updating(&self, node: NodeId, input: usize) -> bool {
+        let edge = &self.nodes[node].inputs[input];
+        self.nodes[edge.from].outputs[edge.port].updating
+    }
+}
+
+/// One operator, source or sink of the job, with its parallelism and typed outputs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    /// Unique in the job; used in errors, thread names, metrics and (later) state ids.
+    pub name: String,
+    pub parallelism: u32,
+    /// Inputs in order: a join's input 0 is its left side.
+    pub inputs: Vec<Edge>,
+    /// Output ports: one for most nodes, one per table for a Nexmark source, none for sinks.
+    pub outputs: Vec<Port>,
+    pub kind: NodeKind,
+}
+
+/// One output of a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Port {
+    /// Empty for a node's only port; the table name for multi-output sources (`events.bid`).
+    pub name: String,
+    pub schema: SchemaRef,
+    /// True when the stream carries retractions (-U/-D) and not only insertions.
+    pub updating: bool,
+}
+
+/// A connection from an output port to a node input, and how records are distributed over the
+/// receiving subtasks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Edge {
+    pub from: NodeId,
+    pub port: usize,
+    pub partitioning: Partitioning,
+}
+
+/// How records on an edge are distributed among the receiving subtasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Partitioning {
+    /// Subtask i sends to subtask i (same parallelism); such edges can be chained.
+    Forward,
+    /// By key group of the key expressions (over the sender's schema): keyed state lives there.
+    Hash(Vec<String>),
+    /// Round-robin, batch by batch: spreads load when parallelism changes without a key.
+    Rebalance,
+    /// Every record to every subtask.
+    Broadcast,
+}
+
+/// An expression with the name of the column it produces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamedExpr {
+    pub expr: String,
+    pub name: String,
+}
+
+/// What a node does.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum NodeKind {
+    Source(SourceSpec),
+    /// Keeps rows for which the predicate is TRUE.
+    Filter { predicate: String },
+    /// Computes new columns from each row (map / project).
+    Select { columns: Vec<NamedExpr> },
+    /// Passes rows through; its input edge partitions them by key.
+    KeyBy { key: Vec<String> },
+    /// Merges inputs of the same schema.
+    Union,
+    /// Aggregates per key and event-time window; emits each window once when it closes.
+    WindowAggregate {
+        window: WindowSpec,
+        group_by: Vec<NamedExpr>,
+        aggregates: Vec<NamedExpr>,
+    },
+    /// Aggregates per key over the whole stream; emits updates as results change.
+    GroupAggregate {
+        group_by: Vec<NamedExpr>,
+        aggregates: Vec<NamedExpr>,
+    },
+    Join(JoinSpec),
+    TopN(TopNSpec),
+    Deduplicate(DeduplicateSpec),
+    Sink(SinkSpec),
+}
+
+impl NodeKind {
+    /// The name users write in job files (`type = "..."`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            NodeKind::Source(_) => "source",
+            NodeKind::Filter { .. } => "filter",
+            NodeKind::Select { .. } => "select",
+            NodeKind::KeyBy { .. } => "key_by",
+            NodeKind::Union => "union",
+            NodeKind::WindowAggregate { .. } => "window_aggregate",
+            NodeKind::GroupAggregate { .. } => "group_aggregate",
+            NodeKind::Join(j) => match j.kind {
+                JoinKind::Regular => "join",
+                JoinKind::Window { .. } => "window_join",
+                JoinKind::Interval { .. } => "interval_join",
+            },
+            NodeKind::TopN(_) => "top_n",
+            NodeKind::Deduplicate(_) => "deduplicate",
+            NodeKind::Sink(_) => "sink",
+        }
+    }
+}
+
+/// Event-time windows. Every window type adds `window_start` and `window_end` columns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WindowSpec {
+    /// Fixed, non-overlapping windows of `size` ms.
+    Tumble { time: String, size: i64 },
+    /// Windows of `size` ms starting every `slide` ms (a row is in size/slide windows).
+    Hop { time: String, size: i64, slide: i64 },
+    /// Per key, rows closer than `gap` ms belong to one session; it ends `gap` after its last row.
+    Session { time: String, gap: i64 },
+    /// The window a previous window operator assigned, from its start and end columns (Flink's
+    /// window attribute propagation: aggregating the result of a window aggregate per window).
+    Inherit { start: String, end: String },
+}
+
+/// A join of input 0 (left) and input 1 (right) on equal keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinSpec {
+    pub kind: JoinKind,
+    /// Names expressions may use to qualify columns (`A.id`, `B.auction`).
+    pub left_alias: String,
+    pub right_alias: String,
+    /// Equal-key expressions over the left and right schemas (same length).
+    pub left_key: Vec<String>,
+    pub right_key: Vec<String>,
+    /// Extra condition over the joined row, with aliases.
+    pub condition: Option<String>,
+    /// Output columns over the joined row.
+    pub columns: Vec<NamedExpr>,
+}
+
+/// Which rows of the two sides meet, and when state can be dropped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum JoinKind {
+    /// Every pair ever seen with equal keys (state is kept forever). Both inputs append-only.
+    Regular,
+    /// Pairs from the same window (equal window end columns); emitted when the window closes.
+    Window { left_end: String, right_end: String },
+    /// Pairs where `left_time + lower <= right_time <= left_time + upper`; emitted on arrival,
+    /// state dropped once the watermark passes the bound.
+    Interval {
+        left_time: String,
+        right_time: String,
+        lower: i64,
+        upper: i64,
+    },
+}
+
+/// ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..) <= limit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopNSpec {
+    pub partition_by: Vec<String>,
+    pub order_by: Vec<OrderBy>,
+    pub limit: usize,
+    /// Adds the row number as a BIGINT column with this name.
+    pub rank_column: Option<String>,
+    /// When set (a window end column), ranks per window and emits each window's final top rows
+    /// once it closes, append-only (Flink's window top-N); otherwise emits updates continuously.
+    pub window_end: Option<String>,
+}
+
+/// One ORDER BY item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderBy {
+    pub expr: String,
+    pub descending: bool,
+}
+
+/// Keeps the first or last row per key in event time (ROW_NUMBER = 1 ordered by a time column).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeduplicateSpec {
+    pub key: Vec<String>,
+    pub time: String,
+    pub keep: Keep,
+}
+
+/// Which row a deduplication keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Keep {
+    /// The earliest row; later ones are dropped (append-only output).
+    First,
+    /// The latest row; an equal time replaces too (updating output).
+    Last,
+}
+
+/// A source: where rows come from and how event time is tracked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceSpec {
+    pub connector: SourceConnector,
+    pub watermark: Option<WatermarkSpec>,
+}
+
+/// The connectors that can start a stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SourceConnector {
+    /// JSON lines from a file or a directory of files (`.gz` decompressed). With parallelism
+    /// P, subtask i reads every line whose index mod P is i, so each subtask's stream keeps the
+    /// file's order.
+    File { path: String, format: FileFormat },
+    /// The built-in Nexmark generator (crate `nexmark`); subtask i generates events i, i+P, ...
+    NexmarkGenerator(GeneratorSpec),
+}
+
+/// Line formats of the file source.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FileFormat {
+    /// Nexmark's nested events; ports person, auction, bid.
+    Nexmark,
+    /// Flat or nested JSON objects with declared columns; one port.
+    Json { columns: Vec<JsonColumnSpec> },
+}
+
+/// A declared column of a JSON-lines source.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JsonColumnSpec {
+    pub name: String,
+    pub data_type: DataType,
+    /// Dotted path into nested objects; the name when absent.
+    pub path: Option<String>,
+}
+
+/// Settings of the Nexmark generator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GeneratorSpec {
+    /// Total events over all subtasks; unbounded when absent.
+    pub events: Option<u64>,
+    /// Events per second of event time: sets the spacing of timestamps.
+    pub rate: u64,
+    /// Event time of the first event.
+    pub base_time: Timestamp,
+    /// When true, emits no faster than `rate` in wall-clock time (a live stream); otherwise as
+    /// fast as possible (benchmarks).
+    pub throttle: bool,
+}
+
+/// Watermarks of a source: bounded out-of-orderness over a time column present in every port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WatermarkSpec {
+    pub column: String,
+    /// Watermark = largest time seen - delay.
+    pub delay: i64,
+    /// A subtask with no data for this long is marked idle so it does not hold others back.
+    pub idle_timeout: Option<i64>,
+}
+
+/// Where results go.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SinkSpec {
+    pub connector: SinkConnector,
+}
+
+/// The sink connectors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SinkConnector {
+    /// JSON lines into one file, shared by all sink subtasks.
+    File { path: String },
+    /// JSON lines on standard output.
+    Stdout,
+    /// Discards rows (benchmarks).
+    Blackhole,
+}
