@@ -47,7 +47,12 @@ pub enum ExecError {
 /// decides where and when to call it.
 pub trait TaskFactory: Sync {
     /// The source code of subtask `subtask` of source node `node`.
-    fn source(&self, graph: &JobGraph, node: NodeId, subtask: u32) -> Result<Box<dyn Source>, String>;
+    fn source(
+        &self,
+        graph: &JobGraph,
+        node: NodeId,
+        subtask: u32,
+    ) -> Result<Box<dyn Source>, String>;
     /// The operator (or sink) instance of subtask `subtask` of `node`.
     fn operator(
         &self,
@@ -214,8 +219,7 @@ impl ExchangeWriter {
                     key.clear();
                     key.extend(keys.iter().map(|k| k.eval(&row.values)));
                     let kg = key_group_of(hash_key(&key), *max_parallelism);
-                    let target =
-                        subtask_of(kg, targets as u32, *max_parallelism) as usize;
+                    let target = subtask_of(kg, targets as u32, *max_parallelism) as usize;
                     self.buffers[target].push(row);
                     if self.buffers[target].len() >= self.batch_size {
                         let batch = std::mem::take(&mut self.buffers[target]);
@@ -480,6 +484,9 @@ enum Head {
 /// One task subtask, ready to run on its thread.
 struct Task {
     name: String,
+    head_node: NodeId,
+    /// Records a source head emitted.
+    source_records: u64,
     head: Head,
     chain: Chain,
     cancel: CancelHandle,
@@ -491,12 +498,16 @@ impl Task {
             Head::Source { .. } => self.run_source()?,
             Head::Inputs(_) => self.run_inputs()?,
         }
-        Ok(self
+        let mut counts: Vec<(NodeId, u64, u64)> = self
             .chain
             .ops
             .iter()
             .map(|op| (op.node, op.records_in, op.records_out))
-            .collect())
+            .collect();
+        if matches!(self.head, Head::Source { .. }) {
+            counts.push((self.head_node, 0, self.source_records));
+        }
+        Ok(counts)
     }
 
     fn run_source(&mut self) -> Result<(), ExecError> {
@@ -523,6 +534,7 @@ impl Task {
             let produced = !out.is_empty();
             let new_watermark = watermarks.as_mut().and_then(|w| w.observe(out));
             if produced {
+                self.source_records += out.len() as u64;
                 idle_since = None;
                 marked_idle = false;
                 route_source(chain, routes, out)?;
@@ -660,7 +672,12 @@ fn route_source(
 }
 
 /// Key expressions of a hash edge, compiled against the sender's schema.
-fn compile_keys(graph: &JobGraph, from: NodeId, port: usize, keys: &[String]) -> Result<Vec<Expr>, ExecError> {
+fn compile_keys(
+    graph: &JobGraph,
+    from: NodeId,
+    port: usize,
+    keys: &[String],
+) -> Result<Vec<Expr>, ExecError> {
     let schema = &graph.nodes[from].outputs[port].schema;
     keys.iter()
         .map(|k| {
@@ -786,12 +803,12 @@ pub fn execute(
             };
             let head_state = match &head.kind {
                 NodeKind::Source(spec) => {
-                    let source = factory
-                        .source(graph, head.id, subtask)
-                        .map_err(|message| ExecError::Build {
+                    let source = factory.source(graph, head.id, subtask).map_err(|message| {
+                        ExecError::Build {
                             node: head.name.clone(),
                             message,
-                        })?;
+                        }
+                    })?;
                     let watermarks = spec.watermark.as_ref().map(|w| SourceWatermarks {
                         columns: head
                             .outputs
@@ -835,6 +852,8 @@ pub fn execute(
             };
             tasks.push(Task {
                 name,
+                head_node: head.id,
+                source_records: 0,
                 head: head_state,
                 chain,
                 cancel: cancel.clone(),
@@ -858,7 +877,10 @@ pub fn execute(
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run()));
                 let outcome = match result {
                     Ok(Ok(counts)) => {
-                        stats.lock().unwrap_or_else(|e| e.into_inner()).extend(counts);
+                        stats
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(counts);
                         return;
                     }
                     Ok(Err(e)) => e,
@@ -872,7 +894,10 @@ pub fn execute(
                     },
                 };
                 cancel.cancel();
-                errors.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+                errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(outcome);
             })
             .map_err(|e| ExecError::Build {
                 node: "executor".into(),

@@ -2,9 +2,9 @@
 //! with Flink's rules, inserts implicit coercions, folds constants, and produces the node tree
 //! that [`Expr`](super::Expr) evaluates.
 
-use super::ast::{Ast, AstKind, BinaryOp, UnaryOp};
+use super::ast::{Ast, AstKind, BinaryOp, StringLength, UnaryOp};
 use super::eval::{ArithKind, ArithOp, CastTo, CmpOp, Node};
-use super::functions::{bind_call, LikeMatcher};
+use super::functions::{check_arity, type_call, LikeMatcher};
 use super::parser::MAX_DEPTH;
 use super::{suggest, AggregateFunction, ExprError};
 use crate::types::{parse_timestamp, DataType, Schema, Value};
@@ -160,19 +160,31 @@ impl<'a> Scope<'a> {
         let available: Vec<String> = candidates
             .iter()
             .flat_map(|input| {
-                input.schema.fields.iter().map(move |f| match input.qualifier {
-                    Some(q) if self.inputs.len() > 1 => format!("{q}.{}", f.name),
-                    _ => f.name.clone(),
-                })
+                input
+                    .schema
+                    .fields
+                    .iter()
+                    .map(move |f| match input.qualifier {
+                        Some(q) if self.inputs.len() > 1 => format!("{q}.{}", f.name),
+                        _ => f.name.clone(),
+                    })
             })
             .collect();
-        let mut list = available.iter().take(40).cloned().collect::<Vec<_>>().join(", ");
+        let mut list = available
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         if available.len() > 40 {
             list.push_str(", ...");
         }
         let err = ExprError::new(
             if available.is_empty() {
-                format!("unknown column `{}`: the input has no columns", shown(qualifier))
+                format!(
+                    "unknown column `{}`: the input has no columns",
+                    shown(qualifier)
+                )
             } else {
                 format!(
                     "unknown column `{}`; available columns: {list}",
@@ -276,16 +288,16 @@ pub(crate) fn common_type(a: DataType, b: DataType) -> Option<DataType> {
 
 /// Whether `=`/`<` between the two types is allowed.
 pub(crate) fn comparable(a: DataType, b: DataType) -> bool {
-    a == b
-        || a == DataType::Null
-        || b == DataType::Null
-        || (a.is_numeric() && b.is_numeric())
+    a == b || a == DataType::Null || b == DataType::Null || (a.is_numeric() && b.is_numeric())
 }
 
 /// Converts a bound value to `to`, inserting a cast only where the representation changes.
 pub(crate) fn coerce(t: Typed, to: DataType) -> Typed {
     if t.ty == to || t.ty == DataType::Null || to == DataType::Null {
-        return Typed { node: t.node, ty: to };
+        return Typed {
+            node: t.node,
+            ty: to,
+        };
     }
     let cast = match to {
         DataType::BigInt => CastTo::BigInt,
@@ -294,7 +306,12 @@ pub(crate) fn coerce(t: Typed, to: DataType) -> Typed {
         DataType::String => CastTo::String(None),
         DataType::Boolean => CastTo::Boolean,
         DataType::Timestamp => CastTo::Timestamp,
-        DataType::Null | DataType::Interval => return Typed { node: t.node, ty: to },
+        DataType::Null | DataType::Interval => {
+            return Typed {
+                node: t.node,
+                ty: to,
+            }
+        }
     };
     fold(Typed {
         node: Node::Cast {
@@ -396,7 +413,9 @@ pub(crate) fn bind_arith(
             })
         }
         (T::Timestamp, T::Interval) if additive => (ArithKind::TimeInterval, T::Timestamp),
-        (T::Interval, T::Timestamp) if op == ArithOp::Add => (ArithKind::TimeInterval, T::Timestamp),
+        (T::Interval, T::Timestamp) if op == ArithOp::Add => {
+            (ArithKind::TimeInterval, T::Timestamp)
+        }
         (T::Interval, T::Interval) if additive => (ArithKind::IntervalInterval, T::Interval),
         (T::Interval, T::BigInt) if matches!(op, ArithOp::Mul | ArithOp::Div) => {
             (ArithKind::IntervalScale, T::Interval)
@@ -418,7 +437,8 @@ pub(crate) fn bind_arith(
                 (T::BigInt, T::BigInt) => (ArithKind::Int, T::BigInt),
                 (T::Double, _) | (_, T::Double) => (ArithKind::Double, T::Double),
                 _ => {
-                    let ((p1, s1), (p2, s2)) = (exact(lt).ok_or_else(error)?, exact(rt).ok_or_else(error)?);
+                    let ((p1, s1), (p2, s2)) =
+                        (exact(lt).ok_or_else(error)?, exact(rt).ok_or_else(error)?);
                     let ty = match op {
                         ArithOp::Add | ArithOp::Sub => {
                             let s = s1.max(s2);
@@ -491,330 +511,166 @@ fn castable(from: DataType, to: DataType) -> bool {
 }
 
 impl Binder<'_, '_> {
+    /// Binds one node. This function and the `bind_*` helpers it calls before recursing are on
+    /// the recursion path, so they stay small: everything else happens in non-recursive helpers.
     pub(crate) fn bind(&self, ast: &Ast) -> Result<Typed, ExprError> {
+        let span = &ast.span;
         let typed = match &ast.kind {
             AstKind::Column { qualifier, name } => {
-                let (index, ty) =
-                    self.scope
-                        .resolve(qualifier.as_deref(), name, ast.span.clone())?;
-                Typed {
-                    node: Node::Column(index),
-                    ty,
-                }
+                self.bind_column(qualifier.as_deref(), name, span)
             }
-            AstKind::Literal(v) => Typed {
+            AstKind::Literal(v) => Ok(Typed {
                 node: Node::Literal(v.clone()),
                 ty: literal_type(v),
-            },
-            AstKind::Interval(ms) => Typed {
+            }),
+            AstKind::Interval(ms) => Ok(Typed {
                 node: Node::Literal(Value::Interval(*ms)),
                 ty: DataType::Interval,
-            },
-            AstKind::Unary { op, expr } => {
-                let inner = self.bind(expr)?;
-                match op {
-                    UnaryOp::Not => {
-                        expect_boolean(&inner, "the operand of NOT", &expr.span)?;
-                        Typed {
-                            node: Node::Not(Box::new(inner.node)),
-                            ty: DataType::Boolean,
-                        }
-                    }
-                    UnaryOp::Neg => {
-                        if !(inner.ty.is_numeric() || inner.ty == DataType::Interval) {
-                            return Err(ExprError::new(
-                                format!("cannot apply unary `-` to {}", inner.ty),
-                                ast.span.clone(),
-                            ));
-                        }
-                        Typed {
-                            node: Node::Neg(Box::new(inner.node)),
-                            ty: inner.ty,
-                        }
-                    }
-                }
-            }
-            AstKind::Binary { op, left, right } => {
-                let l = self.bind(left)?;
-                let r = self.bind(right)?;
-                self.bind_binary(*op, l, r, left, right, ast.span.clone())?
-            }
+            }),
+            AstKind::Unary { op, expr } => self.bind_unary(*op, expr, span),
+            AstKind::Binary { op, left, right } => self.bind_binary(*op, left, right, span),
             AstKind::Between {
                 expr,
                 low,
                 high,
                 negated,
-            } => {
-                let e = self.bind(expr)?;
-                let lo = self.bind(low)?;
-                let hi = self.bind(high)?;
-                let (e, lo) = coerce_for_comparison(e, lo, &expr.span, &low.span)?;
-                let (e, hi) = coerce_for_comparison(e, hi, &expr.span, &high.span)?;
-                for (bound, span) in [(&lo, &low.span), (&hi, &high.span)] {
-                    if !comparable(e.ty, bound.ty) {
-                        return Err(compare_error("BETWEEN", e.ty, bound.ty, span.clone()));
-                    }
-                }
-                Typed {
-                    node: Node::Between {
-                        expr: Box::new(e.node),
-                        low: Box::new(lo.node),
-                        high: Box::new(hi.node),
-                        negated: *negated,
-                    },
-                    ty: DataType::Boolean,
-                }
-            }
+            } => self.bind_between(expr, low, high, *negated),
             AstKind::InList {
                 expr,
                 list,
                 negated,
-            } => self.bind_in(expr, list, *negated)?,
-            AstKind::IsNull { expr, negated } => Typed {
-                node: Node::IsNull {
-                    expr: Box::new(self.bind(expr)?.node),
-                    negated: *negated,
-                },
-                ty: DataType::Boolean,
-            },
+            } => self.bind_in(expr, list, *negated),
+            AstKind::IsNull { expr, negated } => self.bind_is_null(expr, *negated),
             AstKind::Like {
                 expr,
                 pattern,
                 escape,
                 negated,
-            } => {
-                let e = self.bind(expr)?;
-                let p = self.bind(pattern)?;
-                expect_string(&e, "the left side of LIKE", &expr.span)?;
-                expect_string(&p, "the pattern of LIKE", &pattern.span)?;
-                let node = match &p.node {
-                    Node::Literal(Value::Str(text)) => Node::Like {
-                        expr: Box::new(e.node),
-                        matcher: Box::new(
-                            LikeMatcher::compile(text, *escape)
-                                .map_err(|m| ExprError::new(m, pattern.span.clone()))?,
-                        ),
-                        negated: *negated,
-                    },
-                    _ => Node::LikeDynamic {
-                        expr: Box::new(e.node),
-                        pattern: Box::new(p.node),
-                        escape: *escape,
-                        negated: *negated,
-                    },
-                };
-                Typed {
-                    node,
-                    ty: DataType::Boolean,
-                }
-            }
+            } => self.bind_like(expr, pattern, *escape, *negated),
             AstKind::Case {
                 operand,
                 branches,
                 else_,
-            } => self.bind_case(operand.as_deref(), branches, else_.as_deref())?,
-            AstKind::Cast { expr, to, length } => {
-                let inner = self.bind(expr)?;
-                if !castable(inner.ty, *to) {
-                    return Err(ExprError::new(
-                        format!("cannot cast {} to {to}", inner.ty),
-                        ast.span.clone(),
-                    ));
-                }
-                if inner.ty == *to && length.is_none() {
-                    inner
-                } else {
-                    let cast = match to {
-                        DataType::BigInt => CastTo::BigInt,
-                        DataType::Double => CastTo::Double,
-                        DataType::Decimal { precision, scale } => CastTo::Decimal {
-                            precision: *precision,
-                            scale: *scale,
-                        },
-                        DataType::String => CastTo::String(*length),
-                        DataType::Boolean => CastTo::Boolean,
-                        DataType::Timestamp => CastTo::Timestamp,
-                        DataType::Null | DataType::Interval => {
-                            return Err(ExprError::new(
-                                format!("cannot cast to {to}"),
-                                ast.span.clone(),
-                            ))
-                        }
-                    };
-                    Typed {
-                        node: Node::Cast {
-                            expr: Box::new(inner.node),
-                            to: cast,
-                        },
-                        ty: *to,
-                    }
-                }
-            }
-            AstKind::Call {
-                name,
-                args,
-                distinct,
-                star,
-                filter,
-            } => {
-                if super::ast::AGGREGATE_NAMES.contains(&name.as_str()) {
-                    let upper = name.to_ascii_uppercase();
-                    return Err(if self.in_aggregate {
-                        ExprError::new(
-                            format!("aggregate calls cannot be nested: {upper} inside an aggregate"),
-                            ast.span.clone(),
-                        )
-                    } else {
-                        ExprError::new(
-                            format!("aggregate function {upper} is not allowed here"),
-                            ast.span.clone(),
-                        )
-                        .with_help(AGGREGATE_HINT)
-                    });
-                }
-                let upper = name.to_ascii_uppercase();
-                if *star {
-                    return Err(ExprError::new(
-                        format!("{upper}(*) is not allowed: `*` is only allowed in COUNT(*)"),
-                        ast.span.clone(),
-                    ));
-                }
-                if *distinct {
-                    return Err(ExprError::new(
-                        format!("DISTINCT is only allowed in aggregate calls, not in {upper}"),
-                        ast.span.clone(),
-                    ));
-                }
-                if let Some(f) = filter {
-                    return Err(ExprError::new(
-                        format!("FILTER is only allowed on aggregate calls, not on {upper}"),
-                        f.span.clone(),
-                    ));
-                }
-                bind_call(self, name, args, ast.span.clone())?
-            }
+            } => self.bind_case(operand.as_deref(), branches, else_.as_deref()),
+            AstKind::Cast { expr, to, length } => self.bind_cast(expr, *to, *length, span),
+            AstKind::Call { .. } => self.bind_call_node(ast),
         };
-        Ok(fold(typed))
+        typed.map(fold)
+    }
+
+    fn bind_column(
+        &self,
+        qualifier: Option<&str>,
+        name: &str,
+        span: &Range<usize>,
+    ) -> Result<Typed, ExprError> {
+        let (index, ty) = self.scope.resolve(qualifier, name, span.clone())?;
+        Ok(Typed {
+            node: Node::Column(index),
+            ty,
+        })
+    }
+
+    fn bind_unary(&self, op: UnaryOp, expr: &Ast, span: &Range<usize>) -> Result<Typed, ExprError> {
+        let inner = self.bind(expr)?;
+        unary(op, inner, &expr.span, span)
     }
 
     fn bind_binary(
         &self,
         op: BinaryOp,
-        l: Typed,
-        r: Typed,
         left: &Ast,
         right: &Ast,
-        span: Range<usize>,
+        span: &Range<usize>,
     ) -> Result<Typed, ExprError> {
-        let cmp = match op {
-            BinaryOp::Eq => Some(CmpOp::Eq),
-            BinaryOp::NotEq => Some(CmpOp::Ne),
-            BinaryOp::Lt => Some(CmpOp::Lt),
-            BinaryOp::LtEq => Some(CmpOp::Le),
-            BinaryOp::Gt => Some(CmpOp::Gt),
-            BinaryOp::GtEq => Some(CmpOp::Ge),
-            _ => None,
+        let l = self.bind(left)?;
+        let r = self.bind(right)?;
+        binary(op, l, r, &left.span, &right.span, span)
+    }
+
+    fn bind_between(
+        &self,
+        expr: &Ast,
+        low: &Ast,
+        high: &Ast,
+        negated: bool,
+    ) -> Result<Typed, ExprError> {
+        let e = self.bind(expr)?;
+        let lo = self.bind(low)?;
+        let hi = self.bind(high)?;
+        between(e, lo, hi, negated, [&expr.span, &low.span, &high.span])
+    }
+
+    fn bind_is_null(&self, expr: &Ast, negated: bool) -> Result<Typed, ExprError> {
+        let inner = self.bind(expr)?;
+        Ok(Typed {
+            node: Node::IsNull {
+                expr: Box::new(inner.node),
+                negated,
+            },
+            ty: DataType::Boolean,
+        })
+    }
+
+    fn bind_like(
+        &self,
+        expr: &Ast,
+        pattern: &Ast,
+        escape: Option<char>,
+        negated: bool,
+    ) -> Result<Typed, ExprError> {
+        let e = self.bind(expr)?;
+        let p = self.bind(pattern)?;
+        like(e, p, escape, negated, &expr.span, &pattern.span)
+    }
+
+    fn bind_cast(
+        &self,
+        expr: &Ast,
+        to: DataType,
+        length: Option<StringLength>,
+        span: &Range<usize>,
+    ) -> Result<Typed, ExprError> {
+        let inner = self.bind(expr)?;
+        cast(inner, to, length, span)
+    }
+
+    fn bind_call_node(&self, ast: &Ast) -> Result<Typed, ExprError> {
+        let AstKind::Call {
+            name,
+            args,
+            distinct,
+            star,
+            filter,
+        } = &ast.kind
+        else {
+            return Err(ExprError::new("expected a function call", ast.span.clone()));
         };
-        if let Some(cmp) = cmp {
-            let (l, r) = coerce_for_comparison(l, r, &left.span, &right.span)?;
-            if !comparable(l.ty, r.ty) {
-                return Err(compare_error(op.symbol(), l.ty, r.ty, span));
-            }
-            return Ok(Typed {
-                node: Node::Compare {
-                    op: cmp,
-                    left: Box::new(l.node),
-                    right: Box::new(r.node),
-                },
-                ty: DataType::Boolean,
-            });
-        }
-        let arith = match op {
-            BinaryOp::Add => ArithOp::Add,
-            BinaryOp::Sub => ArithOp::Sub,
-            BinaryOp::Mul => ArithOp::Mul,
-            BinaryOp::Div => ArithOp::Div,
-            BinaryOp::Mod => ArithOp::Mod,
-            BinaryOp::And | BinaryOp::Or => {
-                let word = op.symbol();
-                expect_boolean(&l, &format!("the left operand of {word}"), &left.span)?;
-                expect_boolean(&r, &format!("the right operand of {word}"), &right.span)?;
-                let (a, b) = (Box::new(l.node), Box::new(r.node));
-                return Ok(Typed {
-                    node: if op == BinaryOp::And {
-                        Node::And(a, b)
-                    } else {
-                        Node::Or(a, b)
-                    },
-                    ty: DataType::Boolean,
-                });
-            }
-            BinaryOp::Concat => {
-                if !(matches!(l.ty, DataType::String | DataType::Null)
-                    && matches!(r.ty, DataType::String | DataType::Null))
-                {
-                    return Err(ExprError::new(
-                        format!("cannot apply `||` to {} and {}", l.ty, r.ty),
-                        span,
-                    )
-                    .with_help("CAST non-string operands, e.g. CAST(x AS STRING)"));
-                }
-                return Ok(Typed {
-                    node: Node::Concat(Box::new(l.node), Box::new(r.node)),
-                    ty: DataType::String,
-                });
-            }
-            _ => unreachable_op(op, &span)?,
-        };
-        bind_arith(arith, op.symbol(), l, r, span)
+        check_scalar_call(
+            name,
+            *distinct,
+            *star,
+            filter.as_deref(),
+            self.in_aggregate,
+            &ast.span,
+        )?;
+        check_arity(name, args.len(), &ast.span)?;
+        let typed = self.bind_all(args)?;
+        type_call(name, typed, args, ast.span.clone())
     }
 
     fn bind_in(&self, expr: &Ast, list: &[Ast], negated: bool) -> Result<Typed, ExprError> {
-        let mut e = self.bind(expr)?;
-        let mut items = Vec::with_capacity(list.len());
-        for item in list {
-            let t = self.bind(item)?;
-            let (e2, t) = coerce_for_comparison(e, t, &expr.span, &item.span)?;
-            e = e2;
-            if !comparable(e.ty, t.ty) {
-                return Err(compare_error("IN", e.ty, t.ty, item.span.clone()));
-            }
-            items.push(t);
+        let e = self.bind(expr)?;
+        let items = self.bind_all(list)?;
+        in_list(e, items, expr, list, negated)
+    }
+
+    fn bind_all(&self, asts: &[Ast]) -> Result<Vec<Typed>, ExprError> {
+        let mut out = Vec::with_capacity(asts.len());
+        for a in asts {
+            out.push(self.bind(a)?);
         }
-        // Many literals of a hashable type: a hash set instead of a scan.
-        let hashable = matches!(e.ty, DataType::BigInt | DataType::String)
-            && items.iter().all(|t| {
-                (t.ty == e.ty || t.ty == DataType::Null) && matches!(t.node, Node::Literal(_))
-            });
-        let node = if hashable && items.len() >= 8 {
-            let mut set = FxHashSet::default();
-            let mut has_null = false;
-            for t in items {
-                if let Node::Literal(v) = t.node {
-                    if v.is_null() {
-                        has_null = true;
-                    } else {
-                        set.insert(v);
-                    }
-                }
-            }
-            Node::InSet {
-                expr: Box::new(e.node),
-                set: Box::new(set),
-                has_null,
-                negated,
-            }
-        } else {
-            Node::InList {
-                expr: Box::new(e.node),
-                list: items.into_iter().map(|t| t.node).collect(),
-                negated,
-            }
-        };
-        Ok(Typed {
-            node,
-            ty: DataType::Boolean,
-        })
+        Ok(out)
     }
 
     fn bind_case(
@@ -823,69 +679,385 @@ impl Binder<'_, '_> {
         branches: &[(Ast, Ast)],
         else_: Option<&Ast>,
     ) -> Result<Typed, ExprError> {
-        let mut operand_typed = match operand {
+        let operand_typed = match operand {
             Some(o) => Some(self.bind(o)?),
             None => None,
         };
-        let mut conditions = Vec::with_capacity(branches.len());
-        let mut results = Vec::with_capacity(branches.len());
-        let mut ty = DataType::Null;
+        let mut bound = Vec::with_capacity(branches.len());
         for (when, then) in branches {
             let w = self.bind(when)?;
-            let w = match (operand_typed.take(), operand) {
-                (Some(o), Some(o_ast)) => {
-                    let (o, w) = coerce_for_comparison(o, w, &o_ast.span, &when.span)?;
-                    if !comparable(o.ty, w.ty) {
-                        return Err(compare_error("CASE", o.ty, w.ty, when.span.clone()));
-                    }
-                    operand_typed = Some(o);
-                    w
-                }
-                _ => {
-                    expect_boolean(&w, "a WHEN condition", &when.span)?;
-                    w
-                }
-            };
-            conditions.push(w);
             let t = self.bind(then)?;
-            ty = common_type(ty, t.ty).ok_or_else(|| {
-                ExprError::new(
-                    format!("this CASE branch has type {}, which does not match {ty}", t.ty),
-                    then.span.clone(),
-                )
-            })?;
-            results.push(t);
+            bound.push((w, t));
         }
         let else_typed = match else_ {
-            Some(e) => {
-                let t = self.bind(e)?;
-                ty = common_type(ty, t.ty).ok_or_else(|| {
-                    ExprError::new(
-                        format!("the ELSE branch has type {}, which does not match {ty}", t.ty),
-                        e.span.clone(),
-                    )
-                })?;
-                t
-            }
-            None => Typed {
-                node: Node::Literal(Value::Null),
-                ty: DataType::Null,
-            },
+            Some(e) => Some(self.bind(e)?),
+            None => None,
         };
-        let branches = conditions
-            .into_iter()
-            .zip(results)
-            .map(|(w, t)| (w.node, coerce(t, ty).node))
-            .collect();
-        Ok(Typed {
-            node: Node::Case {
-                operand: operand_typed.map(|o| Box::new(o.node)),
-                branches,
-                else_: Box::new(coerce(else_typed, ty).node),
-            },
-            ty,
-        })
+        case(operand_typed, bound, else_typed, operand, branches, else_)
     }
+}
+
+fn in_list(
+    mut e: Typed,
+    bound: Vec<Typed>,
+    expr: &Ast,
+    list: &[Ast],
+    negated: bool,
+) -> Result<Typed, ExprError> {
+    let mut items = Vec::with_capacity(bound.len());
+    for (t, item) in bound.into_iter().zip(list) {
+        let (e2, t) = coerce_for_comparison(e, t, &expr.span, &item.span)?;
+        e = e2;
+        if !comparable(e.ty, t.ty) {
+            return Err(compare_error("IN", e.ty, t.ty, item.span.clone()));
+        }
+        items.push(t);
+    }
+    // Many literals of a hashable type: a hash set instead of a scan.
+    let hashable = matches!(e.ty, DataType::BigInt | DataType::String)
+        && items.iter().all(|t| {
+            (t.ty == e.ty || t.ty == DataType::Null) && matches!(t.node, Node::Literal(_))
+        });
+    let node = if hashable && items.len() >= 8 {
+        let mut set = FxHashSet::default();
+        let mut has_null = false;
+        for t in items {
+            if let Node::Literal(v) = t.node {
+                if v.is_null() {
+                    has_null = true;
+                } else {
+                    set.insert(v);
+                }
+            }
+        }
+        Node::InSet {
+            expr: Box::new(e.node),
+            set: Box::new(set),
+            has_null,
+            negated,
+        }
+    } else {
+        Node::InList {
+            expr: Box::new(e.node),
+            list: items.into_iter().map(|t| t.node).collect(),
+            negated,
+        }
+    };
+    Ok(Typed {
+        node,
+        ty: DataType::Boolean,
+    })
+}
+
+fn case(
+    mut operand_typed: Option<Typed>,
+    bound: Vec<(Typed, Typed)>,
+    else_typed: Option<Typed>,
+    operand: Option<&Ast>,
+    branches: &[(Ast, Ast)],
+    else_: Option<&Ast>,
+) -> Result<Typed, ExprError> {
+    let mut conditions = Vec::with_capacity(bound.len());
+    let mut results = Vec::with_capacity(bound.len());
+    let mut ty = DataType::Null;
+    for ((w, t), (when, then)) in bound.into_iter().zip(branches) {
+        let w = match (operand_typed.take(), operand) {
+            (Some(o), Some(o_ast)) => {
+                let (o, w) = coerce_for_comparison(o, w, &o_ast.span, &when.span)?;
+                if !comparable(o.ty, w.ty) {
+                    return Err(compare_error("CASE", o.ty, w.ty, when.span.clone()));
+                }
+                operand_typed = Some(o);
+                w
+            }
+            _ => {
+                expect_boolean(&w, "a WHEN condition", &when.span)?;
+                w
+            }
+        };
+        conditions.push(w);
+        ty = common_type(ty, t.ty).ok_or_else(|| {
+            ExprError::new(
+                format!(
+                    "this CASE branch has type {}, which does not match {ty}",
+                    t.ty
+                ),
+                then.span.clone(),
+            )
+        })?;
+        results.push(t);
+    }
+    let else_typed = match (else_typed, else_) {
+        (Some(t), Some(e)) => {
+            ty = common_type(ty, t.ty).ok_or_else(|| {
+                ExprError::new(
+                    format!(
+                        "the ELSE branch has type {}, which does not match {ty}",
+                        t.ty
+                    ),
+                    e.span.clone(),
+                )
+            })?;
+            t
+        }
+        _ => Typed {
+            node: Node::Literal(Value::Null),
+            ty: DataType::Null,
+        },
+    };
+    let branches = conditions
+        .into_iter()
+        .zip(results)
+        .map(|(w, t)| (w.node, coerce(t, ty).node))
+        .collect();
+    Ok(Typed {
+        node: Node::Case {
+            operand: operand_typed.map(|o| Box::new(o.node)),
+            branches,
+            else_: Box::new(coerce(else_typed, ty).node),
+        },
+        ty,
+    })
+}
+
+// ---- non-recursive typing helpers (called after the operands are bound) ----------------------
+
+fn unary(
+    op: UnaryOp,
+    inner: Typed,
+    operand_span: &Range<usize>,
+    span: &Range<usize>,
+) -> Result<Typed, ExprError> {
+    match op {
+        UnaryOp::Not => {
+            expect_boolean(&inner, "the operand of NOT", operand_span)?;
+            Ok(Typed {
+                node: Node::Not(Box::new(inner.node)),
+                ty: DataType::Boolean,
+            })
+        }
+        UnaryOp::Neg => {
+            if !(inner.ty.is_numeric() || inner.ty == DataType::Interval) {
+                return Err(ExprError::new(
+                    format!("cannot apply unary `-` to {}", inner.ty),
+                    span.clone(),
+                ));
+            }
+            Ok(Typed {
+                node: Node::Neg(Box::new(inner.node)),
+                ty: inner.ty,
+            })
+        }
+    }
+}
+
+fn binary(
+    op: BinaryOp,
+    l: Typed,
+    r: Typed,
+    left: &Range<usize>,
+    right: &Range<usize>,
+    span: &Range<usize>,
+) -> Result<Typed, ExprError> {
+    let span = span.clone();
+    let cmp = match op {
+        BinaryOp::Eq => Some(CmpOp::Eq),
+        BinaryOp::NotEq => Some(CmpOp::Ne),
+        BinaryOp::Lt => Some(CmpOp::Lt),
+        BinaryOp::LtEq => Some(CmpOp::Le),
+        BinaryOp::Gt => Some(CmpOp::Gt),
+        BinaryOp::GtEq => Some(CmpOp::Ge),
+        _ => None,
+    };
+    if let Some(cmp) = cmp {
+        let (l, r) = coerce_for_comparison(l, r, left, right)?;
+        if !comparable(l.ty, r.ty) {
+            return Err(compare_error(op.symbol(), l.ty, r.ty, span));
+        }
+        return Ok(Typed {
+            node: Node::Compare {
+                op: cmp,
+                left: Box::new(l.node),
+                right: Box::new(r.node),
+            },
+            ty: DataType::Boolean,
+        });
+    }
+    let arith = match op {
+        BinaryOp::Add => ArithOp::Add,
+        BinaryOp::Sub => ArithOp::Sub,
+        BinaryOp::Mul => ArithOp::Mul,
+        BinaryOp::Div => ArithOp::Div,
+        BinaryOp::Mod => ArithOp::Mod,
+        BinaryOp::And | BinaryOp::Or => {
+            let word = op.symbol();
+            expect_boolean(&l, &format!("the left operand of {word}"), left)?;
+            expect_boolean(&r, &format!("the right operand of {word}"), right)?;
+            let (a, b) = (Box::new(l.node), Box::new(r.node));
+            return Ok(Typed {
+                node: if op == BinaryOp::And {
+                    Node::And(a, b)
+                } else {
+                    Node::Or(a, b)
+                },
+                ty: DataType::Boolean,
+            });
+        }
+        BinaryOp::Concat => {
+            if !(matches!(l.ty, DataType::String | DataType::Null)
+                && matches!(r.ty, DataType::String | DataType::Null))
+            {
+                return Err(ExprError::new(
+                    format!("cannot apply `||` to {} and {}", l.ty, r.ty),
+                    span,
+                )
+                .with_help("CAST non-string operands, e.g. CAST(x AS STRING)"));
+            }
+            return Ok(Typed {
+                node: Node::Concat(Box::new(l.node), Box::new(r.node)),
+                ty: DataType::String,
+            });
+        }
+        _ => unreachable_op(op, &span)?,
+    };
+    bind_arith(arith, op.symbol(), l, r, span)
+}
+
+fn between(
+    e: Typed,
+    lo: Typed,
+    hi: Typed,
+    negated: bool,
+    spans: [&Range<usize>; 3],
+) -> Result<Typed, ExprError> {
+    let (e, lo) = coerce_for_comparison(e, lo, spans[0], spans[1])?;
+    let (e, hi) = coerce_for_comparison(e, hi, spans[0], spans[2])?;
+    for (bound, span) in [(&lo, spans[1]), (&hi, spans[2])] {
+        if !comparable(e.ty, bound.ty) {
+            return Err(compare_error("BETWEEN", e.ty, bound.ty, span.clone()));
+        }
+    }
+    Ok(Typed {
+        node: Node::Between {
+            expr: Box::new(e.node),
+            low: Box::new(lo.node),
+            high: Box::new(hi.node),
+            negated,
+        },
+        ty: DataType::Boolean,
+    })
+}
+
+fn like(
+    e: Typed,
+    p: Typed,
+    escape: Option<char>,
+    negated: bool,
+    expr_span: &Range<usize>,
+    pattern_span: &Range<usize>,
+) -> Result<Typed, ExprError> {
+    expect_string(&e, "the left side of LIKE", expr_span)?;
+    expect_string(&p, "the pattern of LIKE", pattern_span)?;
+    let node = match &p.node {
+        Node::Literal(Value::Str(text)) => Node::Like {
+            expr: Box::new(e.node),
+            matcher: Box::new(
+                LikeMatcher::compile(text, escape)
+                    .map_err(|m| ExprError::new(m, pattern_span.clone()))?,
+            ),
+            negated,
+        },
+        _ => Node::LikeDynamic {
+            expr: Box::new(e.node),
+            pattern: Box::new(p.node),
+            escape,
+            negated,
+        },
+    };
+    Ok(Typed {
+        node,
+        ty: DataType::Boolean,
+    })
+}
+
+fn cast(
+    inner: Typed,
+    to: DataType,
+    length: Option<StringLength>,
+    span: &Range<usize>,
+) -> Result<Typed, ExprError> {
+    if !castable(inner.ty, to) {
+        return Err(ExprError::new(
+            format!("cannot cast {} to {to}", inner.ty),
+            span.clone(),
+        ));
+    }
+    if inner.ty == to && length.is_none() {
+        return Ok(inner);
+    }
+    let cast = match to {
+        DataType::BigInt => CastTo::BigInt,
+        DataType::Double => CastTo::Double,
+        DataType::Decimal { precision, scale } => CastTo::Decimal { precision, scale },
+        DataType::String => CastTo::String(length),
+        DataType::Boolean => CastTo::Boolean,
+        DataType::Timestamp => CastTo::Timestamp,
+        DataType::Null | DataType::Interval => {
+            return Err(ExprError::new(format!("cannot cast to {to}"), span.clone()))
+        }
+    };
+    Ok(Typed {
+        node: Node::Cast {
+            expr: Box::new(inner.node),
+            to: cast,
+        },
+        ty: to,
+    })
+}
+
+/// Rejects aggregate-only syntax in a scalar call.
+fn check_scalar_call(
+    name: &str,
+    distinct: bool,
+    star: bool,
+    filter: Option<&Ast>,
+    in_aggregate: bool,
+    span: &Range<usize>,
+) -> Result<(), ExprError> {
+    let upper = name.to_ascii_uppercase();
+    if super::ast::AGGREGATE_NAMES.contains(&name) {
+        return Err(if in_aggregate {
+            ExprError::new(
+                format!("aggregate calls cannot be nested: {upper} inside an aggregate"),
+                span.clone(),
+            )
+        } else {
+            ExprError::new(
+                format!("aggregate function {upper} is not allowed here"),
+                span.clone(),
+            )
+            .with_help(AGGREGATE_HINT)
+        });
+    }
+    if star {
+        return Err(ExprError::new(
+            format!("{upper}(*) is not allowed: `*` is only allowed in COUNT(*)"),
+            span.clone(),
+        ));
+    }
+    if distinct {
+        return Err(ExprError::new(
+            format!("DISTINCT is only allowed in aggregate calls, not in {upper}"),
+            span.clone(),
+        ));
+    }
+    if let Some(f) = filter {
+        return Err(ExprError::new(
+            format!("FILTER is only allowed on aggregate calls, not on {upper}"),
+            f.span.clone(),
+        ));
+    }
+    Ok(())
 }
 
 fn unreachable_op(op: BinaryOp, span: &Range<usize>) -> Result<ArithOp, ExprError> {
@@ -908,7 +1080,9 @@ pub(crate) fn aggregate_type(
         (AggregateFunction::Sum | AggregateFunction::Avg, Some(t)) => match t {
             T::BigInt => Ok(T::BigInt),
             T::Double => Ok(T::Double),
-            T::Decimal { scale, .. } if function == AggregateFunction::Sum => Ok(decimal(38, scale as u32)),
+            T::Decimal { scale, .. } if function == AggregateFunction::Sum => {
+                Ok(decimal(38, scale as u32))
+            }
             T::Decimal { scale, .. } => Ok(decimal(38, (scale as u32).max(6))),
             other => Err(format!("{name} needs a numeric argument, found {other}")),
         },

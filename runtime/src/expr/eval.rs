@@ -189,7 +189,8 @@ impl Node {
         }
     }
 
-    /// The value of this expression for a row.
+    /// The value of this expression for a row. Each arm delegates to a helper so that this
+    /// function, which recursion passes through, keeps a small stack frame in debug builds.
     pub(crate) fn eval(&self, row: &[Value]) -> Value {
         match self {
             Node::Column(i) => row.get(*i).cloned().unwrap_or(Value::Null),
@@ -200,47 +201,14 @@ impl Node {
                 kind,
                 left,
                 right,
-            } => arith(*op, *kind, &left.eval_ref(row), &right.eval_ref(row)),
-            Node::Concat(l, r) => {
-                let a = l.eval_ref(row);
-                let b = r.eval_ref(row);
-                match (a.as_ref(), b.as_ref()) {
-                    (Value::Str(x), Value::Str(y)) => {
-                        let mut s = String::with_capacity(x.len() + y.len());
-                        s.push_str(x);
-                        s.push_str(y);
-                        Value::Str(Arc::from(s))
-                    }
-                    _ => Value::Null,
-                }
-            }
+            } => eval_arith(*op, *kind, left, right, row),
+            Node::Concat(l, r) => eval_concat(l, r, row),
             Node::Case {
                 operand,
                 branches,
                 else_,
-            } => {
-                match operand {
-                    None => {
-                        for (when, then) in branches {
-                            if when.eval_bool(row) == Some(true) {
-                                return then.eval(row);
-                            }
-                        }
-                    }
-                    Some(operand) => {
-                        let v = operand.eval_ref(row);
-                        if !v.is_null() {
-                            for (when, then) in branches {
-                                if compare(CmpOp::Eq, &v, &when.eval_ref(row)) == Some(true) {
-                                    return then.eval(row);
-                                }
-                            }
-                        }
-                    }
-                }
-                else_.eval(row)
-            }
-            Node::Cast { expr, to } => cast_value(&expr.eval_ref(row), *to),
+            } => eval_case(operand.as_deref(), branches, else_, row),
+            Node::Cast { expr, to } => eval_cast(expr, *to, row),
             Node::Call { func, args } => func.eval(args, row),
             Node::Compare { .. }
             | Node::And(..)
@@ -251,10 +219,7 @@ impl Node {
             | Node::InList { .. }
             | Node::InSet { .. }
             | Node::Like { .. }
-            | Node::LikeDynamic { .. } => match self.eval_bool(row) {
-                Some(b) => Value::Bool(b),
-                None => Value::Null,
-            },
+            | Node::LikeDynamic { .. } => bool_value(self.eval_bool(row)),
         }
     }
 
@@ -274,31 +239,9 @@ impl Node {
         match self {
             Node::Column(i) => row.get(*i).and_then(Value::as_bool),
             Node::Literal(v) => v.as_bool(),
-            Node::Compare { op, left, right } => {
-                compare(*op, &left.eval_ref(row), &right.eval_ref(row))
-            }
-            Node::And(l, r) => {
-                let a = l.eval_bool(row);
-                if a == Some(false) {
-                    return Some(false);
-                }
-                match (a, r.eval_bool(row)) {
-                    (_, Some(false)) => Some(false),
-                    (Some(true), Some(true)) => Some(true),
-                    _ => None,
-                }
-            }
-            Node::Or(l, r) => {
-                let a = l.eval_bool(row);
-                if a == Some(true) {
-                    return Some(true);
-                }
-                match (a, r.eval_bool(row)) {
-                    (_, Some(true)) => Some(true),
-                    (Some(false), Some(false)) => Some(false),
-                    _ => None,
-                }
-            }
+            Node::Compare { op, left, right } => eval_compare(*op, left, right, row),
+            Node::And(l, r) => eval_and(l, r, row),
+            Node::Or(l, r) => eval_or(l, r, row),
             Node::Not(e) => e.eval_bool(row).map(|b| !b),
             Node::IsNull { expr, negated } => Some(expr.eval_ref(row).is_null() != *negated),
             Node::Between {
@@ -306,87 +249,207 @@ impl Node {
                 low,
                 high,
                 negated,
-            } => {
-                let v = expr.eval_ref(row);
-                if v.is_null() {
-                    return None;
-                }
-                let ge = compare(CmpOp::Ge, &v, &low.eval_ref(row));
-                if ge == Some(false) {
-                    return Some(*negated);
-                }
-                let le = compare(CmpOp::Le, &v, &high.eval_ref(row));
-                let inside = match (ge, le) {
-                    (_, Some(false)) => Some(false),
-                    (Some(true), Some(true)) => Some(true),
-                    _ => None,
-                };
-                inside.map(|b| b != *negated)
-            }
+            } => eval_between(expr, low, high, *negated, row),
             Node::InList {
                 expr,
                 list,
                 negated,
-            } => {
-                let v = expr.eval_ref(row);
-                if v.is_null() {
-                    return None;
-                }
-                let mut saw_null = false;
-                for item in list {
-                    match compare(CmpOp::Eq, &v, &item.eval_ref(row)) {
-                        Some(true) => return Some(!*negated),
-                        Some(false) => {}
-                        None => saw_null = true,
-                    }
-                }
-                if saw_null {
-                    None
-                } else {
-                    Some(*negated)
-                }
-            }
+            } => eval_in_list(expr, list, *negated, row),
             Node::InSet {
                 expr,
                 set,
                 has_null,
                 negated,
-            } => {
-                let v = expr.eval_ref(row);
-                if v.is_null() {
-                    None
-                } else if set.contains(v.as_ref()) {
-                    Some(!*negated)
-                } else if *has_null {
-                    None
-                } else {
-                    Some(*negated)
-                }
-            }
+            } => eval_in_set(expr, set, *has_null, *negated, row),
             Node::Like {
                 expr,
                 matcher,
                 negated,
-            } => {
-                let v = expr.eval_ref(row);
-                let s = v.as_str()?;
-                Some(matcher.matches(s) != *negated)
-            }
+            } => eval_like(expr, matcher, *negated, row),
             Node::LikeDynamic {
                 expr,
                 pattern,
                 escape,
                 negated,
-            } => {
-                let v = expr.eval_ref(row);
-                let p = pattern.eval_ref(row);
-                let (s, p) = (v.as_str()?, p.as_str()?);
-                let matcher = LikeMatcher::compile(p, *escape).ok()?;
-                Some(matcher.matches(s) != *negated)
-            }
+            } => eval_like_dynamic(expr, pattern, *escape, *negated, row),
             _ => self.eval(row).as_bool(),
         }
     }
+}
+
+#[inline]
+fn bool_value(b: Option<bool>) -> Value {
+    match b {
+        Some(b) => Value::Bool(b),
+        None => Value::Null,
+    }
+}
+
+#[inline]
+fn eval_arith(op: ArithOp, kind: ArithKind, left: &Node, right: &Node, row: &[Value]) -> Value {
+    arith(op, kind, &left.eval_ref(row), &right.eval_ref(row))
+}
+
+#[inline]
+fn eval_cast(expr: &Node, to: CastTo, row: &[Value]) -> Value {
+    cast_value(&expr.eval_ref(row), to)
+}
+
+fn eval_concat(l: &Node, r: &Node, row: &[Value]) -> Value {
+    let a = l.eval_ref(row);
+    let b = r.eval_ref(row);
+    match (a.as_ref(), b.as_ref()) {
+        (Value::Str(x), Value::Str(y)) => {
+            let mut s = String::with_capacity(x.len() + y.len());
+            s.push_str(x);
+            s.push_str(y);
+            Value::Str(Arc::from(s))
+        }
+        _ => Value::Null,
+    }
+}
+
+fn eval_case(
+    operand: Option<&Node>,
+    branches: &[(Node, Node)],
+    else_: &Node,
+    row: &[Value],
+) -> Value {
+    match operand {
+        None => {
+            for (when, then) in branches {
+                if when.eval_bool(row) == Some(true) {
+                    return then.eval(row);
+                }
+            }
+        }
+        Some(operand) => {
+            let v = operand.eval_ref(row);
+            if !v.is_null() {
+                for (when, then) in branches {
+                    if compare(CmpOp::Eq, &v, &when.eval_ref(row)) == Some(true) {
+                        return then.eval(row);
+                    }
+                }
+            }
+        }
+    }
+    else_.eval(row)
+}
+
+#[inline]
+fn eval_compare(op: CmpOp, left: &Node, right: &Node, row: &[Value]) -> Option<bool> {
+    compare(op, &left.eval_ref(row), &right.eval_ref(row))
+}
+
+#[inline]
+fn eval_and(l: &Node, r: &Node, row: &[Value]) -> Option<bool> {
+    let a = l.eval_bool(row);
+    if a == Some(false) {
+        return Some(false);
+    }
+    match (a, r.eval_bool(row)) {
+        (_, Some(false)) => Some(false),
+        (Some(true), Some(true)) => Some(true),
+        _ => None,
+    }
+}
+
+#[inline]
+fn eval_or(l: &Node, r: &Node, row: &[Value]) -> Option<bool> {
+    let a = l.eval_bool(row);
+    if a == Some(true) {
+        return Some(true);
+    }
+    match (a, r.eval_bool(row)) {
+        (_, Some(true)) => Some(true),
+        (Some(false), Some(false)) => Some(false),
+        _ => None,
+    }
+}
+
+fn eval_between(
+    expr: &Node,
+    low: &Node,
+    high: &Node,
+    negated: bool,
+    row: &[Value],
+) -> Option<bool> {
+    let v = expr.eval_ref(row);
+    if v.is_null() {
+        return None;
+    }
+    let ge = compare(CmpOp::Ge, &v, &low.eval_ref(row));
+    if ge == Some(false) {
+        return Some(negated);
+    }
+    let le = compare(CmpOp::Le, &v, &high.eval_ref(row));
+    let inside = match (ge, le) {
+        (_, Some(false)) => Some(false),
+        (Some(true), Some(true)) => Some(true),
+        _ => None,
+    };
+    inside.map(|b| b != negated)
+}
+
+fn eval_in_list(expr: &Node, list: &[Node], negated: bool, row: &[Value]) -> Option<bool> {
+    let v = expr.eval_ref(row);
+    if v.is_null() {
+        return None;
+    }
+    let mut saw_null = false;
+    for item in list {
+        match compare(CmpOp::Eq, &v, &item.eval_ref(row)) {
+            Some(true) => return Some(!negated),
+            Some(false) => {}
+            None => saw_null = true,
+        }
+    }
+    if saw_null {
+        None
+    } else {
+        Some(negated)
+    }
+}
+
+fn eval_in_set(
+    expr: &Node,
+    set: &FxHashSet<Value>,
+    has_null: bool,
+    negated: bool,
+    row: &[Value],
+) -> Option<bool> {
+    let v = expr.eval_ref(row);
+    if v.is_null() {
+        None
+    } else if set.contains(v.as_ref()) {
+        Some(!negated)
+    } else if has_null {
+        None
+    } else {
+        Some(negated)
+    }
+}
+
+#[inline]
+fn eval_like(expr: &Node, matcher: &LikeMatcher, negated: bool, row: &[Value]) -> Option<bool> {
+    let v = expr.eval_ref(row);
+    let s = v.as_str()?;
+    Some(matcher.matches(s) != negated)
+}
+
+fn eval_like_dynamic(
+    expr: &Node,
+    pattern: &Node,
+    escape: Option<char>,
+    negated: bool,
+    row: &[Value],
+) -> Option<bool> {
+    let v = expr.eval_ref(row);
+    let p = pattern.eval_ref(row);
+    let (s, p) = (v.as_str()?, p.as_str()?);
+    let matcher = LikeMatcher::compile(p, escape).ok()?;
+    Some(matcher.matches(s) != negated)
 }
 
 /// A SQL comparison: None when either side is NULL or the values are incomparable (NaN).
@@ -404,10 +467,12 @@ fn negate(v: &Value) -> Value {
     match v {
         Value::Int(x) => Value::Int(x.wrapping_neg()),
         Value::Float(x) => Value::Float(-x),
-        Value::Decimal(d) => d
-            .unscaled
-            .checked_neg()
-            .map_or(Value::Null, |u| Value::Decimal(Decimal { unscaled: u, scale: d.scale })),
+        Value::Decimal(d) => d.unscaled.checked_neg().map_or(Value::Null, |u| {
+            Value::Decimal(Decimal {
+                unscaled: u,
+                scale: d.scale,
+            })
+        }),
         Value::Interval(x) => x.checked_neg().map_or(Value::Null, Value::Interval),
         _ => Value::Null,
     }
@@ -424,7 +489,9 @@ pub(crate) fn arith(op: ArithOp, kind: ArithKind, a: &Value, b: &Value) -> Value
             _ => Value::Null,
         },
         ArithKind::Decimal { scale } => match (to_decimal(a), to_decimal(b)) {
-            (Some(x), Some(y)) => decimal_arith(op, x, y, scale).map_or(Value::Null, Value::Decimal),
+            (Some(x), Some(y)) => {
+                decimal_arith(op, x, y, scale).map_or(Value::Null, Value::Decimal)
+            }
             _ => Value::Null,
         },
         ArithKind::TimeInterval => {

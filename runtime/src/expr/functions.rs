@@ -2,9 +2,7 @@
 //! the patterns they compile once (regular expressions, LIKE patterns, date formats).
 
 use super::ast::Ast;
-use super::compile::{
-    bind_arith, coerce, common_type, comparable, Binder, Typed, AGGREGATE_HINT,
-};
+use super::compile::{bind_arith, coerce, common_type, comparable, Typed, AGGREGATE_HINT};
 use super::eval::{
     compare, div_round_half_up, pow10_i128, rescale_round, round_double, ArithOp, CmpOp, Node, NULL,
 };
@@ -141,15 +139,10 @@ fn compile_regex(pattern: &str, span: Range<usize>) -> Result<Regex, ExprError> 
     })
 }
 
-/// Binds a scalar function call: checks arity and argument types, precompiles literal
-/// patterns, and returns the typed node.
-pub(crate) fn bind_call(
-    binder: &Binder<'_, '_>,
-    name: &str,
-    args: &[Ast],
-    span: Range<usize>,
-) -> Result<Typed, ExprError> {
+/// Checks that a function exists and gets a valid number of arguments, before they are bound.
+pub(crate) fn check_arity(name: &str, count: usize, span: &Range<usize>) -> Result<(), ExprError> {
     let upper = name.to_ascii_uppercase();
+    let span = span.clone();
     let Some(&(_, min, max)) = FUNCTIONS.iter().find(|(n, _, _)| *n == name) else {
         let mut known: Vec<&str> = FUNCTIONS.iter().map(|(n, _, _)| *n).collect();
         known.extend(super::ast::AGGREGATE_NAMES);
@@ -166,7 +159,7 @@ pub(crate) fn bind_call(
             )),
         });
     };
-    if args.len() < min || max.is_some_and(|m| args.len() > m) {
+    if count < min || max.is_some_and(|m| count > m) {
         let expected = match max {
             Some(m) if m == min => format!("{min} argument{}", if min == 1 { "" } else { "s" }),
             Some(m) if m == min + 1 => format!("{min} or {m} arguments"),
@@ -174,14 +167,22 @@ pub(crate) fn bind_call(
             None => format!("at least {min} argument{}", if min == 1 { "" } else { "s" }),
         };
         return Err(ExprError::new(
-            format!("function {upper} expects {expected}, found {}", args.len()),
+            format!("function {upper} expects {expected}, found {count}"),
             span,
         ));
     }
-    let mut typed = Vec::with_capacity(args.len());
-    for a in args {
-        typed.push(binder.bind(a)?);
-    }
+    Ok(())
+}
+
+/// Types a scalar function call whose arguments are bound (arity already checked): checks
+/// argument types, precompiles literal patterns, and returns the typed node.
+pub(crate) fn type_call(
+    name: &str,
+    typed: Vec<Typed>,
+    args: &[Ast],
+    span: Range<usize>,
+) -> Result<Typed, ExprError> {
+    let upper = name.to_ascii_uppercase();
     // Checks argument `i` against a type predicate, with a message naming function and position.
     let check = |typed: &[Typed], i: usize, ok: fn(DataType) -> bool, expected: &str| {
         if ok(typed[i].ty) {
@@ -330,7 +331,12 @@ pub(crate) fn bind_call(
             Ok(call(Func::Coalesce, typed, ty))
         }
         "if" => {
-            check(&typed, 0, |t| matches!(t, DataType::Boolean | DataType::Null), "BOOLEAN")?;
+            check(
+                &typed,
+                0,
+                |t| matches!(t, DataType::Boolean | DataType::Null),
+                "BOOLEAN",
+            )?;
             let ty = common_type(typed[1].ty, typed[2].ty).ok_or_else(|| {
                 ExprError::new(
                     format!(
@@ -356,10 +362,7 @@ pub(crate) fn bind_call(
         "nullif" => {
             if !comparable(typed[0].ty, typed[1].ty) {
                 return Err(ExprError::new(
-                    format!(
-                        "NULLIF cannot compare {} with {}",
-                        typed[0].ty, typed[1].ty
-                    ),
+                    format!("NULLIF cannot compare {} with {}", typed[0].ty, typed[1].ty),
                     span,
                 ));
             }
@@ -430,8 +433,7 @@ pub(crate) fn bind_call(
             check(&typed, 1, is_string, "STRING")?;
             let pattern = match literal(&typed[1]) {
                 Some(Value::Str(p)) => Some(
-                    DatePattern::compile(p)
-                        .map_err(|m| ExprError::new(m, args[1].span.clone()))?,
+                    DatePattern::compile(p).map_err(|m| ExprError::new(m, args[1].span.clone()))?,
                 ),
                 _ => None,
             };
@@ -497,8 +499,10 @@ pub(crate) fn bind_call(
                 DataType::Timestamp,
             ))
         }
-        _ => Err(ExprError::new(format!("unknown function `{name}`"), span)
-            .with_help(AGGREGATE_HINT)),
+        _ => {
+            Err(ExprError::new(format!("unknown function `{name}`"), span)
+                .with_help(AGGREGATE_HINT))
+        }
     }
 }
 
@@ -542,11 +546,7 @@ fn substring(s: &str, pos: i64, len: Option<i64>) -> Option<&str> {
     if ascii {
         return s.get(start as usize..end as usize);
     }
-    let byte_at = |n: i64| {
-        s.char_indices()
-            .nth(n as usize)
-            .map_or(s.len(), |(b, _)| b)
-    };
+    let byte_at = |n: i64| s.char_indices().nth(n as usize).map_or(s.len(), |(b, _)| b);
     s.get(byte_at(start)..byte_at(end))
 }
 
@@ -561,9 +561,7 @@ fn time_field(ts: Timestamp, field: TimeField) -> i64 {
         TimeField::Second => p.second as i64,
         // SQL numbering: 1 = Sunday ... 7 = Saturday; 1970-01-01 was a Thursday.
         TimeField::DayOfWeek => (ts.div_euclid(86_400_000) + 4).rem_euclid(7) + 1,
-        TimeField::DayOfYear => {
-            ts.div_euclid(86_400_000) - days_from_civil(p.year, 1, 1) + 1
-        }
+        TimeField::DayOfYear => ts.div_euclid(86_400_000) - days_from_civil(p.year, 1, 1) + 1,
     }
 }
 
@@ -852,7 +850,9 @@ impl Func {
                 parsed.map_or(Value::Null, Value::Timestamp)
             }
             Func::ToTimestampLtz { unit_ms } => match &*a0 {
-                Value::Int(n) => n.checked_mul(*unit_ms).map_or(Value::Null, Value::Timestamp),
+                Value::Int(n) => n
+                    .checked_mul(*unit_ms)
+                    .map_or(Value::Null, Value::Timestamp),
                 _ => Value::Null,
             },
         }
@@ -921,8 +921,9 @@ fn java_replacement(rep: &str, groups: usize) -> Result<String, String> {
                             Some('}') => break,
                             Some(ch) if ch.is_ascii_alphanumeric() => name.push(ch),
                             _ => {
-                                return Err("invalid group name reference in the replacement"
-                                    .to_string())
+                                return Err(
+                                    "invalid group name reference in the replacement".to_string()
+                                )
                             }
                         }
                     }
@@ -930,9 +931,11 @@ fn java_replacement(rep: &str, groups: usize) -> Result<String, String> {
                     continue;
                 }
                 let Some(first) = chars.peek().and_then(|d| d.to_digit(10)) else {
-                    return Err("`$` in the replacement must be followed by a group number; \
+                    return Err(
+                        "`$` in the replacement must be followed by a group number; \
                                 write `\\$` for a literal dollar"
-                        .to_string());
+                            .to_string(),
+                    );
                 };
                 chars.next();
                 let mut group = first as usize;
@@ -984,7 +987,9 @@ impl LikeMatcher {
         while let Some(c) = chars.next() {
             if Some(c) == escape {
                 match chars.next() {
-                    Some(n) if n == '%' || n == '_' || Some(n) == escape => toks.push(LikeTok::Lit(n)),
+                    Some(n) if n == '%' || n == '_' || Some(n) == escape => {
+                        toks.push(LikeTok::Lit(n))
+                    }
                     _ => {
                         return Err(format!(
                             "invalid escape sequence in LIKE pattern '{pattern}': the escape \
@@ -1073,7 +1078,9 @@ fn like_general(toks: &[LikeTok], s: &str) -> bool {
             None => return false,
         }
     }
-    toks[p.min(toks.len())..].iter().all(|t| *t == LikeTok::Many)
+    toks[p.min(toks.len())..]
+        .iter()
+        .all(|t| *t == LikeTok::Many)
 }
 
 // ---- date patterns --------------------------------------------------------------------------
@@ -1140,9 +1147,7 @@ impl DatePattern {
                 loop {
                     match chars.get(j) {
                         None => {
-                            return Err(format!(
-                                "unterminated quote in date pattern '{pattern}'"
-                            ))
+                            return Err(format!("unterminated quote in date pattern '{pattern}'"))
                         }
                         Some('\'') if chars.get(j + 1) == Some(&'\'') => {
                             lit.push('\'');
@@ -1213,7 +1218,14 @@ impl DatePattern {
                 'H' => num(out, p.hour as i64),
                 'k' => num(out, if p.hour == 0 { 24 } else { p.hour as i64 }),
                 'K' => num(out, (p.hour % 12) as i64),
-                'h' => num(out, if p.hour % 12 == 0 { 12 } else { (p.hour % 12) as i64 }),
+                'h' => num(
+                    out,
+                    if p.hour % 12 == 0 {
+                        12
+                    } else {
+                        (p.hour % 12) as i64
+                    },
+                ),
                 'm' => num(out, p.minute as i64),
                 's' => num(out, p.second as i64),
                 'S' => {
@@ -1279,7 +1291,11 @@ impl DatePattern {
                     _ if n == 1 => (1, 2),
                     _ => (n, n),
                 };
-                let digits = rest.bytes().take(max).take_while(u8::is_ascii_digit).count();
+                let digits = rest
+                    .bytes()
+                    .take(max)
+                    .take_while(u8::is_ascii_digit)
+                    .count();
                 if digits < min {
                     return None;
                 }
@@ -1393,7 +1409,11 @@ impl DatePattern {
                 if !(1..=12).contains(&month) || day < 1 {
                     return None;
                 }
-                let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+                let (ny, nm) = if month == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, month + 1)
+                };
                 let month_days = days_from_civil(ny, nm, 1) - days_from_civil(year, month, 1);
                 if day as i64 > month_days {
                     return None;

@@ -66,7 +66,9 @@ impl ExprError {
         let start = self.span.start.min(source.len());
         let end = self.span.end.clamp(start, source.len());
         let line_start = source[..start].rfind('\n').map_or(0, |p| p + 1);
-        let line_end = source[start..].find('\n').map_or(source.len(), |p| start + p);
+        let line_end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |p| start + p);
         if source.is_char_boundary(start) && source.is_char_boundary(end) {
             let line = &source[line_start..line_end];
             let pad = source[line_start..start].chars().count();
@@ -282,7 +284,10 @@ pub fn compile_aggregate(ast: &Ast, scope: &Scope) -> Result<AggregateCall, Expr
 
 /// The closest candidate to a misspelt name (case-insensitive edit distance), for "did you
 /// mean" hints; None when nothing is close enough to be a plausible typo.
-pub(crate) fn suggest<'n>(name: &str, candidates: impl Iterator<Item = &'n str>) -> Option<&'n str> {
+pub(crate) fn suggest<'n>(
+    name: &str,
+    candidates: impl Iterator<Item = &'n str>,
+) -> Option<&'n str> {
     let lower = name.to_lowercase();
     let limit = (name.chars().count() / 3).clamp(1, 3);
     candidates

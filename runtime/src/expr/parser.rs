@@ -13,7 +13,7 @@ use std::ops::Range;
 /// The deepest expression tree accepted; far beyond what people write, far below stack limits.
 pub(crate) const MAX_DEPTH: usize = 256;
 /// How many parentheses / nested constructs may be open at once while parsing.
-const MAX_NESTING: usize = 128;
+const MAX_NESTING: usize = 64;
 
 pub(crate) struct Parser<'t> {
     text: &'t str,
@@ -136,7 +136,7 @@ impl<'t> Parser<'t> {
     /// Parses one expression at the lowest precedence, guarding the nesting depth.
     pub(crate) fn parse_expr(&mut self) -> Result<Ast, ExprError> {
         self.enter()?;
-        let result = self.parse_or();
+        let result = self.parse_binary(PREC_OR);
         self.leave();
         result
     }
@@ -181,7 +181,86 @@ impl<'t> Parser<'t> {
         }
     }
 
-    // ---- precedence levels --------------------------------------------------------------------
+    // ---- operators (precedence climbing) -----------------------------------------------------
+    //
+    // Functions on the recursion path (parse_binary, parse_prefix, parse_primary, parse_infix)
+    // stay small and hand everything else to helpers, so that each nesting level costs little
+    // stack even in debug builds.
+
+    /// The infix or postfix operator at the current token: (precedence, operator).
+    fn peek_infix(&self) -> Option<(u8, Infix)> {
+        let infix = match &self.peek().tok {
+            Tok::Eq => Infix::Binary(BinaryOp::Eq),
+            Tok::Ne => Infix::Binary(BinaryOp::NotEq),
+            Tok::Lt => Infix::Binary(BinaryOp::Lt),
+            Tok::Le => Infix::Binary(BinaryOp::LtEq),
+            Tok::Gt => Infix::Binary(BinaryOp::Gt),
+            Tok::Ge => Infix::Binary(BinaryOp::GtEq),
+            Tok::Concat => Infix::Binary(BinaryOp::Concat),
+            Tok::Plus => Infix::Binary(BinaryOp::Add),
+            Tok::Minus => Infix::Binary(BinaryOp::Sub),
+            Tok::Star => Infix::Binary(BinaryOp::Mul),
+            Tok::Slash => Infix::Binary(BinaryOp::Div),
+            Tok::Percent => Infix::Binary(BinaryOp::Mod),
+            Tok::Ident(w) => match w.to_ascii_uppercase().as_str() {
+                "OR" => Infix::Binary(BinaryOp::Or),
+                "AND" => Infix::Binary(BinaryOp::And),
+                "IS" => Infix::IsNull,
+                "BETWEEN" => Infix::Between(false),
+                "IN" => Infix::In(false),
+                "LIKE" => Infix::Like(false),
+                "NOT" if self.kw_at(1, "BETWEEN") => Infix::Between(true),
+                "NOT" if self.kw_at(1, "IN") => Infix::In(true),
+                "NOT" if self.kw_at(1, "LIKE") => Infix::Like(true),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let prec = match infix {
+            Infix::Binary(op) => binary_precedence(op),
+            _ => PREC_COMPARISON,
+        };
+        Some((prec, infix))
+    }
+
+    /// Parses operators of at least `min_prec`, left-associatively.
+    fn parse_binary(&mut self, min_prec: u8) -> Result<Ast, ExprError> {
+        let mut left = self.parse_prefix(min_prec)?;
+        let mut depth = None;
+        while let Some((prec, infix)) = self.peek_infix() {
+            if prec < min_prec {
+                break;
+            }
+            left = self.parse_infix(left, prec, infix, &mut depth)?;
+        }
+        Ok(left)
+    }
+
+    fn parse_infix(
+        &mut self,
+        left: Ast,
+        prec: u8,
+        infix: Infix,
+        depth: &mut Option<usize>,
+    ) -> Result<Ast, ExprError> {
+        if matches!(
+            infix,
+            Infix::Between(true) | Infix::In(true) | Infix::Like(true)
+        ) {
+            self.advance(); // NOT
+        }
+        self.advance(); // the operator
+        match infix {
+            Infix::Binary(op) => {
+                let right = self.parse_binary(prec + 1)?;
+                self.join(depth, op, left, right)
+            }
+            Infix::IsNull => self.parse_is_null(left, depth),
+            Infix::Between(negated) => self.parse_between(left, negated, depth),
+            Infix::In(negated) => self.parse_in(left, negated, depth),
+            Infix::Like(negated) => self.parse_like(left, negated, depth),
+        }
+    }
 
     /// Joins `left op right`, keeping track of the tree depth so that long operator chains
     /// cannot build a tree too deep to evaluate or drop.
@@ -208,190 +287,25 @@ impl<'t> Parser<'t> {
         ))
     }
 
-    fn parse_or(&mut self) -> Result<Ast, ExprError> {
-        let mut left = self.parse_and()?;
-        let mut depth = None;
-        while self.eat_kw("OR") {
-            let right = self.parse_and()?;
-            left = self.join(&mut depth, BinaryOp::Or, left, right)?;
-        }
-        Ok(left)
-    }
-
-    fn parse_and(&mut self) -> Result<Ast, ExprError> {
-        let mut left = self.parse_not()?;
-        let mut depth = None;
-        while self.eat_kw("AND") {
-            let right = self.parse_not()?;
-            left = self.join(&mut depth, BinaryOp::And, left, right)?;
-        }
-        Ok(left)
-    }
-
-    fn parse_not(&mut self) -> Result<Ast, ExprError> {
-        if self.is_kw("NOT") {
-            let start = self.advance().span.start;
-            self.enter()?;
-            let operand = self.parse_not();
-            self.leave();
-            let operand = operand?;
-            let span = start..operand.span.end;
-            return Ok(Ast::new(
-                AstKind::Unary {
-                    op: UnaryOp::Not,
-                    expr: Box::new(operand),
-                },
-                span,
-            ));
-        }
-        self.parse_comparison()
-    }
-
-    fn parse_comparison(&mut self) -> Result<Ast, ExprError> {
-        let mut left = self.parse_concat()?;
-        let mut depth = None;
-        loop {
-            let op = match self.peek().tok {
-                Tok::Eq => Some(BinaryOp::Eq),
-                Tok::Ne => Some(BinaryOp::NotEq),
-                Tok::Lt => Some(BinaryOp::Lt),
-                Tok::Le => Some(BinaryOp::LtEq),
-                Tok::Gt => Some(BinaryOp::Gt),
-                Tok::Ge => Some(BinaryOp::GtEq),
-                _ => None,
-            };
-            if let Some(op) = op {
-                self.advance();
-                let right = self.parse_concat()?;
-                left = self.join(&mut depth, op, left, right)?;
-                continue;
-            }
-            let start = left.span.start;
-            if self.eat_kw("IS") {
-                let negated = self.eat_kw("NOT");
-                let end = self
-                    .expect_kw("NULL", if negated { "after IS NOT" } else { "after IS" })?
-                    .end;
-                left = self.postfix(
-                    &mut depth,
-                    AstKind::IsNull {
-                        expr: Box::new(left),
-                        negated,
-                    },
-                    start..end,
-                    &[],
-                )?;
-                continue;
-            }
-            let negated = self.is_kw("NOT")
-                && (self.kw_at(1, "BETWEEN") || self.kw_at(1, "IN") || self.kw_at(1, "LIKE"));
-            if negated {
-                self.advance();
-            }
-            if self.eat_kw("BETWEEN") {
-                let low = self.parse_concat()?;
-                self.expect_kw("AND", "between the bounds of BETWEEN")?;
-                let high = self.parse_concat()?;
-                let span = start..high.span.end;
-                let depths = [low.depth(), high.depth()];
-                left = self.postfix(
-                    &mut depth,
-                    AstKind::Between {
-                        expr: Box::new(left),
-                        low: Box::new(low),
-                        high: Box::new(high),
-                        negated,
-                    },
-                    span,
-                    &depths,
-                )?;
-            } else if self.eat_kw("IN") {
-                self.expect(Tok::LParen, "`(` after IN")?;
-                if self.peek().tok == Tok::RParen {
-                    return Err(self.unexpected("expected at least one value in the IN list"));
-                }
-                let mut list = Vec::new();
-                loop {
-                    list.push(self.parse_expr()?);
-                    if !self.eat(&Tok::Comma) {
-                        break;
-                    }
-                }
-                let end = self.expect(Tok::RParen, "`,` or `)` in the IN list")?.end;
-                let depths: Vec<usize> = list.iter().map(Ast::depth).collect();
-                left = self.postfix(
-                    &mut depth,
-                    AstKind::InList {
-                        expr: Box::new(left),
-                        list,
-                        negated,
-                    },
-                    start..end,
-                    &depths,
-                )?;
-            } else if self.eat_kw("LIKE") {
-                let pattern = self.parse_concat()?;
-                let mut end = pattern.span.end;
-                let mut escape = None;
-                if self.eat_kw("ESCAPE") {
-                    let token = self.advance();
-                    let mut chars = match &token.tok {
-                        Tok::Str(s) => s.chars(),
-                        _ => {
-                            return Err(ExprError::new(
-                                "expected a one-character string after ESCAPE",
-                                token.span,
-                            ))
-                        }
-                    };
-                    match (chars.next(), chars.next()) {
-                        (Some(c), None) => escape = Some(c),
-                        _ => {
-                            return Err(ExprError::new(
-                                "the ESCAPE string must be exactly one character",
-                                token.span,
-                            ))
-                        }
-                    }
-                    end = token.span.end;
-                }
-                let depths = [pattern.depth()];
-                left = self.postfix(
-                    &mut depth,
-                    AstKind::Like {
-                        expr: Box::new(left),
-                        pattern: Box::new(pattern),
-                        escape,
-                        negated,
-                    },
-                    start..end,
-                    &depths,
-                )?;
-            } else {
-                if negated {
-                    // Unreachable in practice: NOT was only consumed when one of the above follows.
-                    return Err(self.unexpected("expected BETWEEN, IN or LIKE after NOT"));
-                }
-                break;
-            }
-        }
-        Ok(left)
-    }
-
     /// Wraps `left` (already inside `kind`) in a postfix node, checking depth like `join`.
     fn postfix(
         &self,
         depth: &mut Option<usize>,
         kind: AstKind,
         span: Range<usize>,
-        other_depths: &[usize],
     ) -> Result<Ast, ExprError> {
         let node = Ast::new(kind, span.clone());
+        let children = node.children();
         let left_depth = match depth {
             Some(d) => *d,
-            None => node.children().first().map_or(0, |c| c.depth()),
+            None => children.first().map_or(0, |c| c.depth()),
         };
-        let d = other_depths.iter().copied().fold(left_depth, usize::max) + 1;
+        let d = children
+            .iter()
+            .skip(1)
+            .map(|c| c.depth())
+            .fold(left_depth, usize::max)
+            + 1;
         *depth = Some(d);
         if d > MAX_DEPTH {
             return Err(too_deep(span));
@@ -399,82 +313,164 @@ impl<'t> Parser<'t> {
         Ok(node)
     }
 
-    fn parse_concat(&mut self) -> Result<Ast, ExprError> {
-        let mut left = self.parse_additive()?;
-        let mut depth = None;
-        while self.eat(&Tok::Concat) {
-            let right = self.parse_additive()?;
-            left = self.join(&mut depth, BinaryOp::Concat, left, right)?;
-        }
-        Ok(left)
+    fn parse_is_null(&mut self, left: Ast, depth: &mut Option<usize>) -> Result<Ast, ExprError> {
+        let negated = self.eat_kw("NOT");
+        let end = self
+            .expect_kw("NULL", if negated { "after IS NOT" } else { "after IS" })?
+            .end;
+        let span = left.span.start..end;
+        self.postfix(
+            depth,
+            AstKind::IsNull {
+                expr: Box::new(left),
+                negated,
+            },
+            span,
+        )
     }
 
-    fn parse_additive(&mut self) -> Result<Ast, ExprError> {
-        let mut left = self.parse_multiplicative()?;
-        let mut depth = None;
+    fn parse_between(
+        &mut self,
+        left: Ast,
+        negated: bool,
+        depth: &mut Option<usize>,
+    ) -> Result<Ast, ExprError> {
+        let low = self.parse_binary(PREC_COMPARISON + 1)?;
+        self.expect_kw("AND", "between the bounds of BETWEEN")?;
+        let high = self.parse_binary(PREC_COMPARISON + 1)?;
+        let span = left.span.start..high.span.end;
+        self.postfix(
+            depth,
+            AstKind::Between {
+                expr: Box::new(left),
+                low: Box::new(low),
+                high: Box::new(high),
+                negated,
+            },
+            span,
+        )
+    }
+
+    fn parse_in(
+        &mut self,
+        left: Ast,
+        negated: bool,
+        depth: &mut Option<usize>,
+    ) -> Result<Ast, ExprError> {
+        self.expect(Tok::LParen, "`(` after IN")?;
+        if self.peek().tok == Tok::RParen {
+            return Err(self.unexpected("expected at least one value in the IN list"));
+        }
+        let mut list = Vec::new();
         loop {
-            let op = match self.peek().tok {
-                Tok::Plus => BinaryOp::Add,
-                Tok::Minus => BinaryOp::Sub,
-                _ => break,
-            };
-            self.advance();
-            let right = self.parse_multiplicative()?;
-            left = self.join(&mut depth, op, left, right)?;
+            list.push(self.parse_expr()?);
+            if !self.eat(&Tok::Comma) {
+                break;
+            }
         }
-        Ok(left)
+        let end = self.expect(Tok::RParen, "`,` or `)` in the IN list")?.end;
+        let span = left.span.start..end;
+        self.postfix(
+            depth,
+            AstKind::InList {
+                expr: Box::new(left),
+                list,
+                negated,
+            },
+            span,
+        )
     }
 
-    fn parse_multiplicative(&mut self) -> Result<Ast, ExprError> {
-        let mut left = self.parse_unary()?;
-        let mut depth = None;
-        loop {
-            let op = match self.peek().tok {
-                Tok::Star => BinaryOp::Mul,
-                Tok::Slash => BinaryOp::Div,
-                Tok::Percent => BinaryOp::Mod,
-                _ => break,
-            };
-            self.advance();
-            let right = self.parse_unary()?;
-            left = self.join(&mut depth, op, left, right)?;
-        }
-        Ok(left)
-    }
-
-    fn parse_unary(&mut self) -> Result<Ast, ExprError> {
-        match self.peek().tok {
-            Tok::Minus => {
-                let start = self.advance().span.start;
-                if matches!(self.peek().tok, Tok::Integer | Tok::Decimal | Tok::Double) {
-                    let token = self.advance();
-                    let value = self.number(&token, true)?;
-                    return Ok(Ast::new(AstKind::Literal(value), start..token.span.end));
+    fn parse_like(
+        &mut self,
+        left: Ast,
+        negated: bool,
+        depth: &mut Option<usize>,
+    ) -> Result<Ast, ExprError> {
+        let pattern = self.parse_binary(PREC_COMPARISON + 1)?;
+        let mut end = pattern.span.end;
+        let mut escape = None;
+        if self.eat_kw("ESCAPE") {
+            let token = self.advance();
+            let mut chars = match &token.tok {
+                Tok::Str(s) => s.chars(),
+                _ => {
+                    return Err(ExprError::new(
+                        "expected a one-character string after ESCAPE",
+                        token.span,
+                    ))
                 }
-                self.enter()?;
-                let operand = self.parse_unary();
-                self.leave();
-                let operand = operand?;
+            };
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => escape = Some(c),
+                _ => {
+                    return Err(ExprError::new(
+                        "the ESCAPE string must be exactly one character",
+                        token.span,
+                    ))
+                }
+            }
+            end = token.span.end;
+        }
+        let span = left.span.start..end;
+        self.postfix(
+            depth,
+            AstKind::Like {
+                expr: Box::new(left),
+                pattern: Box::new(pattern),
+                escape,
+                negated,
+            },
+            span,
+        )
+    }
+
+    /// Prefix operators: NOT (below comparisons) and unary minus / plus (above `*`).
+    fn parse_prefix(&mut self, min_prec: u8) -> Result<Ast, ExprError> {
+        let prefix = match &self.peek().tok {
+            Tok::Minus => Some(UnaryOp::Neg),
+            Tok::Plus => None,
+            Tok::Ident(w) if min_prec <= PREC_NOT && w.eq_ignore_ascii_case("NOT") => {
+                Some(UnaryOp::Not)
+            }
+            _ => return self.parse_primary(),
+        };
+        let start = self.advance().span.start;
+        if prefix == Some(UnaryOp::Neg)
+            && matches!(self.peek().tok, Tok::Integer | Tok::Decimal | Tok::Double)
+        {
+            return self.negative_number(start);
+        }
+        self.enter()?;
+        let operand = self.parse_binary(if prefix == Some(UnaryOp::Not) {
+            PREC_NOT
+        } else {
+            PREC_UNARY
+        });
+        self.leave();
+        let mut operand = operand?;
+        Ok(match prefix {
+            None => {
+                operand.span.start = start;
+                operand
+            }
+            Some(op) => {
                 let span = start..operand.span.end;
-                Ok(Ast::new(
+                Ast::new(
                     AstKind::Unary {
-                        op: UnaryOp::Neg,
+                        op,
                         expr: Box::new(operand),
                     },
                     span,
-                ))
+                )
             }
-            Tok::Plus => {
-                let start = self.advance().span.start;
-                self.enter()?;
-                let operand = self.parse_unary();
-                self.leave();
-                let mut operand = operand?;
-                operand.span.start = start;
-                Ok(operand)
-            }
-            _ => self.parse_primary(),
-        }
+        })
+    }
+
+    fn negative_number(&mut self, start: usize) -> Result<Ast, ExprError> {
+        let token = self.advance();
+        let value = self.number(&token, true)?;
+        Ok(Ast::new(AstKind::Literal(value), start..token.span.end))
     }
 
     // ---- primary expressions ------------------------------------------------------------------
@@ -517,73 +513,78 @@ impl<'t> Parser<'t> {
     }
 
     fn parse_primary(&mut self) -> Result<Ast, ExprError> {
-        let token = self.peek().clone();
-        match &token.tok {
+        match &self.peek().tok {
             Tok::Integer | Tok::Decimal | Tok::Double => {
-                self.advance();
+                let token = self.advance();
                 let value = self.number(&token, false)?;
                 Ok(Ast::new(AstKind::Literal(value), token.span))
             }
-            Tok::Str(s) => {
-                self.advance();
-                Ok(Ast::new(AstKind::Literal(Value::str(s)), token.span))
-            }
-            Tok::LParen => {
-                self.advance();
-                let inner = self.parse_expr()?;
-                let end = self
-                    .expect(Tok::RParen, "`)`")
-                    .map_err(|e| {
-                        e.with_help(format!(
-                            "the `(` at offset {} is not closed",
-                            token.span.start
-                        ))
-                    })?
-                    .end;
-                Ok(Ast::new(inner.kind, token.span.start..end))
-            }
-            Tok::QuotedIdent(name) => {
-                let name = name.clone();
-                self.advance();
-                self.parse_column(name, token.span)
-            }
-            Tok::Ident(word) => {
-                let word = word.clone();
-                let upper = word.to_ascii_uppercase();
-                let next = self.peek_at(1).tok.clone();
-                match upper.as_str() {
-                    "TRUE" | "FALSE" | "NULL" => {
-                        self.advance();
-                        let v = match upper.as_str() {
-                            "TRUE" => Value::Bool(true),
-                            "FALSE" => Value::Bool(false),
-                            _ => Value::Null,
-                        };
-                        Ok(Ast::new(AstKind::Literal(v), token.span))
-                    }
-                    "CASE" => self.parse_case(),
-                    "INTERVAL" if matches!(next, Tok::Str(_) | Tok::Integer | Tok::Minus) => {
-                        self.parse_interval()
-                    }
-                    "TIMESTAMP" if matches!(next, Tok::Str(_)) => self.parse_timestamp_literal(),
-                    "CAST" if next == Tok::LParen => self.parse_cast(),
-                    "EXTRACT" if next == Tok::LParen => self.parse_extract(),
-                    _ if next == Tok::LParen && !is_reserved(&word) => self.parse_call(),
-                    _ if is_reserved(&word) => {
-                        Err(self.unexpected("expected an expression").with_help(format!(
-                            "write `{word}` in backquotes if it is a column name"
-                        )))
-                    }
-                    _ => {
-                        self.advance();
-                        self.parse_column(word, token.span)
-                    }
-                }
-            }
+            Tok::Str(_) => self.parse_string(),
+            Tok::LParen => self.parse_parenthesized(),
+            Tok::QuotedIdent(_) | Tok::Ident(_) => self.parse_word(),
             Tok::Star => Err(self
                 .unexpected("expected an expression")
                 .with_help("`*` is only allowed in COUNT(*)")),
             _ => Err(self.unexpected("expected an expression")),
+        }
+    }
+
+    fn parse_string(&mut self) -> Result<Ast, ExprError> {
+        let token = self.advance();
+        match token.tok {
+            Tok::Str(s) => Ok(Ast::new(AstKind::Literal(Value::str(&s)), token.span)),
+            _ => Err(ExprError::new("expected a string", token.span)),
+        }
+    }
+
+    fn parse_parenthesized(&mut self) -> Result<Ast, ExprError> {
+        let open = self.advance().span;
+        let inner = self.parse_expr()?;
+        let end = self
+            .expect(Tok::RParen, "`)`")
+            .map_err(|e| e.with_help(format!("the `(` at offset {} is not closed", open.start)))?
+            .end;
+        Ok(Ast::new(inner.kind, open.start..end))
+    }
+
+    /// An identifier: a keyword-introduced construct, a function call or a column.
+    fn parse_word(&mut self) -> Result<Ast, ExprError> {
+        let token = self.peek().clone();
+        let word = match token.tok {
+            Tok::QuotedIdent(name) => {
+                self.advance();
+                return self.parse_column(name, token.span);
+            }
+            Tok::Ident(word) => word,
+            _ => return Err(self.unexpected("expected a name")),
+        };
+        let upper = word.to_ascii_uppercase();
+        let next = self.peek_at(1).tok.clone();
+        match upper.as_str() {
+            "TRUE" | "FALSE" | "NULL" => {
+                self.advance();
+                let v = match upper.as_str() {
+                    "TRUE" => Value::Bool(true),
+                    "FALSE" => Value::Bool(false),
+                    _ => Value::Null,
+                };
+                Ok(Ast::new(AstKind::Literal(v), token.span))
+            }
+            "CASE" => self.parse_case(),
+            "INTERVAL" if matches!(next, Tok::Str(_) | Tok::Integer | Tok::Minus) => {
+                self.parse_interval()
+            }
+            "TIMESTAMP" if matches!(next, Tok::Str(_)) => self.parse_timestamp_literal(),
+            "CAST" if next == Tok::LParen => self.parse_cast(),
+            "EXTRACT" if next == Tok::LParen => self.parse_extract(),
+            _ if next == Tok::LParen && !is_reserved(&word) => self.parse_call(),
+            _ if is_reserved(&word) => Err(self.unexpected("expected an expression").with_help(
+                format!("write `{word}` in backquotes if it is a column name"),
+            )),
+            _ => {
+                self.advance();
+                self.parse_column(word, token.span)
+            }
         }
     }
 
@@ -655,7 +656,10 @@ impl<'t> Parser<'t> {
         let mut end = self
             .expect(
                 Tok::RParen,
-                &format!("`,` or `)` in the arguments of {}", name.to_ascii_uppercase()),
+                &format!(
+                    "`,` or `)` in the arguments of {}",
+                    name.to_ascii_uppercase()
+                ),
             )?
             .end;
         let mut filter = None;
@@ -738,8 +742,11 @@ impl<'t> Parser<'t> {
             ),
         };
         let amount: i64 = text.parse().map_err(|_| {
-            ExprError::new(format!("invalid interval value '{text}'"), value_span.clone())
-                .with_help("write a whole number, e.g. INTERVAL '4' SECOND")
+            ExprError::new(
+                format!("invalid interval value '{text}'"),
+                value_span.clone(),
+            )
+            .with_help("write a whole number, e.g. INTERVAL '4' SECOND")
         })?;
         let unit = self.advance();
         let factor = match &unit.tok {
@@ -759,14 +766,17 @@ impl<'t> Parser<'t> {
         };
         let Some(factor) = factor else {
             return Err(ExprError::new(
-                format!("expected a time unit after INTERVAL '{text}', found {}", self.describe(&unit)),
+                format!(
+                    "expected a time unit after INTERVAL '{text}', found {}",
+                    self.describe(&unit)
+                ),
                 unit.span,
             )
             .with_help("use MILLISECOND, SECOND, MINUTE, HOUR or DAY"));
         };
-        let ms = amount.checked_mul(factor).ok_or_else(|| {
-            ExprError::new("interval is out of range", start..unit.span.end)
-        })?;
+        let ms = amount
+            .checked_mul(factor)
+            .ok_or_else(|| ExprError::new("interval is out of range", start..unit.span.end))?;
         Ok(Ast::new(AstKind::Interval(ms), start..unit.span.end))
     }
 
@@ -774,11 +784,17 @@ impl<'t> Parser<'t> {
         let start = self.advance().span.start;
         let token = self.advance();
         let Tok::Str(text) = &token.tok else {
-            return Err(ExprError::new("expected a string after TIMESTAMP", token.span));
+            return Err(ExprError::new(
+                "expected a string after TIMESTAMP",
+                token.span,
+            ));
         };
         let ts = parse_timestamp(text.trim()).ok_or_else(|| {
-            ExprError::new(format!("invalid TIMESTAMP literal '{text}'"), token.span.clone())
-                .with_help("write it as 'YYYY-MM-DD HH:MM:SS[.fff]'")
+            ExprError::new(
+                format!("invalid TIMESTAMP literal '{text}'"),
+                token.span.clone(),
+            )
+            .with_help("write it as 'YYYY-MM-DD HH:MM:SS[.fff]'")
         })?;
         Ok(Ast::new(
             AstKind::Literal(Value::Timestamp(ts)),
@@ -981,6 +997,39 @@ impl<'t> Parser<'t> {
             },
             start..end,
         ))
+    }
+}
+
+/// An operator that continues an expression after its left operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Infix {
+    Binary(BinaryOp),
+    IsNull,
+    /// The flag is `NOT BETWEEN` / `NOT IN` / `NOT LIKE`.
+    Between(bool),
+    In(bool),
+    Like(bool),
+}
+
+const PREC_OR: u8 = 1;
+const PREC_AND: u8 = 2;
+const PREC_NOT: u8 = 3;
+const PREC_COMPARISON: u8 = 4;
+const PREC_UNARY: u8 = 8;
+
+fn binary_precedence(op: BinaryOp) -> u8 {
+    match op {
+        BinaryOp::Or => PREC_OR,
+        BinaryOp::And => PREC_AND,
+        BinaryOp::Eq
+        | BinaryOp::NotEq
+        | BinaryOp::Lt
+        | BinaryOp::LtEq
+        | BinaryOp::Gt
+        | BinaryOp::GtEq => PREC_COMPARISON,
+        BinaryOp::Concat => 5,
+        BinaryOp::Add | BinaryOp::Sub => 6,
+        BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => 7,
     }
 }
 
