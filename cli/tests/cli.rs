@@ -1,0 +1,261 @@
+//! The `eddy` binary as a user meets it: help, exit codes, error messages that point at the
+//! mistake, malformed input that goes to the dead-letter file while the job goes on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn eddy(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run eddy")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+const SOURCE: &str = r#"
+[params]
+input = { description = "events" }
+output = { default = "out.jsonl" }
+
+[[source]]
+name = "events"
+connector = "file"
+format = "nexmark"
+path = "${input}"
+watermark = { column = "dateTime", delay = "4s" }
+"#;
+
+const SINK: &str = r#"
+[[sink]]
+name = "result"
+input = "op"
+connector = "file"
+path = "${output}"
+"#;
+
+/// Writes a job with one operator between the Nexmark source and a file sink.
+fn job_with(dir: &Path, operator: &str) -> PathBuf {
+    let path = dir.join("job.toml");
+    std::fs::write(&path, format!("{SOURCE}\n[[operator]]\n{operator}\n{SINK}")).unwrap();
+    path
+}
+
+/// Runs `eddy check` on a job and expects exit code 2 with every fragment in the message.
+fn expect_job_error(operator: &str, extra_args: &[&str], fragments: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_with(dir.path(), operator);
+    let mut args = vec!["check", job.to_str().unwrap(), "--param", "input=x.jsonl"];
+    args.extend_from_slice(extra_args);
+    let out = eddy(&args, dir.path());
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "exit code 2 expected:\n{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    for fragment in fragments {
+        assert!(message.contains(fragment), "missing `{fragment}` in:\n{message}");
+    }
+}
+
+#[test]
+fn help_explains_every_run_flag() {
+    let out = eddy(&["run", "--help"], &repo());
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--param", "--parallelism", "--dead-letter", "--generate", "--rate", "--batch-size", "--quiet"] {
+        assert!(help.contains(flag), "`eddy run --help` does not mention {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let out = eddy(&["run", "jobs/nexmark/q0.toml", "--parallelism", "0"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    let out = eddy(&["run", "jobs/nexmark/q0.toml", "--param", "novalue"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("NAME=VALUE"), "{}", stderr(&out));
+    let out = eddy(&["run", "no/such/job.toml"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read the job file"), "{}", stderr(&out));
+}
+
+#[test]
+fn unknown_operator_type_is_named_with_a_suggestion() {
+    expect_job_error(
+        "name = \"op\"\ntype = \"fliter\"\ninput = \"events.bid\"\nwhere = \"price > 1\"",
+        &[],
+        &["unknown operator type `fliter`", "job.toml:15:8", "did you mean `filter`"],
+    );
+}
+
+#[test]
+fn unknown_field_is_refused_with_its_position() {
+    expect_job_error(
+        "name = \"op\"\ntype = \"filter\"\ninput = \"events.bid\"\nwehre = \"price > 1\"",
+        &[],
+        &["unknown field `wehre`", "job.toml:17:1"],
+    );
+}
+
+#[test]
+fn field_of_another_operator_type_is_refused() {
+    expect_job_error(
+        "name = \"op\"\ntype = \"filter\"\ninput = \"events.bid\"\nwhere = \"price > 1\"\ngroup_by = [\"auction\"]",
+        &[],
+        &["field `group_by` does not apply to a `filter` operator", "job.toml:18"],
+    );
+}
+
+#[test]
+fn unknown_column_points_into_the_expression() {
+    expect_job_error(
+        "name = \"op\"\ntype = \"select\"\ninput = \"events.bid\"\ncolumns = [\"auction\", \"prce * 2 AS p\"]",
+        &[],
+        &["operator `op`, field `columns[1]`", "prce", "job.toml:17:24", "price"],
+    );
+}
+
+#[test]
+fn type_error_in_an_expression() {
+    expect_job_error(
+        "name = \"op\"\ntype = \"filter\"\ninput = \"events.bid\"\nwhere = \"channel + 1 > 2\"",
+        &[],
+        &["field `where`", "STRING", "job.toml:17"],
+    );
+}
+
+#[test]
+fn missing_and_unknown_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_with(dir.path(), "name = \"op\"\ntype = \"filter\"\ninput = \"events.bid\"\nwhere = \"price > 1\"");
+    let out = eddy(&["check", job.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(message.contains("missing parameter `input`"), "{message}");
+    assert!(message.contains("--param input=VALUE"), "{message}");
+    let out = eddy(
+        &["check", job.to_str().unwrap(), "--param", "input=x", "--param", "outptu=y"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("did you mean `output`"), "{}", stderr(&out));
+}
+
+#[test]
+fn cycles_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cycle.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{SOURCE}\n[[operator]]\nname = \"a\"\ntype = \"union\"\ninputs = [\"events.bid\", \"op\"]\n\n\
+             [[operator]]\nname = \"op\"\ntype = \"filter\"\ninput = \"a\"\nwhere = \"price > 1\"\n{SINK}"
+        ),
+    )
+    .unwrap();
+    let out = eddy(&["check", path.to_str().unwrap(), "--param", "input=x"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(message.contains("cycle"), "{message}");
+    assert!(message.contains("a -> op") || message.contains("op -> a"), "{message}");
+}
+
+#[test]
+fn malformed_toml_is_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "name = \"x\"\n[[source]\n").unwrap();
+    let out = eddy(&["check", path.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("broken.toml:2"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_shipped_job_checks() {
+    for entry in std::fs::read_dir(repo().join("jobs/nexmark")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = eddy(&["check", path.to_str().unwrap(), "--param", "input=x"], &repo());
+            assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        }
+    }
+}
+
+/// A few good events, then bad lines of several kinds: the job finishes, the good rows are all
+/// in the output, and each bad line is in the dead-letter file with its line number and reason.
+#[test]
+fn malformed_lines_go_to_the_dead_letter_file_and_the_job_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let bid = |auction: i64, price: i64, ms: u32| {
+        format!(
+            "{{\"event_type\":2,\"person\":null,\"auction\":null,\"bid\":{{\"auction\":{auction},\"bidder\":1,\"price\":{price},\"channel\":\"Google\",\"url\":\"u\",\"dateTime\":\"2026-01-01 00:00:00.{ms:03}\",\"extra\":\"\"}}}}"
+        )
+    };
+    let lines = [
+        bid(1000, 10, 1),
+        "{not json".to_string(),
+        bid(1001, 20, 2),
+        "{\"event_type\":2,\"person\":null,\"auction\":null,\"bid\":{\"auction\":1,\"bidder\":1,\"price\":\"abc\",\"channel\":\"x\",\"url\":\"u\",\"dateTime\":\"2026-01-01 00:00:00.003\",\"extra\":\"\"}}".to_string(),
+        "{\"event_type\":7}".to_string(),
+        bid(1002, 30, 4),
+    ];
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = eddy(
+        &[
+            "run",
+            repo().join("jobs/nexmark/q0.toml").to_str().unwrap(),
+            "--param",
+            &format!("input={}", input.display()),
+            "--param",
+            "output=out/q0.jsonl",
+            "--dead-letter",
+            "bad.jsonl",
+        ],
+        dir.path(),
+    );
+    let message = stderr(&out);
+    assert!(out.status.success(), "{message}");
+    assert!(message.contains("3 malformed input lines went to bad.jsonl"), "{message}");
+    let output = std::fs::read_to_string(dir.path().join("out/q0.jsonl")).unwrap();
+    assert_eq!(output.lines().count(), 3, "{output}");
+    for price in ["\"price\":10", "\"price\":20", "\"price\":30"] {
+        assert!(output.contains(price), "{output}");
+    }
+    let dead = std::fs::read_to_string(dir.path().join("bad.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let numbers: Vec<i64> = dead.iter().map(|d| d["line"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, vec![2, 4, 5]);
+    assert!(dead[1]["reason"].as_str().unwrap().contains("price"), "{:?}", dead[1]);
+    assert_eq!(dead[0]["raw"], "{not json");
+}
+
+#[test]
+fn runs_a_job_on_the_generator_and_says_where_the_output_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = eddy(
+        &[
+            "run",
+            repo().join("jobs/nexmark/q8.toml").to_str().unwrap(),
+            "--generate",
+            "20000",
+            "--parallelism",
+            "2",
+            "--param",
+            "output=q8.jsonl",
+        ],
+        dir.path(),
+    );
+    let message = stderr(&out);
+    assert!(out.status.success(), "{message}");
+    assert!(message.contains("written to q8.jsonl"), "{message}");
+    let rows = std::fs::read_to_string(dir.path().join("q8.jsonl")).unwrap();
+    assert!(rows.lines().count() > 0);
+    assert!(!dir.path().join(".q8.jsonl.inprogress").exists());
+}
