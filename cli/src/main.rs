@@ -45,7 +45,12 @@ struct JobArgs {
     #[arg(long, value_name = "N")]
     generate: Option<u64>,
     /// Event rate of --generate, in events per second of event time.
-    #[arg(long, value_name = "EVENTS_PER_SEC", default_value_t = 1000, requires = "generate")]
+    #[arg(
+        long,
+        value_name = "EVENTS_PER_SEC",
+        default_value_t = 1000,
+        requires = "generate"
+    )]
     rate: u64,
 }
 
@@ -68,7 +73,9 @@ struct RunArgs {
 fn parse_param(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("`{text}` is not NAME=VALUE (e.g. --param input=events.jsonl.gz)")),
+        _ => Err(format!(
+            "`{text}` is not NAME=VALUE (e.g. --param input=events.jsonl.gz)"
+        )),
     }
 }
 
@@ -79,7 +86,9 @@ fn load(args: &JobArgs) -> Result<JobGraph, BadJob> {
     let mut params: BTreeMap<String, String> = args.params.iter().cloned().collect();
     if args.generate.is_some() {
         // The generator replaces the input file; a placeholder keeps `${input}` satisfied.
-        params.entry("input".into()).or_insert_with(|| "<generated>".into());
+        params
+            .entry("input".into())
+            .or_insert_with(|| "<generated>".into());
     }
     let options = CompileOptions {
         params,
@@ -169,7 +178,10 @@ fn check(args: JobArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("job `{}` (max parallelism {})", graph.name, graph.max_parallelism);
+    println!(
+        "job `{}` (max parallelism {})",
+        graph.name, graph.max_parallelism
+    );
     for node in &graph.nodes {
         let inputs: Vec<String> = node
             .inputs
@@ -197,7 +209,11 @@ fn check(args: JobArgs) -> ExitCode {
                     .collect();
                 format!(
                     "{}[{}]{}",
-                    if p.name.is_empty() { String::new() } else { format!("{}: ", p.name) },
+                    if p.name.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}: ", p.name)
+                    },
                     cols.join(", "),
                     if p.updating { " (updating)" } else { "" }
                 )
@@ -208,7 +224,11 @@ fn check(args: JobArgs) -> ExitCode {
             node.kind.type_name(),
             node.name,
             node.parallelism,
-            if inputs.is_empty() { "-".into() } else { inputs.join(", ") }
+            if inputs.is_empty() {
+                "-".into()
+            } else {
+                inputs.join(", ")
+            }
         );
         for o in outputs {
             println!("      -> {o}");

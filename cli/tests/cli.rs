@@ -17,7 +17,10 @@ fn stderr(out: &Output) -> String {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 const SOURCE: &str = r#"
@@ -56,10 +59,17 @@ fn expect_job_error(operator: &str, extra_args: &[&str], fragments: &[&str]) {
     args.extend_from_slice(extra_args);
     let out = eddy(&args, dir.path());
     let message = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "exit code 2 expected:\n{message}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code 2 expected:\n{message}"
+    );
     assert!(!message.contains("panicked"), "{message}");
     for fragment in fragments {
-        assert!(message.contains(fragment), "missing `{fragment}` in:\n{message}");
+        assert!(
+            message.contains(fragment),
+            "missing `{fragment}` in:\n{message}"
+        );
     }
 }
 
@@ -68,21 +78,42 @@ fn help_explains_every_run_flag() {
     let out = eddy(&["run", "--help"], &repo());
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--param", "--parallelism", "--dead-letter", "--generate", "--rate", "--batch-size", "--quiet"] {
-        assert!(help.contains(flag), "`eddy run --help` does not mention {flag}:\n{help}");
+    for flag in [
+        "--param",
+        "--parallelism",
+        "--dead-letter",
+        "--generate",
+        "--rate",
+        "--batch-size",
+        "--quiet",
+    ] {
+        assert!(
+            help.contains(flag),
+            "`eddy run --help` does not mention {flag}:\n{help}"
+        );
     }
 }
 
 #[test]
 fn bad_arguments_exit_2() {
-    let out = eddy(&["run", "jobs/nexmark/q0.toml", "--parallelism", "0"], &repo());
+    let out = eddy(
+        &["run", "jobs/nexmark/q0.toml", "--parallelism", "0"],
+        &repo(),
+    );
     assert_eq!(out.status.code(), Some(2));
-    let out = eddy(&["run", "jobs/nexmark/q0.toml", "--param", "novalue"], &repo());
+    let out = eddy(
+        &["run", "jobs/nexmark/q0.toml", "--param", "novalue"],
+        &repo(),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("NAME=VALUE"), "{}", stderr(&out));
     let out = eddy(&["run", "no/such/job.toml"], &repo());
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot read the job file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the job file"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -90,7 +121,11 @@ fn unknown_operator_type_is_named_with_a_suggestion() {
     expect_job_error(
         "name = \"op\"\ntype = \"fliter\"\ninput = \"events.bid\"\nwhere = \"price > 1\"",
         &[],
-        &["unknown operator type `fliter`", "job.toml:15:8", "did you mean `filter`"],
+        &[
+            "unknown operator type `fliter`",
+            "job.toml:15:8",
+            "did you mean `filter`",
+        ],
     );
 }
 
@@ -133,18 +168,32 @@ fn type_error_in_an_expression() {
 #[test]
 fn missing_and_unknown_parameters() {
     let dir = tempfile::tempdir().unwrap();
-    let job = job_with(dir.path(), "name = \"op\"\ntype = \"filter\"\ninput = \"events.bid\"\nwhere = \"price > 1\"");
+    let job = job_with(
+        dir.path(),
+        "name = \"op\"\ntype = \"filter\"\ninput = \"events.bid\"\nwhere = \"price > 1\"",
+    );
     let out = eddy(&["check", job.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2));
     let message = stderr(&out);
     assert!(message.contains("missing parameter `input`"), "{message}");
     assert!(message.contains("--param input=VALUE"), "{message}");
     let out = eddy(
-        &["check", job.to_str().unwrap(), "--param", "input=x", "--param", "outptu=y"],
+        &[
+            "check",
+            job.to_str().unwrap(),
+            "--param",
+            "input=x",
+            "--param",
+            "outptu=y",
+        ],
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("did you mean `output`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean `output`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -159,11 +208,17 @@ fn cycles_are_refused() {
         ),
     )
     .unwrap();
-    let out = eddy(&["check", path.to_str().unwrap(), "--param", "input=x"], dir.path());
+    let out = eddy(
+        &["check", path.to_str().unwrap(), "--param", "input=x"],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     let message = stderr(&out);
     assert!(message.contains("cycle"), "{message}");
-    assert!(message.contains("a -> op") || message.contains("op -> a"), "{message}");
+    assert!(
+        message.contains("a -> op") || message.contains("op -> a"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -181,7 +236,10 @@ fn every_shipped_job_checks() {
     for entry in std::fs::read_dir(repo().join("jobs/nexmark")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = eddy(&["check", path.to_str().unwrap(), "--param", "input=x"], &repo());
+            let out = eddy(
+                &["check", path.to_str().unwrap(), "--param", "input=x"],
+                &repo(),
+            );
             assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
         }
     }
@@ -222,17 +280,27 @@ fn malformed_lines_go_to_the_dead_letter_file_and_the_job_goes_on() {
     );
     let message = stderr(&out);
     assert!(out.status.success(), "{message}");
-    assert!(message.contains("3 malformed input lines went to bad.jsonl"), "{message}");
+    assert!(
+        message.contains("3 malformed input lines went to bad.jsonl"),
+        "{message}"
+    );
     let output = std::fs::read_to_string(dir.path().join("out/q0.jsonl")).unwrap();
     assert_eq!(output.lines().count(), 3, "{output}");
     for price in ["\"price\":10", "\"price\":20", "\"price\":30"] {
         assert!(output.contains(price), "{output}");
     }
     let dead = std::fs::read_to_string(dir.path().join("bad.jsonl")).unwrap();
-    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let numbers: Vec<i64> = dead.iter().map(|d| d["line"].as_i64().unwrap()).collect();
     assert_eq!(numbers, vec![2, 4, 5]);
-    assert!(dead[1]["reason"].as_str().unwrap().contains("price"), "{:?}", dead[1]);
+    assert!(
+        dead[1]["reason"].as_str().unwrap().contains("price"),
+        "{:?}",
+        dead[1]
+    );
     assert_eq!(dead[0]["raw"], "{not json");
 }
 

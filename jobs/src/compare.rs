@@ -10,7 +10,8 @@ use std::path::Path;
 /// Reads a JSON-lines file (`.gz` decompressed) into rows.
 pub fn read_rows(path: &Path) -> Result<Vec<Map<String, Value>>, String> {
     let mut text = String::new();
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let result = if path.extension().is_some_and(|e| e == "gz") {
         flate2::read::MultiGzDecoder::new(file).read_to_string(&mut text)
     } else {
@@ -22,7 +23,11 @@ pub fn read_rows(path: &Path) -> Result<Vec<Map<String, Value>>, String> {
         .enumerate()
         .map(|(i, line)| match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(map)) => Ok(map),
-            _ => Err(format!("{}:{}: not a JSON object: {line}", path.display(), i + 1)),
+            _ => Err(format!(
+                "{}:{}: not a JSON object: {line}",
+                path.display(),
+                i + 1
+            )),
         })
         .collect()
 }
@@ -42,7 +47,10 @@ fn close(a: &Value, b: &Value) -> bool {
 
 /// Ok when `actual` holds exactly the rows of `expected`; otherwise a report with the counts
 /// and the first missing and extra rows.
-pub fn compare(expected: &[Map<String, Value>], actual: &[Map<String, Value>]) -> Result<(), String> {
+pub fn compare(
+    expected: &[Map<String, Value>],
+    actual: &[Map<String, Value>],
+) -> Result<(), String> {
     let fuzzy: BTreeSet<&String> = expected
         .iter()
         .chain(actual)
@@ -68,13 +76,13 @@ pub fn compare(expected: &[Map<String, Value>], actual: &[Map<String, Value>]) -
     let mut missing = Vec::new();
     for row in expected {
         let candidates = groups.entry(exact_key(row)).or_default();
-        let found = candidates
-            .iter()
-            .position(|c| fuzzy.iter().all(|k| match (row.get(*k), c.get(*k)) {
+        let found = candidates.iter().position(|c| {
+            fuzzy.iter().all(|k| match (row.get(*k), c.get(*k)) {
                 (Some(a), Some(b)) => close(a, b),
                 (None, None) => true,
                 _ => false,
-            }));
+            })
+        });
         match found {
             Some(i) => {
                 candidates.swap_remove(i);
@@ -113,13 +121,20 @@ mod tests {
 
     fn rows(text: &str) -> Vec<Map<String, Value>> {
         text.lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap().as_object().unwrap().clone())
+            .map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .unwrap()
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
             .collect()
     }
 
     #[test]
     fn multisets_with_float_tolerance() {
-        let a = rows("{\"a\":1,\"p\":124784.624}\n{\"a\":1,\"p\":124784.624}\n{\"a\":2,\"p\":1000.0}");
+        let a =
+            rows("{\"a\":1,\"p\":124784.624}\n{\"a\":1,\"p\":124784.624}\n{\"a\":2,\"p\":1000.0}");
         let b = rows("{\"a\":2,\"p\":1000.000}\n{\"a\":1,\"p\":124784.6240000001}\n{\"a\":1,\"p\":124784.624}");
         assert_eq!(compare(&a, &b), Ok(()));
         let c = rows("{\"a\":1,\"p\":124784.624}\n{\"a\":2,\"p\":1000.0}");

@@ -31,9 +31,11 @@ pub struct CompileOptions {
 /// benchmark data, so generated and file inputs can be compared.
 const DEFAULT_BASE_TIME: &str = "2026-01-01 00:00:00";
 
-
 /// Compiles the job file at `path`.
-pub fn compile_file(path: &std::path::Path, options: &CompileOptions) -> Result<JobGraph, JobError> {
+pub fn compile_file(
+    path: &std::path::Path,
+    options: &CompileOptions,
+) -> Result<JobGraph, JobError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         JobError::new(&file, format!("cannot read the job file: {e}"))
@@ -82,11 +84,16 @@ fn substitute(
     for name in given.keys() {
         if !job.params.contains_key(name) {
             let hint = match suggest(name, declared.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`? The job declares: {}", declared.join(", ")),
+                Some(s) => format!(
+                    "did you mean `{s}`? The job declares: {}",
+                    declared.join(", ")
+                ),
                 None if declared.is_empty() => "this job declares no parameters".to_string(),
                 None => format!("the job declares: {}", declared.join(", ")),
             };
-            return Err(JobError::new(file, format!("unknown parameter `{name}` in --param")).help(hint));
+            return Err(
+                JobError::new(file, format!("unknown parameter `{name}` in --param")).help(hint),
+            );
         }
     }
     let mut out = String::with_capacity(text.len());
@@ -96,8 +103,13 @@ fn substitute(
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            return Err(JobError::at(file, text, offset + start..offset + start + 2, "unclosed `${`")
-                .help("write a placeholder as ${name}"));
+            return Err(JobError::at(
+                file,
+                text,
+                offset + start..offset + start + 2,
+                "unclosed `${`",
+            )
+            .help("write a placeholder as ${name}"));
         };
         let name = &after[..end];
         let span = offset + start..offset + start + 3 + end;
@@ -112,13 +124,25 @@ fn substitute(
                         .as_deref()
                         .map(|d| format!(" ({d})"))
                         .unwrap_or_default();
-                    return Err(JobError::at(file, text, span, format!("missing parameter `{name}`{what}"))
-                        .help(format!("pass --param {name}=VALUE")));
+                    return Err(JobError::at(
+                        file,
+                        text,
+                        span,
+                        format!("missing parameter `{name}`{what}"),
+                    )
+                    .help(format!("pass --param {name}=VALUE")));
                 }
             },
             (None, None) => {
-                return Err(JobError::at(file, text, span, format!("undeclared parameter `{name}`"))
-                    .help(format!("declare it: [params] {name} = {{ description = \"...\" }}")))
+                return Err(JobError::at(
+                    file,
+                    text,
+                    span,
+                    format!("undeclared parameter `{name}`"),
+                )
+                .help(format!(
+                    "declare it: [params] {name} = {{ description = \"...\" }}"
+                )))
             }
         };
         out.push_str(&value.replace('\\', "\\\\").replace('"', "\\\""));
@@ -132,9 +156,9 @@ fn substitute(
 
 /// A declared node before it is built.
 enum Decl {
-    Source(Spanned<SourceDecl>),
-    Operator(Spanned<OperatorDecl>),
-    Sink(Spanned<SinkDecl>),
+    Source(Box<Spanned<SourceDecl>>),
+    Operator(Box<Spanned<OperatorDecl>>),
+    Sink(Box<Spanned<SinkDecl>>),
 }
 
 impl Decl {
@@ -207,7 +231,8 @@ impl<'a> Compiler<'a> {
     fn expr_err(&self, field: &Str, what: &str, e: ExprError) -> JobError {
         let base = field.span().start + 1;
         let span = base + e.span.start..base + e.span.end.max(e.span.start + 1);
-        self.err(span, format!("{what}: {}", e.message)).maybe_help(e.help)
+        self.err(span, format!("{what}: {}", e.message))
+            .maybe_help(e.help)
     }
 
     fn compile(&self, job: JobFile) -> Result<JobGraph, JobError> {
@@ -239,16 +264,21 @@ impl<'a> Compiler<'a> {
             });
 
         let mut decls: Vec<Decl> = Vec::new();
-        decls.extend(job.source.into_iter().map(Decl::Source));
-        decls.extend(job.operator.into_iter().map(Decl::Operator));
-        decls.extend(job.sink.into_iter().map(Decl::Sink));
+        decls.extend(job.source.into_iter().map(|d| Decl::Source(Box::new(d))));
+        decls.extend(
+            job.operator
+                .into_iter()
+                .map(|d| Decl::Operator(Box::new(d))),
+        );
+        decls.extend(job.sink.into_iter().map(|d| Decl::Sink(Box::new(d))));
         if !decls.iter().any(|d| matches!(d, Decl::Source(_))) {
             return Err(JobError::new(self.file, "the job has no [[source]]")
                 .help("add a [[source]] table; see jobs/nexmark/q0.toml"));
         }
         if !decls.iter().any(|d| matches!(d, Decl::Sink(_))) {
-            return Err(JobError::new(self.file, "the job has no [[sink]]")
-                .help("add a [[sink]] table with connector = \"file\", \"stdout\" or \"blackhole\""));
+            return Err(JobError::new(self.file, "the job has no [[sink]]").help(
+                "add a [[sink]] table with connector = \"file\", \"stdout\" or \"blackhole\"",
+            ));
         }
         let mut by_name: HashMap<String, usize> = HashMap::new();
         for (i, d) in decls.iter().enumerate() {
@@ -259,7 +289,11 @@ impl<'a> Compiler<'a> {
                     .help("use letters, digits, '_' or '-'"));
             }
             if by_name.insert(n.get_ref().clone(), i).is_some() {
-                return Err(self.err(n.span(), format!("a node named `{}` already exists", n.get_ref()))
+                return Err(self
+                    .err(
+                        n.span(),
+                        format!("a node named `{}` already exists", n.get_ref()),
+                    )
                     .help("give every source, operator and sink a unique name"));
             }
         }
@@ -272,14 +306,19 @@ impl<'a> Compiler<'a> {
                 let node_name = reference.split('.').next().unwrap_or("");
                 match by_name.get(node_name) {
                     Some(&i) if matches!(decls[i], Decl::Sink(_)) => {
-                        return Err(self.err(input.span(), format!("`{node_name}` is a sink and has no output")))
+                        return Err(self.err(
+                            input.span(),
+                            format!("`{node_name}` is a sink and has no output"),
+                        ))
                     }
                     Some(&i) => list.push(i),
                     None => {
                         let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
                         return Err(self
                             .err(input.span(), format!("unknown input `{node_name}`"))
-                            .maybe_help(suggest(node_name, names).map(|s| format!("did you mean `{s}`?"))));
+                            .maybe_help(
+                                suggest(node_name, names).map(|s| format!("did you mean `{s}`?")),
+                            ));
                     }
                 }
             }
@@ -293,7 +332,14 @@ impl<'a> Compiler<'a> {
         for i in order {
             let decl = slots[i].take().expect("each declaration is built once");
             let id = nodes.len();
-            let node = self.build(id, decl, &nodes, &id_of, default_parallelism, max_parallelism)?;
+            let node = self.build(
+                id,
+                decl,
+                &nodes,
+                &id_of,
+                default_parallelism,
+                max_parallelism,
+            )?;
             id_of.insert(node.name.clone(), id);
             nodes.push(node);
         }
@@ -302,13 +348,20 @@ impl<'a> Compiler<'a> {
             if matches!(node.kind, NodeKind::Sink(_) | NodeKind::Source(_)) {
                 continue;
             }
-            let used = nodes.iter().any(|n| n.inputs.iter().any(|e| e.from == node.id));
+            let used = nodes
+                .iter()
+                .any(|n| n.inputs.iter().any(|e| e.from == node.id));
             if !used {
                 return Err(JobError::new(
                     self.file,
-                    format!("the output of operator `{}` is not used by any operator or sink", node.name),
+                    format!(
+                        "the output of operator `{}` is not used by any operator or sink",
+                        node.name
+                    ),
                 )
-                .help("connect it to a [[sink]] (connector = \"blackhole\" discards) or remove it"));
+                .help(
+                    "connect it to a [[sink]] (connector = \"blackhole\" discards) or remove it",
+                ));
             }
         }
         Ok(JobGraph {
@@ -321,12 +374,19 @@ impl<'a> Compiler<'a> {
     fn positive(&self, value: &Spanned<i64>, field: &str) -> Result<u32, JobError> {
         let v = *value.get_ref();
         if v < 1 || v > u32::MAX as i64 {
-            return Err(self.err(value.span(), format!("`{field}` must be a positive integer, found {v}")));
+            return Err(self.err(
+                value.span(),
+                format!("`{field}` must be a positive integer, found {v}"),
+            ));
         }
         Ok(v as u32)
     }
 
-    fn topological_order(&self, decls: &[Decl], deps: &[Vec<usize>]) -> Result<Vec<usize>, JobError> {
+    fn topological_order(
+        &self,
+        decls: &[Decl],
+        deps: &[Vec<usize>],
+    ) -> Result<Vec<usize>, JobError> {
         // Kahn's algorithm, preferring declaration order among ready nodes.
         let n = decls.len();
         let mut indegree: Vec<usize> = deps.iter().map(Vec::len).collect();
@@ -340,7 +400,10 @@ impl<'a> Compiler<'a> {
                     .collect();
                 let first = (0..n).find(|&i| !done[i]).expect("some node is stuck");
                 return Err(self
-                    .err(decls[first].name().span(), format!("the job graph has a cycle through: {}", stuck.join(" -> ")))
+                    .err(
+                        decls[first].name().span(),
+                        format!("the job graph has a cycle through: {}", stuck.join(" -> ")),
+                    )
                     .help("a node cannot consume its own output, directly or through others"));
             };
             done[next] = true;
@@ -366,7 +429,10 @@ impl<'a> Compiler<'a> {
             Some(p) => {
                 let v = self.positive(p, "parallelism")?;
                 if v > max {
-                    return Err(self.err(p.span(), format!("parallelism {v} exceeds max_parallelism {max}")));
+                    return Err(self.err(
+                        p.span(),
+                        format!("parallelism {v} exceeds max_parallelism {max}"),
+                    ));
                 }
                 Ok(v)
             }
@@ -375,7 +441,12 @@ impl<'a> Compiler<'a> {
     }
 
     /// Resolves an input reference (`node`, `node.port`, optionally `AS alias`).
-    fn input(&self, reference: &Str, nodes: &[Node], id_of: &HashMap<String, NodeId>) -> Result<Input, JobError> {
+    fn input(
+        &self,
+        reference: &Str,
+        nodes: &[Node],
+        id_of: &HashMap<String, NodeId>,
+    ) -> Result<Input, JobError> {
         let (target, alias) = split_alias(reference.get_ref());
         let (node_name, port_name) = match target.split_once('.') {
             Some((n, p)) => (n, Some(p)),
@@ -386,16 +457,33 @@ impl<'a> Compiler<'a> {
             .ok_or_else(|| self.err(reference.span(), format!("unknown input `{node_name}`")))?;
         let node = &nodes[id];
         let port = match port_name {
-            Some(p) => node.outputs.iter().position(|o| o.name == p).ok_or_else(|| {
-                let ports: Vec<&str> = node.outputs.iter().map(|o| o.name.as_str()).collect();
-                self.err(reference.span(), format!("`{node_name}` has no output `{p}`"))
+            Some(p) => node
+                .outputs
+                .iter()
+                .position(|o| o.name == p)
+                .ok_or_else(|| {
+                    let ports: Vec<&str> = node.outputs.iter().map(|o| o.name.as_str()).collect();
+                    self.err(
+                        reference.span(),
+                        format!("`{node_name}` has no output `{p}`"),
+                    )
                     .help(format!("its outputs are: {}", ports.join(", ")))
-            })?,
+                })?,
             None if node.outputs.len() > 1 => {
                 let ports: Vec<&str> = node.outputs.iter().map(|o| o.name.as_str()).collect();
                 return Err(self
-                    .err(reference.span(), format!("`{node_name}` has several outputs"))
-                    .help(format!("name one: {}", ports.iter().map(|p| format!("{node_name}.{p}")).collect::<Vec<_>>().join(", "))));
+                    .err(
+                        reference.span(),
+                        format!("`{node_name}` has several outputs"),
+                    )
+                    .help(format!(
+                        "name one: {}",
+                        ports
+                            .iter()
+                            .map(|p| format!("{node_name}.{p}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
             }
             None => 0,
         };
@@ -420,9 +508,13 @@ impl<'a> Compiler<'a> {
         max_parallelism: u32,
     ) -> Result<Node, JobError> {
         match decl {
-            Decl::Source(s) => self.build_source(id, s, default_parallelism, max_parallelism),
-            Decl::Sink(s) => self.build_sink(id, s, nodes, id_of, default_parallelism, max_parallelism),
-            Decl::Operator(o) => self.build_operator(id, o, nodes, id_of, default_parallelism, max_parallelism),
+            Decl::Source(s) => self.build_source(id, *s, default_parallelism, max_parallelism),
+            Decl::Sink(s) => {
+                self.build_sink(id, *s, nodes, id_of, default_parallelism, max_parallelism)
+            }
+            Decl::Operator(o) => {
+                self.build_operator(id, *o, nodes, id_of, default_parallelism, max_parallelism)
+            }
         }
     }
 
@@ -433,8 +525,11 @@ impl<'a> Compiler<'a> {
             None => (false, text),
         };
         let ms = parse_duration(body).ok_or_else(|| {
-            self.err(value.span(), format!("`{field}`: `{text}` is not a duration"))
-                .help("write a number and a unit: 500ms, 4s, 10min, 1h, 1d")
+            self.err(
+                value.span(),
+                format!("`{field}`: `{text}` is not a duration"),
+            )
+            .help("write a number and a unit: 500ms, 4s, 10min, 1h, 1d")
         })?;
         Ok(if negative { -ms } else { ms })
     }
@@ -457,7 +552,8 @@ impl<'a> Compiler<'a> {
         let span = decl.span();
         let s = decl.into_inner();
         let name = s.name.get_ref().clone();
-        let parallelism = self.node_parallelism(&s.parallelism, default_parallelism, max_parallelism)?;
+        let parallelism =
+            self.node_parallelism(&s.parallelism, default_parallelism, max_parallelism)?;
         let nexmark_ports = || -> Vec<Port> {
             NexmarkTable::ALL
                 .iter()
@@ -469,14 +565,17 @@ impl<'a> Compiler<'a> {
                 .collect()
         };
         let require = |field: &Option<Str>, what: &str| -> Result<Str, JobError> {
-            field.clone().ok_or_else(|| {
-                self.err(span.clone(), format!("source `{name}` needs `{what}`"))
-            })
+            field
+                .clone()
+                .ok_or_else(|| self.err(span.clone(), format!("source `{name}` needs `{what}`")))
         };
         let (connector, outputs) = match s.connector.get_ref().as_str() {
             "file" => {
                 let path = require(&s.path, "path")?;
-                let format = s.format.clone().unwrap_or_else(|| Spanned::new(0..0, "json".into()));
+                let format = s
+                    .format
+                    .clone()
+                    .unwrap_or_else(|| Spanned::new(0..0, "json".into()));
                 match format.get_ref().as_str() {
                     "nexmark" => (
                         SourceConnector::File {
@@ -487,8 +586,11 @@ impl<'a> Compiler<'a> {
                     ),
                     "json" => {
                         let columns = s.columns.as_ref().ok_or_else(|| {
-                            self.err(span.clone(), format!("source `{name}` with format \"json\" needs `columns`"))
-                                .help("columns = [{ name = \"user_id\", type = \"BIGINT\" }, ...]")
+                            self.err(
+                                span.clone(),
+                                format!("source `{name}` with format \"json\" needs `columns`"),
+                            )
+                            .help("columns = [{ name = \"user_id\", type = \"BIGINT\" }, ...]")
                         })?;
                         let mut specs = Vec::new();
                         let mut fields = Vec::new();
@@ -533,9 +635,17 @@ impl<'a> Compiler<'a> {
                     Some(e) => Some(self.positive(e, "events").map(|_| *e.get_ref() as u64)?),
                     None => None,
                 };
-                let base_text = s.base_time.as_ref().map(|b| b.get_ref().as_str()).unwrap_or(DEFAULT_BASE_TIME);
+                let base_text = s
+                    .base_time
+                    .as_ref()
+                    .map(|b| b.get_ref().as_str())
+                    .unwrap_or(DEFAULT_BASE_TIME);
                 let base_time = parse_timestamp(base_text).ok_or_else(|| {
-                    let at = s.base_time.as_ref().map(|b| b.span()).unwrap_or(span.clone());
+                    let at = s
+                        .base_time
+                        .as_ref()
+                        .map(|b| b.span())
+                        .unwrap_or(span.clone());
                     self.err(at, format!("`base_time`: `{base_text}` is not a timestamp"))
                         .help("write it as \"2026-01-01 00:00:00\"")
                 })?;
@@ -551,7 +661,10 @@ impl<'a> Compiler<'a> {
             }
             other => {
                 return Err(self
-                    .err(s.connector.span(), format!("unknown source connector `{other}`"))
+                    .err(
+                        s.connector.span(),
+                        format!("unknown source connector `{other}`"),
+                    )
                     .help("use \"file\" or \"nexmark-generator\""))
             }
         };
@@ -578,7 +691,11 @@ impl<'a> Compiler<'a> {
                         Some(d) => self.duration(d, "delay")?.max(0),
                         None => 0,
                     },
-                    idle_timeout: w.idle_timeout.as_ref().map(|d| self.positive_duration(d, "idle_timeout")).transpose()?,
+                    idle_timeout: w
+                        .idle_timeout
+                        .as_ref()
+                        .map(|d| self.positive_duration(d, "idle_timeout"))
+                        .transpose()?,
                 })
             }
             None => None,
@@ -589,7 +706,10 @@ impl<'a> Compiler<'a> {
             parallelism,
             inputs: vec![],
             outputs,
-            kind: NodeKind::Source(SourceSpec { connector, watermark }),
+            kind: NodeKind::Source(SourceSpec {
+                connector,
+                watermark,
+            }),
         })
     }
 
@@ -605,7 +725,8 @@ impl<'a> Compiler<'a> {
         let span = decl.span();
         let s = decl.into_inner();
         let name = s.name.get_ref().clone();
-        let parallelism = self.node_parallelism(&s.parallelism, default_parallelism, max_parallelism)?;
+        let parallelism =
+            self.node_parallelism(&s.parallelism, default_parallelism, max_parallelism)?;
         let input = self.input(&s.input, nodes, id_of)?;
         let connector = match s.connector.get_ref().as_str() {
             "file" => SinkConnector::File {
@@ -620,7 +741,10 @@ impl<'a> Compiler<'a> {
             "blackhole" => SinkConnector::Blackhole,
             other => {
                 return Err(self
-                    .err(s.connector.span(), format!("unknown sink connector `{other}`"))
+                    .err(
+                        s.connector.span(),
+                        format!("unknown sink connector `{other}`"),
+                    )
                     .help("use \"file\", \"stdout\" or \"blackhole\""))
             }
         };
@@ -657,7 +781,8 @@ impl<'a> Compiler<'a> {
         let o = decl.into_inner();
         let name = o.name.get_ref().clone();
         let kind = o.kind.get_ref().as_str();
-        let parallelism = self.node_parallelism(&o.parallelism, default_parallelism, max_parallelism)?;
+        let parallelism =
+            self.node_parallelism(&o.parallelism, default_parallelism, max_parallelism)?;
         let allowed: &[&str] = match kind {
             "filter" => &["input", "where"],
             "select" => &["input", "columns"],
@@ -666,14 +791,46 @@ impl<'a> Compiler<'a> {
             "window_aggregate" => &["input", "window", "group_by", "aggregates"],
             "group_aggregate" => &["input", "group_by", "aggregates"],
             "join" => &["left", "right", "on", "columns"],
-            "window_join" => &["left", "right", "on", "columns", "left_window_end", "right_window_end"],
-            "interval_join" => &["left", "right", "on", "columns", "left_time", "right_time", "lower", "upper"],
-            "top_n" => &["input", "partition_by", "order_by", "limit", "rank_column", "window_end"],
+            "window_join" => &[
+                "left",
+                "right",
+                "on",
+                "columns",
+                "left_window_end",
+                "right_window_end",
+            ],
+            "interval_join" => &[
+                "left",
+                "right",
+                "on",
+                "columns",
+                "left_time",
+                "right_time",
+                "lower",
+                "upper",
+            ],
+            "top_n" => &[
+                "input",
+                "partition_by",
+                "order_by",
+                "limit",
+                "rank_column",
+                "window_end",
+            ],
             "deduplicate" => &["input", "key", "time", "keep"],
             other => {
                 const TYPES: [&str; 11] = [
-                    "filter", "select", "key_by", "union", "window_aggregate", "group_aggregate", "join",
-                    "window_join", "interval_join", "top_n", "deduplicate",
+                    "filter",
+                    "select",
+                    "key_by",
+                    "union",
+                    "window_aggregate",
+                    "group_aggregate",
+                    "join",
+                    "window_join",
+                    "interval_join",
+                    "top_n",
+                    "deduplicate",
                 ];
                 return Err(self
                     .err(o.kind.span(), format!("unknown operator type `{other}`"))
@@ -718,24 +875,63 @@ impl<'a> Compiler<'a> {
     fn check_fields(&self, o: &OperatorDecl, kind: &str, allowed: &[&str]) -> Result<(), JobError> {
         let present: Vec<(&str, Option<Range<usize>>)> = vec![
             ("input", o.input.as_ref().map(|v| v.span())),
-            ("inputs", o.inputs.as_ref().and_then(|v| v.first()).map(|v| v.span())),
+            (
+                "inputs",
+                o.inputs.as_ref().and_then(|v| v.first()).map(|v| v.span()),
+            ),
             ("left", o.left.as_ref().map(|v| v.span())),
             ("right", o.right.as_ref().map(|v| v.span())),
             ("where", o.where_.as_ref().map(|v| v.span())),
-            ("columns", o.columns.as_ref().and_then(|v| v.first()).map(|v| v.span())),
-            ("key", o.key.as_ref().and_then(|v| v.first()).map(|v| v.span())),
-            ("group_by", o.group_by.as_ref().and_then(|v| v.first()).map(|v| v.span())),
-            ("aggregates", o.aggregates.as_ref().and_then(|v| v.first()).map(|v| v.span())),
+            (
+                "columns",
+                o.columns.as_ref().and_then(|v| v.first()).map(|v| v.span()),
+            ),
+            (
+                "key",
+                o.key.as_ref().and_then(|v| v.first()).map(|v| v.span()),
+            ),
+            (
+                "group_by",
+                o.group_by
+                    .as_ref()
+                    .and_then(|v| v.first())
+                    .map(|v| v.span()),
+            ),
+            (
+                "aggregates",
+                o.aggregates
+                    .as_ref()
+                    .and_then(|v| v.first())
+                    .map(|v| v.span()),
+            ),
             ("window", o.window.as_ref().map(|v| v.span())),
             ("on", o.on.as_ref().map(|v| v.span())),
             ("left_time", o.left_time.as_ref().map(|v| v.span())),
             ("right_time", o.right_time.as_ref().map(|v| v.span())),
             ("lower", o.lower.as_ref().map(|v| v.span())),
             ("upper", o.upper.as_ref().map(|v| v.span())),
-            ("left_window_end", o.left_window_end.as_ref().map(|v| v.span())),
-            ("right_window_end", o.right_window_end.as_ref().map(|v| v.span())),
-            ("partition_by", o.partition_by.as_ref().and_then(|v| v.first()).map(|v| v.span())),
-            ("order_by", o.order_by.as_ref().and_then(|v| v.first()).map(|v| v.span())),
+            (
+                "left_window_end",
+                o.left_window_end.as_ref().map(|v| v.span()),
+            ),
+            (
+                "right_window_end",
+                o.right_window_end.as_ref().map(|v| v.span()),
+            ),
+            (
+                "partition_by",
+                o.partition_by
+                    .as_ref()
+                    .and_then(|v| v.first())
+                    .map(|v| v.span()),
+            ),
+            (
+                "order_by",
+                o.order_by
+                    .as_ref()
+                    .and_then(|v| v.first())
+                    .map(|v| v.span()),
+            ),
             ("limit", o.limit.as_ref().map(|v| v.span())),
             ("rank_column", o.rank_column.as_ref().map(|v| v.span())),
             ("window_end", o.window_end.as_ref().map(|v| v.span())),
@@ -759,7 +955,10 @@ impl<'a> Compiler<'a> {
             if set && !allowed.contains(&field) {
                 let at = at.unwrap_or_else(|| o.kind.span());
                 return Err(self
-                    .err(at, format!("field `{field}` does not apply to a `{kind}` operator"))
+                    .err(
+                        at,
+                        format!("field `{field}` does not apply to a `{kind}` operator"),
+                    )
                     .help(format!("`{kind}` takes: {}", allowed.join(", "))));
             }
         }
@@ -790,7 +989,9 @@ fn forward(nodes: &[Node], input: &Input, parallelism: u32) -> Partitioning {
 
 /// A column name as an expression (quoted when it is not a plain identifier).
 fn quote(name: &str) -> String {
-    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with(|c: char| c.is_ascii_digit()) {
+    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+    {
         name.to_string()
     } else {
         format!("`{name}`")
@@ -820,10 +1021,18 @@ fn parse_type(text: &str) -> Option<DataType> {
 }
 
 impl OpCtx<'_, '_> {
-    fn need<'x, T>(&self, field: &'x Option<T>, what: &str, example: &str) -> Result<&'x T, JobError> {
+    fn need<'x, T>(
+        &self,
+        field: &'x Option<T>,
+        what: &str,
+        example: &str,
+    ) -> Result<&'x T, JobError> {
         field.as_ref().ok_or_else(|| {
             self.c
-                .err(self.span.clone(), format!("operator `{}` needs `{what}`", self.name))
+                .err(
+                    self.span.clone(),
+                    format!("operator `{}` needs `{what}`", self.name),
+                )
                 .help(format!("for example: {what} = {example}"))
         })
     }
@@ -844,10 +1053,16 @@ impl OpCtx<'_, '_> {
     }
 
     /// Parses and type-checks `expr [AS name]` in `scope`; returns the named expression and type.
-    fn named(&self, item: &Str, scope: &Scope, field: &str) -> Result<(NamedExpr, DataType), JobError> {
+    fn named(
+        &self,
+        item: &Str,
+        scope: &Scope,
+        field: &str,
+    ) -> Result<(NamedExpr, DataType), JobError> {
         let what = format!("operator `{}`, field `{field}`", self.name);
         let text = item.get_ref();
-        let (ast, alias) = expr::parse_select_item(text).map_err(|e| self.c.expr_err(item, &what, e))?;
+        let (ast, alias) =
+            expr::parse_select_item(text).map_err(|e| self.c.expr_err(item, &what, e))?;
         let compiled = expr::compile(&ast, scope).map_err(|e| self.c.expr_err(item, &what, e))?;
         let name = match alias.or_else(|| expr::default_name(&ast)) {
             Some(n) => n,
@@ -867,7 +1082,12 @@ impl OpCtx<'_, '_> {
         ))
     }
 
-    fn named_list(&self, items: &[Str], scope: &Scope, field: &str) -> Result<Vec<(NamedExpr, DataType)>, JobError> {
+    fn named_list(
+        &self,
+        items: &[Str],
+        scope: &Scope,
+        field: &str,
+    ) -> Result<Vec<(NamedExpr, DataType)>, JobError> {
         items
             .iter()
             .enumerate()
@@ -875,13 +1095,23 @@ impl OpCtx<'_, '_> {
             .collect()
     }
 
-    fn schema_of(&self, items: &[(NamedExpr, DataType)], at: &Range<usize>) -> Result<SchemaRef, JobError> {
+    fn schema_of(
+        &self,
+        items: &[(NamedExpr, DataType)],
+        at: &Range<usize>,
+    ) -> Result<SchemaRef, JobError> {
         let mut fields: Vec<Field> = Vec::new();
         for (n, t) in items {
             if fields.iter().any(|f| f.name == n.name) {
                 return Err(self
                     .c
-                    .err(at.clone(), format!("operator `{}` produces the column `{}` twice", self.name, n.name))
+                    .err(
+                        at.clone(),
+                        format!(
+                            "operator `{}` produces the column `{}` twice",
+                            self.name, n.name
+                        ),
+                    )
                     .help("rename one with AS"));
             }
             fields.push(Field::new(n.name.clone(), *t));
@@ -901,12 +1131,20 @@ impl OpCtx<'_, '_> {
         let input = self.single_input(o)?;
         let predicate = self.need(&o.where_, "where", "\"price > 100\"")?;
         let what = format!("operator `{}`, field `where`", self.name);
-        let ast = expr::parse_expr(predicate.get_ref()).map_err(|e| self.c.expr_err(predicate, &what, e))?;
-        let compiled = expr::compile(&ast, &Scope::single(&input.schema)).map_err(|e| self.c.expr_err(predicate, &what, e))?;
+        let ast = expr::parse_expr(predicate.get_ref())
+            .map_err(|e| self.c.expr_err(predicate, &what, e))?;
+        let compiled = expr::compile(&ast, &Scope::single(&input.schema))
+            .map_err(|e| self.c.expr_err(predicate, &what, e))?;
         if !matches!(compiled.data_type(), DataType::Boolean | DataType::Null) {
             return Err(self
                 .c
-                .err(predicate.span(), format!("{what}: the condition is {}, not BOOLEAN", compiled.data_type()))
+                .err(
+                    predicate.span(),
+                    format!(
+                        "{what}: the condition is {}, not BOOLEAN",
+                        compiled.data_type()
+                    ),
+                )
                 .help("compare it, e.g. `x > 0`"));
         }
         let port = Port {
@@ -926,7 +1164,11 @@ impl OpCtx<'_, '_> {
 
     fn select(&self, o: &OperatorDecl) -> Result<Built, JobError> {
         let input = self.single_input(o)?;
-        let items = self.need(&o.columns, "columns", "[\"auction\", \"0.908 * price AS price\"]")?;
+        let items = self.need(
+            &o.columns,
+            "columns",
+            "[\"auction\", \"0.908 * price AS price\"]",
+        )?;
         let named = self.named_list(items, &Scope::single(&input.schema), "columns")?;
         let schema = self.schema_of(&named, &self.span)?;
         let edge = self.edge(&input, forward(self.nodes, &input, self.parallelism));
@@ -962,7 +1204,10 @@ impl OpCtx<'_, '_> {
     fn union(&self, o: &OperatorDecl) -> Result<Built, JobError> {
         let list = self.need(&o.inputs, "inputs", "[\"a\", \"b\"]")?;
         if list.len() < 2 {
-            return Err(self.c.err(self.span.clone(), format!("union `{}` needs at least two inputs", self.name)));
+            return Err(self.c.err(
+                self.span.clone(),
+                format!("union `{}` needs at least two inputs", self.name),
+            ));
         }
         let inputs: Vec<Input> = list
             .iter()
@@ -971,11 +1216,25 @@ impl OpCtx<'_, '_> {
         let first = &inputs[0].schema;
         for (i, input) in inputs.iter().enumerate().skip(1) {
             let same = input.schema.fields.len() == first.fields.len()
-                && input.schema.fields.iter().zip(&first.fields).all(|(a, b)| a.data_type == b.data_type);
+                && input
+                    .schema
+                    .fields
+                    .iter()
+                    .zip(&first.fields)
+                    .all(|(a, b)| a.data_type == b.data_type);
             if !same {
                 return Err(self
                     .c
-                    .err(list[i].span(), format!("union `{}`: input `{}` has columns ({}) but the first input has ({})", self.name, list[i].get_ref(), input.schema.names(), first.names()))
+                    .err(
+                        list[i].span(),
+                        format!(
+                            "union `{}`: input `{}` has columns ({}) but the first input has ({})",
+                            self.name,
+                            list[i].get_ref(),
+                            input.schema.names(),
+                            first.names()
+                        ),
+                    )
                     .help("make the inputs' column types match with a select first"));
             }
         }
@@ -1004,8 +1263,10 @@ impl OpCtx<'_, '_> {
         for (i, item) in aggs_decl.iter().enumerate() {
             let what = format!("operator `{}`, field `aggregates[{i}]`", self.name);
             let text = item.get_ref();
-            let (ast, alias) = expr::parse_select_item(text).map_err(|e| self.c.expr_err(item, &what, e))?;
-            let call = expr::compile_aggregate(&ast, &scope).map_err(|e| self.c.expr_err(item, &what, e))?;
+            let (ast, alias) =
+                expr::parse_select_item(text).map_err(|e| self.c.expr_err(item, &what, e))?;
+            let call = expr::compile_aggregate(&ast, &scope)
+                .map_err(|e| self.c.expr_err(item, &what, e))?;
             let Some(name) = alias else {
                 return Err(self
                     .c
@@ -1022,7 +1283,11 @@ impl OpCtx<'_, '_> {
         }
         let mut fields: Vec<(NamedExpr, DataType)> = group.clone();
         let (kind, updating) = if windowed {
-            let window_decl = self.need(&o.window, "window", "{ type = \"tumble\", time = \"dateTime\", size = \"10s\" }")?;
+            let window_decl = self.need(
+                &o.window,
+                "window",
+                "{ type = \"tumble\", time = \"dateTime\", size = \"10s\" }",
+            )?;
             let at = o.input.as_ref().expect("checked by single_input");
             self.append_only(&input, at, "window aggregate")?;
             let window = self.window(window_decl, &input.schema)?;
@@ -1072,23 +1337,41 @@ impl OpCtx<'_, '_> {
             Some(i) if schema.fields[i].data_type == DataType::Timestamp => Ok(name.clone()),
             Some(i) => Err(self.c.err(
                 field.span(),
-                format!("{what} `{name}` of operator `{}` is {}, not TIMESTAMP", self.name, schema.fields[i].data_type),
+                format!(
+                    "{what} `{name}` of operator `{}` is {}, not TIMESTAMP",
+                    self.name, schema.fields[i].data_type
+                ),
             )),
             None => Err(self
                 .c
-                .err(field.span(), format!("{what}: operator `{}` has no input column `{name}`", self.name))
-                .help(match suggest(name, schema.fields.iter().map(|f| f.name.as_str())) {
-                    Some(s) => format!("did you mean `{s}`? Columns: {}", schema.names()),
-                    None => format!("columns: {}", schema.names()),
-                })),
+                .err(
+                    field.span(),
+                    format!(
+                        "{what}: operator `{}` has no input column `{name}`",
+                        self.name
+                    ),
+                )
+                .help(
+                    match suggest(name, schema.fields.iter().map(|f| f.name.as_str())) {
+                        Some(s) => format!("did you mean `{s}`? Columns: {}", schema.names()),
+                        None => format!("columns: {}", schema.names()),
+                    },
+                )),
         }
     }
 
-    fn window(&self, decl: &Spanned<crate::spec::WindowDecl>, schema: &Schema) -> Result<WindowSpec, JobError> {
+    fn window(
+        &self,
+        decl: &Spanned<crate::spec::WindowDecl>,
+        schema: &Schema,
+    ) -> Result<WindowSpec, JobError> {
         let w = decl.get_ref();
         let need = |f: &Option<Str>, what: &str| -> Result<Str, JobError> {
             f.clone().ok_or_else(|| {
-                self.c.err(decl.span(), format!("a `{}` window needs `{what}`", w.kind.get_ref()))
+                self.c.err(
+                    decl.span(),
+                    format!("a `{}` window needs `{what}`", w.kind.get_ref()),
+                )
             })
         };
         Ok(match w.kind.get_ref().as_str() {
@@ -1103,7 +1386,10 @@ impl OpCtx<'_, '_> {
                 if size % slide != 0 {
                     return Err(self
                         .c
-                        .err(slide_decl.span(), "a hop window's size must be a multiple of its slide")
+                        .err(
+                            slide_decl.span(),
+                            "a hop window's size must be a multiple of its slide",
+                        )
                         .help("e.g. size = \"10s\", slide = \"2s\""));
                 }
                 WindowSpec::Hop {
@@ -1117,8 +1403,14 @@ impl OpCtx<'_, '_> {
                 gap: self.c.positive_duration(&need(&w.gap, "gap")?, "gap")?,
             },
             "inherit" => {
-                let start = w.start.clone().unwrap_or_else(|| Spanned::new(decl.span(), "window_start".into()));
-                let end = w.end.clone().unwrap_or_else(|| Spanned::new(decl.span(), "window_end".into()));
+                let start = w
+                    .start
+                    .clone()
+                    .unwrap_or_else(|| Spanned::new(decl.span(), "window_start".into()));
+                let end = w
+                    .end
+                    .clone()
+                    .unwrap_or_else(|| Spanned::new(decl.span(), "window_end".into()));
                 WindowSpec::Inherit {
                     start: self.time_column(&start, schema, "window start")?,
                     end: self.time_column(&end, schema, "window end")?,
@@ -1145,7 +1437,13 @@ impl OpCtx<'_, '_> {
         if left_alias == right_alias {
             return Err(self
                 .c
-                .err(right_ref.span(), format!("both sides of join `{}` are called `{left_alias}`", self.name))
+                .err(
+                    right_ref.span(),
+                    format!(
+                        "both sides of join `{}` are called `{left_alias}`",
+                        self.name
+                    ),
+                )
                 .help("give them aliases: left = \"x AS A\", right = \"y AS B\""));
         }
         let scope = Scope::new(vec![
@@ -1157,12 +1455,20 @@ impl OpCtx<'_, '_> {
         let ast = expr::parse_expr(on.get_ref()).map_err(|e| self.c.expr_err(on, &what, e))?;
         let compiled = expr::compile(&ast, &scope).map_err(|e| self.c.expr_err(on, &what, e))?;
         if compiled.data_type() != DataType::Boolean {
-            return Err(self.c.err(on.span(), format!("{what}: the join condition is not BOOLEAN")));
+            return Err(self.c.err(
+                on.span(),
+                format!("{what}: the join condition is not BOOLEAN"),
+            ));
         }
         let (mut left_key, mut right_key, mut residual) = (Vec::new(), Vec::new(), Vec::new());
         let left_width = left.schema.len();
         for conjunct in ast.conjuncts() {
-            if let AstKind::Binary { op: BinaryOp::Eq, left: a, right: b } = &conjunct.kind {
+            if let AstKind::Binary {
+                op: BinaryOp::Eq,
+                left: a,
+                right: b,
+            } = &conjunct.kind
+            {
                 if let (Some((qa, na)), Some((qb, nb))) = (a.as_column(), b.as_column()) {
                     let ra = scope.resolve(qa, na, a.span.clone());
                     let rb = scope.resolve(qb, nb, b.span.clone());
@@ -1192,8 +1498,13 @@ impl OpCtx<'_, '_> {
         if left_key.is_empty() {
             return Err(self
                 .c
-                .err(on.span(), format!("{what}: no equality between a left and a right column"))
-                .help(format!("a join needs a key, e.g. `{left_alias}.id = {right_alias}.id`")));
+                .err(
+                    on.span(),
+                    format!("{what}: no equality between a left and a right column"),
+                )
+                .help(format!(
+                    "a join needs a key, e.g. `{left_alias}.id = {right_alias}.id`"
+                )));
         }
         let text = on.get_ref();
         let condition = (!residual.is_empty()).then(|| {
@@ -1206,20 +1517,35 @@ impl OpCtx<'_, '_> {
         let join_kind = match kind {
             "join" => JoinKind::Regular,
             "window_join" => {
-                let default_end = |f: &Option<Str>| f.clone().unwrap_or_else(|| Spanned::new(self.span.clone(), "window_end".into()));
+                let default_end = |f: &Option<Str>| {
+                    f.clone()
+                        .unwrap_or_else(|| Spanned::new(self.span.clone(), "window_end".into()))
+                };
                 JoinKind::Window {
-                    left_end: self.time_column(&default_end(&o.left_window_end), &left.schema, "left window end")?,
-                    right_end: self.time_column(&default_end(&o.right_window_end), &right.schema, "right window end")?,
+                    left_end: self.time_column(
+                        &default_end(&o.left_window_end),
+                        &left.schema,
+                        "left window end",
+                    )?,
+                    right_end: self.time_column(
+                        &default_end(&o.right_window_end),
+                        &right.schema,
+                        "right window end",
+                    )?,
                 }
             }
             _ => {
                 let lt = self.need(&o.left_time, "left_time", "\"dateTime\"")?;
                 let rt = self.need(&o.right_time, "right_time", "\"dateTime\"")?;
-                let lower = self.c.duration(self.need(&o.lower, "lower", "\"-10s\"")?, "lower")?;
+                let lower = self
+                    .c
+                    .duration(self.need(&o.lower, "lower", "\"-10s\"")?, "lower")?;
                 let upper_decl = self.need(&o.upper, "upper", "\"0s\"")?;
                 let upper = self.c.duration(upper_decl, "upper")?;
                 if lower > upper {
-                    return Err(self.c.err(upper_decl.span(), "`upper` must not be below `lower`"));
+                    return Err(self
+                        .c
+                        .err(upper_decl.span(), "`upper` must not be below `lower`"));
                 }
                 JoinKind::Interval {
                     left_time: self.time_column(lt, &left.schema, "left_time")?,
@@ -1233,7 +1559,8 @@ impl OpCtx<'_, '_> {
             Some(items) => self.named_list(items, &scope, "columns")?,
             None => {
                 let mut all = Vec::new();
-                for (alias, schema) in [(&left_alias, &left.schema), (&right_alias, &right.schema)] {
+                for (alias, schema) in [(&left_alias, &left.schema), (&right_alias, &right.schema)]
+                {
                     for f in &schema.fields {
                         all.push((
                             NamedExpr {
@@ -1276,7 +1603,11 @@ impl OpCtx<'_, '_> {
         let input = self.single_input(o)?;
         self.append_only(&input, o.input.as_ref().expect("checked"), "top_n")?;
         let scope = Scope::single(&input.schema);
-        let partition = self.named_list(o.partition_by.as_deref().unwrap_or(&[]), &scope, "partition_by")?;
+        let partition = self.named_list(
+            o.partition_by.as_deref().unwrap_or(&[]),
+            &scope,
+            "partition_by",
+        )?;
         let order_items = self.need(&o.order_by, "order_by", "[\"price DESC\"]")?;
         let mut order_by = Vec::new();
         for (i, item) in order_items.iter().enumerate() {
@@ -1307,7 +1638,10 @@ impl OpCtx<'_, '_> {
         let mut fields = input.schema.fields.clone();
         if let Some(rank) = &o.rank_column {
             if input.schema.index_of(rank.get_ref()).is_some() {
-                return Err(self.c.err(rank.span(), format!("the input already has a column `{}`", rank.get_ref())));
+                return Err(self.c.err(
+                    rank.span(),
+                    format!("the input already has a column `{}`", rank.get_ref()),
+                ));
             }
             fields.push(Field::new(rank.get_ref().clone(), DataType::BigInt));
         }
@@ -1334,15 +1668,20 @@ impl OpCtx<'_, '_> {
         self.append_only(&input, o.input.as_ref().expect("checked"), "deduplicate")?;
         let keys = self.need(&o.key, "key", "[\"bidder\", \"auction\"]")?;
         let named = self.named_list(keys, &Scope::single(&input.schema), "key")?;
-        let time = self.time_column(self.need(&o.time, "time", "\"dateTime\"")?, &input.schema, "time")?;
+        let time = self.time_column(
+            self.need(&o.time, "time", "\"dateTime\"")?,
+            &input.schema,
+            "time",
+        )?;
         let keep_decl = self.need(&o.keep, "keep", "\"last\"")?;
         let keep = match keep_decl.get_ref().as_str() {
             "first" => Keep::First,
             "last" => Keep::Last,
             other => {
-                return Err(self
-                    .c
-                    .err(keep_decl.span(), format!("`keep` must be \"first\" or \"last\", found \"{other}\"")))
+                return Err(self.c.err(
+                    keep_decl.span(),
+                    format!("`keep` must be \"first\" or \"last\", found \"{other}\""),
+                ))
             }
         };
         let key: Vec<String> = named.into_iter().map(|(n, _)| n.expr).collect();

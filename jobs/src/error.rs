@@ -73,7 +73,9 @@ fn locate(text: &str, span: Range<usize>) -> Location {
     Location {
         line,
         column,
-        source_line: text[line_start..line_end].trim_end_matches('\r').to_string(),
+        source_line: text[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string(),
         width: text[start..end].chars().count().max(1),
     }
 }
@@ -84,7 +86,11 @@ impl fmt::Display for JobError {
         match &self.location {
             Some(loc) => {
                 let gutter = loc.line.to_string().len();
-                writeln!(f, "{:gutter$}--> {}:{}:{}", "", self.file, loc.line, loc.column)?;
+                writeln!(
+                    f,
+                    "{:gutter$}--> {}:{}:{}",
+                    "", self.file, loc.line, loc.column
+                )?;
                 writeln!(f, "{:gutter$} |", "")?;
                 writeln!(f, "{} | {}", loc.line, loc.source_line)?;
                 write!(

@@ -23,7 +23,8 @@ fn input() -> &'static Path {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create input"));
         let generator = nexmark::EventGenerator::new(generator_config(1_767_225_600_000, 1000));
         for event in generator.take(100_000) {
-            out.write_all(event_to_json_line(&event).as_bytes()).unwrap();
+            out.write_all(event_to_json_line(&event).as_bytes())
+                .unwrap();
             out.write_all(b"\n").unwrap();
         }
         out.flush().unwrap();
@@ -64,9 +65,18 @@ fn check(query: &str, parallelism: u32) {
     let factory = Factory::new(RunSettings {
         dead_letter_path: out_dir.path().join("dead-letter.jsonl"),
     });
-    execute(&graph, &factory, &ExecOptions::default(), &CancelHandle::default())
-        .unwrap_or_else(|e| panic!("{query} p={parallelism} failed: {e}"));
-    assert_eq!(factory.dead_letter_count(), 0, "the input has no malformed lines");
+    execute(
+        &graph,
+        &factory,
+        &ExecOptions::default(),
+        &CancelHandle::default(),
+    )
+    .unwrap_or_else(|e| panic!("{query} p={parallelism} failed: {e}"));
+    assert_eq!(
+        factory.dead_letter_count(),
+        0,
+        "the input has no malformed lines"
+    );
     if let Err(report) = compare_files(&expected(query), &output) {
         panic!("{query} at parallelism {parallelism} differs from Flink:\n{report}");
     }
@@ -83,14 +93,16 @@ macro_rules! nexmark_tests {
     };
 }
 
-nexmark_tests!(q0, q1, q2, q3, q4, q5, q7, q8, q9, q11, q14, q15, q16, q17, q18, q19, q20, q21, q22);
+nexmark_tests!(
+    q0, q1, q2, q3, q4, q5, q7, q8, q9, q11, q14, q15, q16, q17, q18, q19, q20, q21, q22
+);
 
 /// Every job file in jobs/nexmark has a test above and an expected answer.
 #[test]
 fn every_shipped_query_is_tested() {
     let tested = [
-        "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q11", "q14", "q15", "q16", "q17", "q18",
-        "q19", "q20", "q21", "q22",
+        "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q11", "q14", "q15", "q16", "q17",
+        "q18", "q19", "q20", "q21", "q22",
     ];
     for entry in std::fs::read_dir(repo().join("nexmark")).unwrap() {
         let path = entry.unwrap().path();

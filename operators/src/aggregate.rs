@@ -247,7 +247,11 @@ impl AggregateSpec {
                         let c = *count as i128;
                         let q = v / c;
                         let r = v % c;
-                        Some(if 2 * r.abs() >= c.abs() { q + v.signum() * c.signum() } else { q })
+                        Some(if 2 * r.abs() >= c.abs() {
+                            q + v.signum() * c.signum()
+                        } else {
+                            q
+                        })
                     }
                     other => other,
                 };

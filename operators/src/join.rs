@@ -6,7 +6,9 @@
 //! one side is matched against all rows of the other side with the same key. Rows with a NULL
 //! key never match, as in SQL.
 
-use crate::compile::{compile_expr, compile_keys, compile_named, eval_key, input_schema, key_group, BuildError};
+use crate::compile::{
+    compile_expr, compile_keys, compile_named, eval_key, input_schema, key_group, BuildError,
+};
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, JoinSpec, NodeId};
 use eddy_runtime::operator::{OpResult, Operator, Output};
@@ -37,7 +39,10 @@ impl JoinCommon {
             (Some(spec.right_alias.as_str()), right),
         ]);
         Ok(JoinCommon {
-            keys: [compile_keys(&spec.left_key, left)?, compile_keys(&spec.right_key, right)?],
+            keys: [
+                compile_keys(&spec.left_key, left)?,
+                compile_keys(&spec.right_key, right)?,
+            ],
             condition: spec
                 .condition
                 .as_deref()

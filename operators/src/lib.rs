@@ -91,7 +91,9 @@ impl Factory {
                     node.name
                 )))
             }
-            NodeKind::Filter { predicate } => Box::new(stateless::Filter::new(graph, id, predicate)?),
+            NodeKind::Filter { predicate } => {
+                Box::new(stateless::Filter::new(graph, id, predicate)?)
+            }
             NodeKind::Select { columns } => Box::new(stateless::Select::new(graph, id, columns)?),
             NodeKind::KeyBy { .. } | NodeKind::Union => Box::new(stateless::PassThrough),
             NodeKind::WindowAggregate {
@@ -115,10 +117,12 @@ impl Factory {
                 graph, id, group_by, aggregates, backend, max_p,
             )?),
             NodeKind::Join(spec) => match &spec.kind {
-                JoinKind::Regular => Box::new(join::RegularJoin::new(graph, id, spec, backend, max_p)?),
-                JoinKind::Window { .. } => {
-                    Box::new(window_join::WindowJoin::new(graph, id, spec, backend, max_p)?)
+                JoinKind::Regular => {
+                    Box::new(join::RegularJoin::new(graph, id, spec, backend, max_p)?)
                 }
+                JoinKind::Window { .. } => Box::new(window_join::WindowJoin::new(
+                    graph, id, spec, backend, max_p,
+                )?),
                 JoinKind::Interval { .. } => Box::new(interval_join::IntervalJoin::new(
                     graph, id, spec, backend, max_p,
                 )?),
@@ -141,7 +145,12 @@ impl Factory {
 }
 
 impl TaskFactory for Factory {
-    fn source(&self, graph: &JobGraph, node: NodeId, subtask: u32) -> Result<Box<dyn Source>, String> {
+    fn source(
+        &self,
+        graph: &JobGraph,
+        node: NodeId,
+        subtask: u32,
+    ) -> Result<Box<dyn Source>, String> {
         source::build(graph, node, subtask, &self.dead_letters).map_err(|e| e.to_string())
     }
 

@@ -3,7 +3,9 @@
 //! is this). Output: group columns, `window_start`, `window_end`, then the aggregates.
 
 use crate::aggregate::{create_all, results_into, update_all, Accs, AggregateSpec};
-use crate::compile::{column, compile_aggregates, compile_named, eval_key, input_schema, key_group, BuildError};
+use crate::compile::{
+    column, compile_aggregates, compile_named, eval_key, input_schema, key_group, BuildError,
+};
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, NamedExpr, NodeId};
 use eddy_runtime::operator::{OpResult, Operator, Output};

@@ -80,8 +80,9 @@ impl SinkFiles {
                     })?);
                 }
                 let f = file.as_mut().expect("opened above");
-                f.write_all(bytes)
-                    .map_err(|e| OperatorError::io(format!("cannot write `{}`", staging.display()), e))
+                f.write_all(bytes).map_err(|e| {
+                    OperatorError::io(format!("cannot write `{}`", staging.display()), e)
+                })
             }
             Destination::Stdout => std::io::stdout()
                 .lock()
@@ -110,8 +111,9 @@ impl SinkFiles {
                         OperatorError::io(format!("cannot create `{}`", staging.display()), e)
                     })?,
                 };
-                f.sync_all()
-                    .map_err(|e| OperatorError::io(format!("cannot sync `{}`", staging.display()), e))?;
+                f.sync_all().map_err(|e| {
+                    OperatorError::io(format!("cannot sync `{}`", staging.display()), e)
+                })?;
                 std::fs::rename(&*staging, &*path).map_err(|e| {
                     OperatorError::io(format!("cannot publish `{}`", path.display()), e)
                 })
@@ -149,9 +151,7 @@ impl Sink {
             files,
             blackhole,
             buffer: Vec::with_capacity(FLUSH_BYTES + 4096),
-            table: graph
-                .input_updating(node, 0)
-                .then(FxHashMap::default),
+            table: graph.input_updating(node, 0).then(FxHashMap::default),
         })
     }
 

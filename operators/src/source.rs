@@ -87,7 +87,10 @@ pub fn build(
 fn list_files(path: &Path) -> Result<Vec<PathBuf>, OperatorError> {
     let meta = std::fs::metadata(path).map_err(|e| {
         OperatorError::io(
-            format!("cannot read input `{}` (check the path or the --param that sets it)", path.display()),
+            format!(
+                "cannot read input `{}` (check the path or the --param that sets it)",
+                path.display()
+            ),
             e,
         )
     })?;
@@ -98,7 +101,8 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, OperatorError> {
     let entries = std::fs::read_dir(path)
         .map_err(|e| OperatorError::io(format!("cannot list `{}`", path.display()), e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| OperatorError::io(format!("cannot list `{}`", path.display()), e))?;
+        let entry =
+            entry.map_err(|e| OperatorError::io(format!("cannot list `{}`", path.display()), e))?;
         let name = entry.file_name();
         let hidden = name.to_string_lossy().starts_with(['.', '_']);
         if !hidden && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
@@ -114,7 +118,10 @@ fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, OperatorError> {
     let file = File::open(path)
         .map_err(|e| OperatorError::io(format!("cannot open `{}`", path.display()), e))?;
     let reader: Box<dyn Read + Send> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)))
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 16,
+            file,
+        )))
     } else {
         Box::new(file)
     };
@@ -185,7 +192,9 @@ impl Source for FileSource {
             }
             lines += 1;
             let parsed = match &mut self.parser {
-                LineParser::Nexmark(p) => p.parse(line).map(|r| r.map(|(t, row)| (t as usize, row))),
+                LineParser::Nexmark(p) => {
+                    p.parse(line).map(|r| r.map(|(t, row)| (t as usize, row)))
+                }
                 LineParser::Json(p) => p.parse(line).map(|row| Some((0, row))),
             };
             match parsed {

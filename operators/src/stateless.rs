@@ -37,7 +37,11 @@ pub struct Select {
 }
 
 impl Select {
-    pub fn new(graph: &JobGraph, node: NodeId, columns: &[NamedExpr]) -> Result<Select, BuildError> {
+    pub fn new(
+        graph: &JobGraph,
+        node: NodeId,
+        columns: &[NamedExpr],
+    ) -> Result<Select, BuildError> {
         let schema = input_schema(graph, node, 0);
         let columns = compile_named(columns, &Scope::single(schema))?;
         let plain = columns.iter().map(Expr::as_column).collect();

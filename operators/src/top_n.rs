@@ -6,7 +6,9 @@
 //! rank operator does. With `window_end` set, rows are ranked per window and each window's final
 //! top N is emitted once when it closes (append-only, Flink's window top-N).
 
-use crate::compile::{column, compile_expr, compile_keys, eval_key, input_schema, key_group, BuildError};
+use crate::compile::{
+    column, compile_expr, compile_keys, eval_key, input_schema, key_group, BuildError,
+};
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, NodeId, TopNSpec};
 use eddy_runtime::operator::{OpResult, Operator, Output};
@@ -56,7 +58,11 @@ impl<B: KeyedStateBackend> TopN<B> {
             descending: spec.order_by.iter().map(|o| o.descending).collect(),
             limit: spec.limit,
             with_rank: spec.rank_column.is_some(),
-            window_end: spec.window_end.as_deref().map(|c| column(schema, c)).transpose()?,
+            window_end: spec
+                .window_end
+                .as_deref()
+                .map(|c| column(schema, c))
+                .transpose()?,
             lists: backend.value_state("top"),
             windows: backend.map_state("window-top"),
             timers: backend.timers("window-top-timers"),
@@ -68,12 +74,7 @@ impl<B: KeyedStateBackend> TopN<B> {
     }
 
     /// Inserts an entry into a sorted list capped at `limit`; false if it did not make the cut.
-    fn insert(
-        order_desc: &[bool],
-        limit: usize,
-        list: &mut Vec<Entry>,
-        entry: Entry,
-    ) -> bool {
+    fn insert(order_desc: &[bool], limit: usize, list: &mut Vec<Entry>, entry: Entry) -> bool {
         let cmp = |a: &[Value], b: &[Value]| -> Ordering {
             for ((x, y), desc) in a.iter().zip(b).zip(order_desc) {
                 let o = sort_order(x, y);

@@ -6,7 +6,9 @@
 //! already fired is late: it is dropped and counted, as Flink does without allowed lateness.
 
 use crate::aggregate::{create_all, results_into, update_all, Accs, AggregateSpec};
-use crate::compile::{column, compile_aggregates, compile_named, eval_key, input_schema, key_group, BuildError};
+use crate::compile::{
+    column, compile_aggregates, compile_named, eval_key, input_schema, key_group, BuildError,
+};
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, NamedExpr, NodeId, WindowSpec};
 use eddy_runtime::operator::{OpResult, Operator, Output};
@@ -17,14 +19,27 @@ use serde::{Deserialize, Serialize};
 /// How rows are assigned to windows.
 #[derive(Clone, Debug)]
 pub enum Assigner {
-    Tumble { time: usize, size: i64 },
-    Hop { time: usize, size: i64, slide: i64 },
+    Tumble {
+        time: usize,
+        size: i64,
+    },
+    Hop {
+        time: usize,
+        size: i64,
+        slide: i64,
+    },
     /// Windows given by a previous window operator's start and end columns.
-    Inherit { start: usize, end: usize },
+    Inherit {
+        start: usize,
+        end: usize,
+    },
 }
 
 impl Assigner {
-    pub fn new(window: &WindowSpec, schema: &eddy_runtime::types::Schema) -> Result<Assigner, BuildError> {
+    pub fn new(
+        window: &WindowSpec,
+        schema: &eddy_runtime::types::Schema,
+    ) -> Result<Assigner, BuildError> {
         Ok(match window {
             WindowSpec::Tumble { time, size } => Assigner::Tumble {
                 time: column(schema, time)?,
@@ -40,7 +55,9 @@ impl Assigner {
                 end: column(schema, end)?,
             },
             WindowSpec::Session { .. } => {
-                return Err(BuildError::new("session windows are built by SessionWindow"))
+                return Err(BuildError::new(
+                    "session windows are built by SessionWindow",
+                ))
             }
         })
     }
@@ -129,7 +146,8 @@ impl<B: KeyedStateBackend> Operator for WindowAggregate<B> {
             let kg = key_group(&key, self.max_parallelism);
             let mut assigned = false;
             let watermark = self.watermark;
-            let (windows, timers, aggregates) = (&mut self.windows, &mut self.timers, &self.aggregates);
+            let (windows, timers, aggregates) =
+                (&mut self.windows, &mut self.timers, &self.aggregates);
             self.assigner.assign(&row.values, |start, end| {
                 if end - 1 <= watermark {
                     return; // this window already fired

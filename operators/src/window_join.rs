@@ -30,7 +30,11 @@ impl<B: KeyedStateBackend> WindowJoin<B> {
         mut backend: B,
         max_parallelism: u32,
     ) -> Result<Self, BuildError> {
-        let JoinKind::Window { left_end, right_end } = &spec.kind else {
+        let JoinKind::Window {
+            left_end,
+            right_end,
+        } = &spec.kind
+        else {
             return Err(BuildError::new("not a window join"));
         };
         Ok(WindowJoin {

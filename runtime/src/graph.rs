@@ -106,11 +106,17 @@ pub struct NamedExpr {
 pub enum NodeKind {
     Source(SourceSpec),
     /// Keeps rows for which the predicate is TRUE.
-    Filter { predicate: String },
+    Filter {
+        predicate: String,
+    },
     /// Computes new columns from each row (map / project).
-    Select { columns: Vec<NamedExpr> },
+    Select {
+        columns: Vec<NamedExpr>,
+    },
     /// Passes rows through; its input edge partitions them by key.
-    KeyBy { key: Vec<String> },
+    KeyBy {
+        key: Vec<String>,
+    },
     /// Merges inputs of the same schema.
     Union,
     /// Aggregates per key and event-time window; emits each window once when it closes.

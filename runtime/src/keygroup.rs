@@ -76,7 +76,8 @@ pub struct KeyGroupRange {
 impl KeyGroupRange {
     /// The range of `subtask` among `parallelism` subtasks.
     pub fn of_subtask(subtask: u32, parallelism: u32, max_parallelism: u32) -> KeyGroupRange {
-        let bound = |i: u32| ((i as u64 * max_parallelism as u64).div_ceil(parallelism as u64)) as u32;
+        let bound =
+            |i: u32| ((i as u64 * max_parallelism as u64).div_ceil(parallelism as u64)) as u32;
         KeyGroupRange {
             start: bound(subtask),
             end: bound(subtask + 1),
@@ -128,6 +129,9 @@ mod tests {
         for i in 0..128_000 {
             counts[key_group_of(hash_key(&[Value::Int(i)]), 128) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -271,7 +271,10 @@ pub struct MemoryTimers {
 impl TimerState for MemoryTimers {
     fn register(&mut self, time: Timestamp, kg: KeyGroup, key: &Key) {
         if self.registered.insert((time, key.clone())) {
-            self.by_time.entry(time).or_default().push((kg, key.clone()));
+            self.by_time
+                .entry(time)
+                .or_default()
+                .push((kg, key.clone()));
         }
     }
 
@@ -394,7 +397,10 @@ pub mod testing {
         t.register(30, kg, &k1);
         t.delete(30, kg, &k1);
         assert_eq!(t.pop_due(5), vec![]);
-        assert_eq!(t.pop_due(20), vec![(10, kg, k2.clone()), (20, kg, k1.clone())]);
+        assert_eq!(
+            t.pop_due(20),
+            vec![(10, kg, k2.clone()), (20, kg, k1.clone())]
+        );
         assert_eq!(t.pop_due(100), vec![], "deleted timers do not fire");
         t.register(40, kg, &k1);
         assert_eq!(t.pop_due(i64::MAX), vec![(40, kg, k1)]);
@@ -402,6 +408,9 @@ pub mod testing {
 
     #[test]
     fn memory_backend_conforms() {
-        conformance(&mut MemoryBackend::new(KeyGroupRange { start: 0, end: 128 }));
+        conformance(&mut MemoryBackend::new(KeyGroupRange {
+            start: 0,
+            end: 128,
+        }));
     }
 }

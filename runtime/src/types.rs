@@ -28,7 +28,10 @@ pub enum DataType {
     /// DOUBLE (FLOAT is widened to it).
     Double,
     /// DECIMAL(precision, scale), stored as a scaled i64 (precision up to 18 digits at run time).
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     /// VARCHAR / STRING.
     String,
     /// TIMESTAMP(3), milliseconds, UTC.
@@ -112,8 +115,16 @@ impl Decimal {
         if !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.is_empty() && frac.is_empty()) {
             return None;
         }
-        let int_value: i64 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
-        let frac_value: i64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+        let int_value: i64 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().ok()?
+        };
+        let frac_value: i64 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().ok()?
+        };
         let scale = frac.len() as u8;
         let magnitude = int_value
             .checked_mul(POW10[scale as usize])?
@@ -274,8 +285,20 @@ pub fn compare_values(a: &Value, b: &Value) -> Option<Ordering> {
         (Value::Str(x), Value::Str(y)) => x.as_bytes().cmp(y.as_bytes()),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Decimal(x), Value::Decimal(y)) => compare_decimals(*x, *y),
-        (Value::Decimal(x), Value::Int(y)) => compare_decimals(*x, Decimal { unscaled: *y, scale: 0 }),
-        (Value::Int(x), Value::Decimal(y)) => compare_decimals(Decimal { unscaled: *x, scale: 0 }, *y),
+        (Value::Decimal(x), Value::Int(y)) => compare_decimals(
+            *x,
+            Decimal {
+                unscaled: *y,
+                scale: 0,
+            },
+        ),
+        (Value::Int(x), Value::Decimal(y)) => compare_decimals(
+            Decimal {
+                unscaled: *x,
+                scale: 0,
+            },
+            *y,
+        ),
         (Value::Null, _) | (_, Value::Null) => return None,
         _ => a.as_f64()?.partial_cmp(&b.as_f64()?)?,
     })
@@ -557,12 +580,31 @@ mod tests {
     #[test]
     fn decimals_parse_format_and_compare() {
         let d = Decimal::parse("-0.908").unwrap();
-        assert_eq!(d, Decimal { unscaled: -908, scale: 3 });
-        assert_eq!(d.to_string(), "-0.908");
-        assert_eq!(Decimal { unscaled: 124_784_624, scale: 3 }.to_string(), "124784.624");
         assert_eq!(
-            Value::Decimal(Decimal { unscaled: 10, scale: 1 }),
-            Value::Decimal(Decimal { unscaled: 1, scale: 0 })
+            d,
+            Decimal {
+                unscaled: -908,
+                scale: 3
+            }
+        );
+        assert_eq!(d.to_string(), "-0.908");
+        assert_eq!(
+            Decimal {
+                unscaled: 124_784_624,
+                scale: 3
+            }
+            .to_string(),
+            "124784.624"
+        );
+        assert_eq!(
+            Value::Decimal(Decimal {
+                unscaled: 10,
+                scale: 1
+            }),
+            Value::Decimal(Decimal {
+                unscaled: 1,
+                scale: 0
+            })
         );
         assert_eq!(Decimal::parse("abc"), None);
         assert_eq!(Decimal::parse("."), None);
