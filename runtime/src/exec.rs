@@ -406,24 +406,23 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// The combined watermark: the minimum over active channels; +infinity once all ended.
+    /// The combined watermark: the minimum over active channels; when every live channel is
+    /// idle, the maximum over them (as Flink's watermark valve does: an idle channel promises
+    /// nothing new below its last watermark); +infinity once all ended.
     fn combined(&self) -> Option<Timestamp> {
-        let mut min: Option<Timestamp> = None;
-        let mut all_ended = true;
-        for (wm, status) in self.watermarks.iter().zip(&self.status) {
-            match status {
-                ChannelStatus::Active => {
-                    all_ended = false;
-                    min = Some(min.map_or(*wm, |m| m.min(*wm)));
-                }
-                ChannelStatus::Idle => all_ended = false,
-                ChannelStatus::Ended => {}
-            }
+        let live = || {
+            self.watermarks
+                .iter()
+                .zip(&self.status)
+                .filter(|(_, s)| **s != ChannelStatus::Ended)
+        };
+        let active = live().filter(|(_, s)| **s == ChannelStatus::Active);
+        if let Some(min) = active.map(|(w, _)| *w).min() {
+            return Some(min);
         }
-        if all_ended {
-            Some(MAX_TIMESTAMP)
-        } else {
-            min
+        match live().map(|(w, _)| *w).max() {
+            Some(max) => Some(max),
+            None => Some(MAX_TIMESTAMP),
         }
     }
 
@@ -629,7 +628,13 @@ impl Task {
                     inputs.status[channel] = ChannelStatus::Active;
                     inputs.watermarks[channel] = inputs.watermarks[channel].max(wm);
                 }
-                Element::Idle => inputs.status[channel] = ChannelStatus::Idle,
+                Element::Idle => {
+                    inputs.status[channel] = ChannelStatus::Idle;
+                    // When every live input is idle, so is this task's output.
+                    if inputs.status.iter().all(|s| *s != ChannelStatus::Active) {
+                        chain.idle()?;
+                    }
+                }
                 Element::End => inputs.status[channel] = ChannelStatus::Ended,
             }
             if let Some(wm) = inputs.combined() {
@@ -996,4 +1001,166 @@ fn port_targets(
         result.push(targets);
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Edge, FileFormat, Node, Port, SourceConnector, SourceSpec, WatermarkSpec};
+    use crate::operator::OpResult;
+    use crate::types::{DataType, Field, Schema};
+    use std::sync::atomic::AtomicI64;
+
+    /// Subtask 0 emits times 0..10 s, then idles until released; subtask 1 never has data.
+    struct Scripted {
+        subtask: u32,
+        next: i64,
+        release: Arc<AtomicBool>,
+    }
+
+    impl Source for Scripted {
+        fn poll(&mut self, out: &mut Output) -> OpResult<SourcePoll> {
+            if self.release.load(Ordering::Relaxed) {
+                return Ok(SourcePoll::Finished);
+            }
+            if self.subtask == 0 && self.next <= 10_000 {
+                out.emit(0, Row::insert(vec![Value::Timestamp(self.next)]));
+                self.next += 1000;
+                return Ok(SourcePoll::Ready);
+            }
+            Ok(SourcePoll::Idle)
+        }
+    }
+
+    /// Records the highest watermark it was given.
+    struct Probe(Arc<AtomicI64>);
+
+    impl Operator for Probe {
+        fn process(&mut self, _: usize, _: Vec<Row>, _: &mut Output) -> OpResult {
+            Ok(())
+        }
+        fn on_watermark(&mut self, wm: Timestamp, _: &mut Output) -> OpResult {
+            self.0.fetch_max(wm, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    struct Factory {
+        release: Arc<AtomicBool>,
+        seen: Arc<AtomicI64>,
+    }
+
+    impl TaskFactory for Factory {
+        fn source(&self, _: &JobGraph, _: NodeId, subtask: u32) -> Result<Box<dyn Source>, String> {
+            Ok(Box::new(Scripted {
+                subtask,
+                next: 0,
+                release: Arc::clone(&self.release),
+            }))
+        }
+        fn operator(&self, _: &JobGraph, _: NodeId, _: u32) -> Result<Box<dyn Operator>, String> {
+            Ok(Box::new(Probe(Arc::clone(&self.seen))))
+        }
+    }
+
+    fn graph() -> JobGraph {
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Timestamp)]));
+        JobGraph {
+            name: "idle".into(),
+            max_parallelism: 128,
+            nodes: vec![
+                Node {
+                    id: 0,
+                    name: "source".into(),
+                    parallelism: 2,
+                    inputs: vec![],
+                    outputs: vec![Port {
+                        name: String::new(),
+                        schema: schema.clone(),
+                        updating: false,
+                    }],
+                    kind: NodeKind::Source(SourceSpec {
+                        connector: SourceConnector::File {
+                            path: String::new(),
+                            format: FileFormat::Nexmark,
+                        },
+                        watermark: Some(WatermarkSpec {
+                            column: "t".into(),
+                            delay: 0,
+                            idle_timeout: Some(20),
+                        }),
+                    }),
+                },
+                Node {
+                    id: 1,
+                    name: "probe".into(),
+                    parallelism: 1,
+                    inputs: vec![Edge {
+                        from: 0,
+                        port: 0,
+                        partitioning: Partitioning::Rebalance,
+                    }],
+                    outputs: vec![Port {
+                        name: String::new(),
+                        schema,
+                        updating: false,
+                    }],
+                    kind: NodeKind::Union,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn an_idle_subtask_does_not_hold_back_the_watermark() {
+        let factory = Factory {
+            release: Arc::default(),
+            seen: Arc::new(AtomicI64::new(MIN_TIMESTAMP)),
+        };
+        std::thread::scope(|scope| {
+            let job = scope.spawn(|| {
+                execute(
+                    &graph(),
+                    &factory,
+                    &ExecOptions::default(),
+                    &CancelHandle::default(),
+                )
+            });
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while factory.seen.load(Ordering::Relaxed) < 10_000 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let seen = factory.seen.load(Ordering::Relaxed);
+            factory.release.store(true, Ordering::Relaxed);
+            job.join().unwrap().unwrap();
+            assert_eq!(
+                seen, 10_000,
+                "subtask 1 is idle, so subtask 0's watermark must pass"
+            );
+        });
+    }
+
+    #[test]
+    fn without_idleness_the_minimum_waits_for_every_input() {
+        let mut inputs = Inputs {
+            receivers: vec![bounded(1).1, bounded(1).1],
+            input_of: vec![0, 0],
+            watermarks: vec![5, MIN_TIMESTAMP],
+            status: vec![ChannelStatus::Active; 2],
+            current: MIN_TIMESTAMP,
+        };
+        assert_eq!(inputs.combined(), Some(MIN_TIMESTAMP));
+        inputs.status[1] = ChannelStatus::Idle;
+        assert_eq!(inputs.combined(), Some(5));
+        inputs.status[0] = ChannelStatus::Idle;
+        assert_eq!(
+            inputs.combined(),
+            Some(5),
+            "all idle: the largest idle watermark"
+        );
+        inputs.status[0] = ChannelStatus::Ended;
+        assert_eq!(inputs.combined(), Some(MIN_TIMESTAMP));
+        inputs.status[1] = ChannelStatus::Ended;
+        assert_eq!(inputs.combined(), Some(MAX_TIMESTAMP));
+    }
 }
