@@ -327,3 +327,28 @@ fn runs_a_job_on_the_generator_and_says_where_the_output_is() {
     assert!(rows.lines().count() > 0);
     assert!(!dir.path().join(".q8.jsonl.inprogress").exists());
 }
+
+/// Output to a device is written in place: the staging-and-rename that publishes regular files
+/// must never replace /dev/null.
+#[test]
+fn output_to_a_device_is_written_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = eddy(
+        &[
+            "run",
+            repo().join("jobs/nexmark/q2.toml").to_str().unwrap(),
+            "--generate",
+            "5000",
+            "--param",
+            "output=/dev/null",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta = std::fs::metadata("/dev/null").unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "/dev/null must stay a device"
+    );
+}

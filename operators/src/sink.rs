@@ -46,11 +46,18 @@ impl SinkFiles {
         let destination = match connector {
             SinkConnector::File { path } => {
                 let path = PathBuf::from(path);
+                // A device or pipe (/dev/null, /dev/stdout, a FIFO) is written in place: renaming
+                // a staging file over it would replace the device.
+                let special = std::fs::metadata(&path).is_ok_and(|m| !m.is_file() && !m.is_dir());
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "output".into());
-                let staging = path.with_file_name(format!(".{name}.inprogress"));
+                let staging = if special {
+                    path.clone()
+                } else {
+                    path.with_file_name(format!(".{name}.inprogress"))
+                };
                 Destination::File {
                     path,
                     staging,
@@ -111,6 +118,9 @@ impl SinkFiles {
                         OperatorError::io(format!("cannot create `{}`", staging.display()), e)
                     })?,
                 };
+                if staging == path {
+                    return Ok(()); // a device or pipe, written in place
+                }
                 f.sync_all().map_err(|e| {
                     OperatorError::io(format!("cannot sync `{}`", staging.display()), e)
                 })?;
