@@ -12,7 +12,9 @@ use std::ops::Range;
 /// later can still point at the source.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ast {
+    /// What the node is.
     pub kind: AstKind,
+    /// Byte offsets of the node's text, for error messages.
     pub span: Range<usize>,
 }
 
@@ -21,67 +23,99 @@ pub struct Ast {
 pub enum AstKind {
     /// A column name, optionally qualified by an input name (`A.price`).
     Column {
+        /// The input name before the dot, for joins.
         qualifier: Option<String>,
+        /// The column name as written (case is resolved against the schema later).
         name: String,
     },
     /// A literal: BIGINT, DECIMAL, DOUBLE, STRING, BOOLEAN, TIMESTAMP or NULL.
     Literal(Value),
     /// A day-time interval literal, in milliseconds (`INTERVAL '4' SECOND`).
     Interval(i64),
+    /// `NOT expr` or `-expr`.
     Unary {
+        /// Which prefix operator.
         op: UnaryOp,
+        /// The operand.
         expr: Box<Ast>,
     },
+    /// `left op right`.
     Binary {
+        /// Which infix operator.
         op: BinaryOp,
+        /// The left operand.
         left: Box<Ast>,
+        /// The right operand.
         right: Box<Ast>,
     },
     /// `expr [NOT] BETWEEN low AND high`.
     Between {
+        /// The tested value.
         expr: Box<Ast>,
+        /// The inclusive lower bound.
         low: Box<Ast>,
+        /// The inclusive upper bound.
         high: Box<Ast>,
+        /// True for NOT BETWEEN.
         negated: bool,
     },
     /// `expr [NOT] IN (a, b, ...)`.
     InList {
+        /// The tested value.
         expr: Box<Ast>,
+        /// The candidates (at least one).
         list: Vec<Ast>,
+        /// True for NOT IN.
         negated: bool,
     },
     /// `expr IS [NOT] NULL`.
     IsNull {
+        /// The tested value.
         expr: Box<Ast>,
+        /// True for IS NOT NULL.
         negated: bool,
     },
     /// `expr [NOT] LIKE pattern [ESCAPE 'c']`.
     Like {
+        /// The tested string.
         expr: Box<Ast>,
+        /// The pattern, with `%` and `_` wildcards.
         pattern: Box<Ast>,
+        /// The character that makes the next `%`, `_` or itself literal.
         escape: Option<char>,
+        /// True for NOT LIKE.
         negated: bool,
     },
     /// `CASE [operand] WHEN .. THEN .. [ELSE ..] END`.
     Case {
+        /// The value compared with each WHEN in a simple CASE; None for a searched CASE.
         operand: Option<Box<Ast>>,
+        /// (WHEN, THEN) pairs, tried in order.
         branches: Vec<(Ast, Ast)>,
+        /// The result when no branch matches; None means NULL.
         else_: Option<Box<Ast>>,
     },
-    /// `CAST(expr AS type)`; `length` keeps the `n` of VARCHAR(n) / CHAR(n), which [`DataType`]
-    /// does not carry but which changes the value (truncation, padding).
+    /// `CAST(expr AS type)`.
     Cast {
+        /// The converted value.
         expr: Box<Ast>,
+        /// The target type.
         to: DataType,
+        /// The `n` of VARCHAR(n) / CHAR(n), which [`DataType`] does not carry but which changes
+        /// the value (truncation, padding).
         length: Option<StringLength>,
     },
-    /// A function call. `name` is lower-cased; `star` marks `count(*)`; `distinct` and `filter`
-    /// only make sense for aggregate calls and are rejected elsewhere at compile time.
+    /// A function call, scalar or aggregate.
     Call {
+        /// The function name, lower-cased (names are case-insensitive).
         name: String,
+        /// The arguments, empty for `count(*)`.
         args: Vec<Ast>,
+        /// `DISTINCT` inside the parentheses; only aggregates accept it.
         distinct: bool,
+        /// `count(*)`.
         star: bool,
+        /// `FILTER (WHERE cond)` after the call; only aggregates accept it.
         filter: Option<Box<Ast>>,
     },
 }
@@ -98,26 +132,42 @@ pub enum StringLength {
 /// Prefix operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
+    /// Logical NOT (three-valued: NOT NULL is NULL).
     Not,
+    /// Arithmetic negation.
     Neg,
 }
 
-/// Infix operators, lowest precedence first within each group.
+/// Infix operators, from the loosest binding to the tightest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
+    /// Three-valued OR.
     Or,
+    /// Three-valued AND.
     And,
+    /// `=`.
     Eq,
+    /// `<>` (also written `!=`).
     NotEq,
+    /// `<`.
     Lt,
+    /// `<=`.
     LtEq,
+    /// `>`.
     Gt,
+    /// `>=`.
     GtEq,
+    /// `||`, string concatenation.
     Concat,
+    /// `+`.
     Add,
+    /// `-`.
     Sub,
+    /// `*`.
     Mul,
+    /// `/` (integer division for BIGINT operands).
     Div,
+    /// `%`, the remainder.
     Mod,
 }
 

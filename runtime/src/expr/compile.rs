@@ -244,7 +244,7 @@ pub(crate) fn literal_type(v: &Value) -> DataType {
                 int_part.ilog10() as u8 + 1
             };
             DataType::Decimal {
-                precision: (int_digits + d.scale).min(38),
+                precision: int_digits.saturating_add(d.scale).min(38),
                 scale: d.scale,
             }
         }
@@ -258,7 +258,10 @@ pub(crate) fn literal_type(v: &Value) -> DataType {
 fn exact(t: DataType) -> Option<(u32, u32)> {
     match t {
         DataType::BigInt => Some((19, 0)),
-        DataType::Decimal { precision, scale } => Some((precision as u32, scale as u32)),
+        // Normalised so that precision >= scale even for a malformed schema type.
+        DataType::Decimal { precision, scale } => {
+            Some(((precision as u32).max(scale as u32), scale as u32))
+        }
         _ => None,
     }
 }

@@ -587,32 +587,42 @@ fn fit(unscaled: i128, scale: u8) -> Option<Decimal> {
 }
 
 /// An exact unscaled value at `from` scale brought to `to` scale, rounding half up.
-fn rescale_i128(unscaled: i128, from: u8, to: u8) -> Option<i128> {
+fn rescale_i128(unscaled: i128, from: u32, to: u32) -> Option<i128> {
     if to >= from {
-        unscaled.checked_mul(pow10_i128((to - from) as u32)?)
+        unscaled.checked_mul(pow10_i128(to - from)?)
     } else {
-        Some(div_round_half_up(unscaled, pow10_i128((from - to) as u32)?))
+        Some(div_round_half_up(unscaled, pow10_i128(from - to)?))
     }
 }
 
 /// A decimal at another scale, rounding half up when the scale shrinks; None on overflow.
 pub(crate) fn rescale_round(d: Decimal, scale: u8) -> Option<Decimal> {
-    fit(rescale_i128(d.unscaled as i128, d.scale, scale)?, scale)
+    fit(
+        rescale_i128(d.unscaled as i128, d.scale.into(), scale.into())?,
+        scale,
+    )
 }
 
 fn decimal_arith(op: ArithOp, x: Decimal, y: Decimal, scale: u8) -> Option<Decimal> {
     let (a, b) = (x.unscaled as i128, y.unscaled as i128);
     match op {
         ArithOp::Add | ArithOp::Sub => {
-            let common = x.scale.max(y.scale);
-            let a = rescale_i128(a, x.scale, common)?;
-            let b = rescale_i128(b, y.scale, common)?;
+            let common = u32::from(x.scale.max(y.scale));
+            let a = rescale_i128(a, x.scale.into(), common)?;
+            let b = rescale_i128(b, y.scale.into(), common)?;
             let sum = if op == ArithOp::Add { a + b } else { a - b };
-            fit(rescale_i128(sum, common, scale)?, scale)
+            fit(rescale_i128(sum, common, scale.into())?, scale)
         }
         ArithOp::Mul => {
             let product = a.checked_mul(b)?;
-            fit(rescale_i128(product, x.scale + y.scale, scale)?, scale)
+            fit(
+                rescale_i128(
+                    product,
+                    u32::from(x.scale) + u32::from(y.scale),
+                    scale.into(),
+                )?,
+                scale,
+            )
         }
         ArithOp::Div => {
             if b == 0 {
@@ -628,13 +638,13 @@ fn decimal_arith(op: ArithOp, x: Decimal, y: Decimal, scale: u8) -> Option<Decim
             fit(div_round_half_up(num, den), scale)
         }
         ArithOp::Mod => {
-            let common = x.scale.max(y.scale);
-            let a = rescale_i128(a, x.scale, common)?;
-            let b = rescale_i128(b, y.scale, common)?;
+            let common = u32::from(x.scale.max(y.scale));
+            let a = rescale_i128(a, x.scale.into(), common)?;
+            let b = rescale_i128(b, y.scale.into(), common)?;
             if b == 0 {
                 return None;
             }
-            fit(rescale_i128(a % b, common, scale)?, scale)
+            fit(rescale_i128(a % b, common, scale.into())?, scale)
         }
     }
 }

@@ -551,6 +551,14 @@ fn substring(s: &str, pos: i64, len: Option<i64>) -> Option<&str> {
 }
 
 fn time_field(ts: Timestamp, field: TimeField) -> i64 {
+    // Time-of-day fields need no calendar arithmetic.
+    let ms_of_day = ts.rem_euclid(86_400_000);
+    match field {
+        TimeField::Hour => return ms_of_day / 3_600_000,
+        TimeField::Minute => return ms_of_day / 60_000 % 60,
+        TimeField::Second => return ms_of_day / 1000 % 60,
+        _ => {}
+    }
     let p = DateTimeParts::of(ts);
     match field {
         TimeField::Year => p.year,
@@ -781,7 +789,11 @@ impl Func {
                 let part = if d.is_empty() {
                     s.split(char::is_whitespace).nth(i as usize)
                 } else {
-                    s.split(d).nth(i as usize)
+                    match d.as_bytes() {
+                        // A one-byte delimiter splits with a byte scan, not a substring searcher.
+                        [b] if b.is_ascii() => s.split(char::from(*b)).nth(i as usize),
+                        _ => s.split(d).nth(i as usize),
+                    }
                 };
                 part.map_or(Value::Null, |p| string_result(&a0, p))
             }
@@ -1037,9 +1049,50 @@ impl LikeMatcher {
             LikeMatcher::Exact(p) => s == &**p,
             LikeMatcher::Prefix(p) => s.starts_with(&**p),
             LikeMatcher::Suffix(p) => s.ends_with(&**p),
-            LikeMatcher::Contains(p) => s.contains(&**p),
+            LikeMatcher::Contains(p) => contains(s, p),
             LikeMatcher::General(toks) => like_general(toks, s),
         }
+    }
+}
+
+/// Substring test. `str::contains` builds a Two-Way searcher per call, which costs more than
+/// the search itself on the short strings records carry, so short haystacks use a plain scan.
+fn contains(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    let Some((&first, rest)) = n.split_first() else {
+        return true;
+    };
+    if h.len() > 256 {
+        return haystack.contains(needle);
+    }
+    let last_start = match h.len().checked_sub(n.len()) {
+        Some(l) => l,
+        None => return false,
+    };
+    (0..=last_start).any(|i| h[i] == first && &h[i + 1..i + n.len()] == rest)
+}
+
+/// Appends `v` zero-padded to `width` digits, without going through `fmt`.
+fn push_padded(out: &mut String, v: i64, width: usize) {
+    if v < 0 {
+        out.push('-');
+    }
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut m = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    for _ in (buf.len() - i)..width {
+        out.push('0');
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
     }
 }
 
@@ -1201,9 +1254,7 @@ impl DatePattern {
                 }
                 DateItem::Field(c, n) => (*c, *n),
             };
-            let num = |out: &mut String, v: i64| {
-                let _ = write!(out, "{v:0n$}");
-            };
+            let num = |out: &mut String, v: i64| push_padded(out, v, n);
             match c {
                 'y' | 'u' if n == 2 => num(out, p.year.rem_euclid(100)),
                 'y' | 'u' => num(out, p.year),
@@ -1220,19 +1271,18 @@ impl DatePattern {
                 'K' => num(out, (p.hour % 12) as i64),
                 'h' => num(
                     out,
-                    if p.hour % 12 == 0 {
-                        12
-                    } else {
-                        (p.hour % 12) as i64
+                    match p.hour % 12 {
+                        0 => 12,
+                        h => h as i64,
                     },
                 ),
                 'm' => num(out, p.minute as i64),
                 's' => num(out, p.second as i64),
                 'S' => {
-                    let ms = format!("{:03}", p.millis);
-                    out.push_str(&ms[..n.min(3)]);
-                    for _ in 3..n {
-                        out.push('0');
+                    let digits = [p.millis / 100, p.millis / 10 % 10, p.millis % 10];
+                    for i in 0..n {
+                        let d = digits.get(i).copied().unwrap_or(0);
+                        out.push(char::from(b'0' + d as u8));
                     }
                 }
                 'a' => out.push_str(if p.hour < 12 { "AM" } else { "PM" }),
@@ -1400,7 +1450,7 @@ impl DatePattern {
             Some(doy) => {
                 let first = days_from_civil(year, 1, 1);
                 let next = days_from_civil(year + 1, 1, 1);
-                if doy < 1 || first + doy - 1 >= next {
+                if doy < 1 || first + doy > next {
                     return None;
                 }
                 first + doy - 1
@@ -1424,12 +1474,11 @@ impl DatePattern {
         if hour > 23 || minute > 59 || second > 59 {
             return None;
         }
-        let ms = days.checked_mul(86_400_000)?
-            + hour as i64 * 3_600_000
-            + minute as i64 * 60_000
-            + second as i64 * 1000
-            + millis as i64;
-        ms.checked_sub(offset_ms)
+        let time_of_day =
+            hour as i64 * 3_600_000 + minute as i64 * 60_000 + second as i64 * 1000 + millis as i64;
+        days.checked_mul(86_400_000)?
+            .checked_add(time_of_day)?
+            .checked_sub(offset_ms)
     }
 }
 

@@ -8,6 +8,8 @@
 //! Aggregate calls go through [`compile_aggregate`] instead, because their state lives in the
 //! aggregation operator, not in the expression.
 
+#![warn(missing_docs)]
+
 mod ast;
 mod compile;
 mod eval;
@@ -32,8 +34,11 @@ use std::ops::Range;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct ExprError {
+    /// What is wrong, naming the offending column, function, type or token.
     pub message: String,
+    /// Byte offsets in the expression text of the part that is wrong.
     pub span: Range<usize>,
+    /// How to fix it, when there is something useful to say.
     pub help: Option<String>,
 }
 
@@ -175,10 +180,15 @@ pub fn compile(ast: &Ast, scope: &Scope) -> Result<Expr, ExprError> {
 /// The aggregate functions the aggregation operators implement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AggregateFunction {
+    /// COUNT(*) counts rows; COUNT(x) counts non-NULL values.
     Count,
+    /// SUM of non-NULL values; NULL when there are none.
     Sum,
+    /// The smallest non-NULL value.
     Min,
+    /// The largest non-NULL value.
     Max,
+    /// The mean of non-NULL values (truncated for BIGINT, as Flink does).
     Avg,
 }
 
@@ -186,10 +196,16 @@ pub enum AggregateFunction {
 /// per row and keeps the accumulator itself.
 #[derive(Clone, Debug)]
 pub struct AggregateCall {
+    /// Which aggregate.
     pub function: AggregateFunction,
+    /// The aggregated expression; None for COUNT(*).
     pub arg: Option<Expr>,
+    /// `DISTINCT`: each distinct argument value counts once.
     pub distinct: bool,
+    /// `FILTER (WHERE cond)`: only rows where the condition is TRUE are aggregated.
     pub filter: Option<Expr>,
+    /// The type of the aggregate's result (Flink's rules, e.g. SUM(DECIMAL(p, s)) is
+    /// DECIMAL(38, s)).
     pub result_type: DataType,
 }
 

@@ -14,6 +14,8 @@ use std::ops::Range;
 pub(crate) const MAX_DEPTH: usize = 256;
 /// How many parentheses / nested constructs may be open at once while parsing.
 const MAX_NESTING: usize = 64;
+/// The largest CHAR(n): every value is padded to n characters, so huge n would exhaust memory.
+const MAX_CHAR_LENGTH: u32 = 65_535;
 
 pub(crate) struct Parser<'t> {
     text: &'t str,
@@ -884,6 +886,14 @@ impl<'t> Parser<'t> {
                 let n = match params.first() {
                     Some((0, span)) => {
                         return Err(ExprError::new("a string length must be at least 1", span.clone()))
+                    }
+                    // CHAR(n) pads every value to n characters, so n must stay reasonable.
+                    Some((n, span)) if upper != "VARCHAR" && *n > MAX_CHAR_LENGTH => {
+                        return Err(ExprError::new(
+                            format!("CHAR length must be at most {MAX_CHAR_LENGTH}, found {n}"),
+                            span.clone(),
+                        )
+                        .with_help("use VARCHAR(n), which does not pad"))
                     }
                     Some((n, _)) => Some(*n),
                     None if upper == "VARCHAR" => None,

@@ -1042,6 +1042,19 @@ fn hostile_input_does_not_panic() {
 #[test]
 fn eval_never_panics_on_odd_rows() {
     let e = compiled("CAST(price * 2 + CHAR_LENGTH(channel) AS STRING) || 'x' = 'y' OR dateTime > TIMESTAMP '2020-01-01 00:00:00'");
+    // Decimals with scales no schema would declare still give values or NULL, never a panic.
+    let d = compiled("amount * amount + amount / 3 - amount % 2");
+    let mut row = bid_row();
+    row[8] = Value::Decimal(Decimal {
+        unscaled: 1,
+        scale: 250,
+    });
+    let _ = d.eval(&row);
+    row[8] = Value::Decimal(Decimal {
+        unscaled: i64::MIN,
+        scale: 18,
+    });
+    let _ = d.eval(&row);
     // Short row, wrong variants, all NULL.
     assert_eq!(e.eval(&[]), Value::Null);
     let odd: Vec<Value> = (0..11).map(|_| Value::str("?")).collect();
@@ -1251,4 +1264,46 @@ fn deepest_accepted_expressions_fit_a_default_thread_stack() {
         })
         .unwrap();
     handle.join().unwrap();
+}
+
+/// Rough per-row cost of typical Nexmark expressions; run with
+/// `cargo test --release -p eddy-runtime --lib expr::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let rows: Vec<Vec<Value>> = (0..100_000)
+        .map(|i| {
+            let mut r = bid_row();
+            r[2] = Value::Int(i * 7 % 20_000);
+            r[5] = Value::Timestamp(ts("2026-01-01 00:00:00") + i * 977);
+            r
+        })
+        .collect();
+    for text in [
+        "price",
+        "0.908 * price",
+        "price > 10000 AND channel = 'Google'",
+        "price > 10000",
+        "channel = 'Google'",
+        "flag AND flag",
+        "auction IN (1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008)",
+        "channel LIKE '%oo%'",
+        "CASE WHEN HOUR(dateTime) >= 8 AND HOUR(dateTime) <= 18 THEN 'dayTime' WHEN HOUR(dateTime) <= 6 OR HOUR(dateTime) >= 20 THEN 'nightTime' ELSE 'otherTime' END",
+        "REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)",
+        "SPLIT_INDEX(url, '/', 3)",
+        "DATE_FORMAT(dateTime, 'yyyy-MM-dd HH:mm')",
+        "COUNT_CHAR(extra, 'c')",
+        "dateTime BETWEEN TIMESTAMP '2026-01-01 00:00:00' AND TIMESTAMP '2026-01-01 00:10:00'",
+    ] {
+        let e = compiled(text);
+        let start = std::time::Instant::now();
+        let mut nulls = 0usize;
+        for _ in 0..10 {
+            for r in &rows {
+                nulls += e.eval(r).is_null() as usize;
+            }
+        }
+        let per_row = start.elapsed().as_nanos() as f64 / (10.0 * rows.len() as f64);
+        eprintln!("{per_row:8.1} ns/row  {:6.1} M rows/s  {text} ({nulls})", 1000.0 / per_row);
+    }
 }
