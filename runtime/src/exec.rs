@@ -409,7 +409,7 @@ impl Inputs {
     /// The combined watermark: the minimum over active channels; when every live channel is
     /// idle, the maximum over them (as Flink's watermark valve does: an idle channel promises
     /// nothing new below its last watermark); +infinity once all ended.
-    fn combined(&self) -> Option<Timestamp> {
+    fn combined(&self) -> Timestamp {
         let live = || {
             self.watermarks
                 .iter()
@@ -418,12 +418,9 @@ impl Inputs {
         };
         let active = live().filter(|(_, s)| **s == ChannelStatus::Active);
         if let Some(min) = active.map(|(w, _)| *w).min() {
-            return Some(min);
+            return min;
         }
-        match live().map(|(w, _)| *w).max() {
-            Some(max) => Some(max),
-            None => Some(MAX_TIMESTAMP),
-        }
+        live().map(|(w, _)| *w).max().unwrap_or(MAX_TIMESTAMP)
     }
 
     fn has_pending(&self) -> bool {
@@ -637,11 +634,10 @@ impl Task {
                 }
                 Element::End => inputs.status[channel] = ChannelStatus::Ended,
             }
-            if let Some(wm) = inputs.combined() {
-                if wm > inputs.current && wm != MAX_TIMESTAMP {
-                    inputs.current = wm;
-                    chain.watermark(wm)?;
-                }
+            let wm = inputs.combined();
+            if wm > inputs.current && wm != MAX_TIMESTAMP {
+                inputs.current = wm;
+                chain.watermark(wm)?;
             }
             if !inputs.has_pending() {
                 chain.flush()?;
@@ -1149,18 +1145,14 @@ mod tests {
             status: vec![ChannelStatus::Active; 2],
             current: MIN_TIMESTAMP,
         };
-        assert_eq!(inputs.combined(), Some(MIN_TIMESTAMP));
+        assert_eq!(inputs.combined(), MIN_TIMESTAMP);
         inputs.status[1] = ChannelStatus::Idle;
-        assert_eq!(inputs.combined(), Some(5));
+        assert_eq!(inputs.combined(), 5);
         inputs.status[0] = ChannelStatus::Idle;
-        assert_eq!(
-            inputs.combined(),
-            Some(5),
-            "all idle: the largest idle watermark"
-        );
+        assert_eq!(inputs.combined(), 5, "all idle: the largest idle watermark");
         inputs.status[0] = ChannelStatus::Ended;
-        assert_eq!(inputs.combined(), Some(MIN_TIMESTAMP));
+        assert_eq!(inputs.combined(), MIN_TIMESTAMP);
         inputs.status[1] = ChannelStatus::Ended;
-        assert_eq!(inputs.combined(), Some(MAX_TIMESTAMP));
+        assert_eq!(inputs.combined(), MAX_TIMESTAMP);
     }
 }
