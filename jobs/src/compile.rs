@@ -873,87 +873,43 @@ impl<'a> Compiler<'a> {
 
     /// Refuses fields that the operator type does not use (they would be silently ignored).
     fn check_fields(&self, o: &OperatorDecl, kind: &str, allowed: &[&str]) -> Result<(), JobError> {
-        let present: Vec<(&str, Option<Range<usize>>)> = vec![
-            ("input", o.input.as_ref().map(|v| v.span())),
-            (
-                "inputs",
-                o.inputs.as_ref().and_then(|v| v.first()).map(|v| v.span()),
-            ),
-            ("left", o.left.as_ref().map(|v| v.span())),
-            ("right", o.right.as_ref().map(|v| v.span())),
-            ("where", o.where_.as_ref().map(|v| v.span())),
-            (
-                "columns",
-                o.columns.as_ref().and_then(|v| v.first()).map(|v| v.span()),
-            ),
-            (
-                "key",
-                o.key.as_ref().and_then(|v| v.first()).map(|v| v.span()),
-            ),
-            (
-                "group_by",
-                o.group_by
-                    .as_ref()
-                    .and_then(|v| v.first())
-                    .map(|v| v.span()),
-            ),
-            (
-                "aggregates",
-                o.aggregates
-                    .as_ref()
-                    .and_then(|v| v.first())
-                    .map(|v| v.span()),
-            ),
-            ("window", o.window.as_ref().map(|v| v.span())),
-            ("on", o.on.as_ref().map(|v| v.span())),
-            ("left_time", o.left_time.as_ref().map(|v| v.span())),
-            ("right_time", o.right_time.as_ref().map(|v| v.span())),
-            ("lower", o.lower.as_ref().map(|v| v.span())),
-            ("upper", o.upper.as_ref().map(|v| v.span())),
-            (
-                "left_window_end",
-                o.left_window_end.as_ref().map(|v| v.span()),
-            ),
-            (
-                "right_window_end",
-                o.right_window_end.as_ref().map(|v| v.span()),
-            ),
-            (
-                "partition_by",
-                o.partition_by
-                    .as_ref()
-                    .and_then(|v| v.first())
-                    .map(|v| v.span()),
-            ),
-            (
-                "order_by",
-                o.order_by
-                    .as_ref()
-                    .and_then(|v| v.first())
-                    .map(|v| v.span()),
-            ),
-            ("limit", o.limit.as_ref().map(|v| v.span())),
-            ("rank_column", o.rank_column.as_ref().map(|v| v.span())),
-            ("window_end", o.window_end.as_ref().map(|v| v.span())),
-            ("time", o.time.as_ref().map(|v| v.span())),
-            ("keep", o.keep.as_ref().map(|v| v.span())),
-        ];
-        let is_set = |field: &str| -> bool {
-            match field {
-                "inputs" => o.inputs.is_some(),
-                "columns" => o.columns.is_some(),
-                "key" => o.key.is_some(),
-                "group_by" => o.group_by.is_some(),
-                "aggregates" => o.aggregates.is_some(),
-                "partition_by" => o.partition_by.is_some(),
-                "order_by" => o.order_by.is_some(),
-                _ => false,
-            }
+        fn one<T>(field: &Option<Spanned<T>>) -> Option<Range<usize>> {
+            field.as_ref().map(Spanned::span)
+        }
+        // A list is located at its first item (or at `type` when empty).
+        let list = |field: &Option<Vec<Str>>| -> Option<Range<usize>> {
+            field
+                .as_ref()
+                .map(|v| v.first().map_or_else(|| o.kind.span(), Spanned::span))
         };
+        let present = [
+            ("input", one(&o.input)),
+            ("inputs", list(&o.inputs)),
+            ("left", one(&o.left)),
+            ("right", one(&o.right)),
+            ("where", one(&o.where_)),
+            ("columns", list(&o.columns)),
+            ("key", list(&o.key)),
+            ("group_by", list(&o.group_by)),
+            ("aggregates", list(&o.aggregates)),
+            ("window", one(&o.window)),
+            ("on", one(&o.on)),
+            ("left_time", one(&o.left_time)),
+            ("right_time", one(&o.right_time)),
+            ("lower", one(&o.lower)),
+            ("upper", one(&o.upper)),
+            ("left_window_end", one(&o.left_window_end)),
+            ("right_window_end", one(&o.right_window_end)),
+            ("partition_by", list(&o.partition_by)),
+            ("order_by", list(&o.order_by)),
+            ("limit", one(&o.limit)),
+            ("rank_column", one(&o.rank_column)),
+            ("window_end", one(&o.window_end)),
+            ("time", one(&o.time)),
+            ("keep", one(&o.keep)),
+        ];
         for (field, at) in present {
-            let set = at.is_some() || is_set(field);
-            if set && !allowed.contains(&field) {
-                let at = at.unwrap_or_else(|| o.kind.span());
+            if let Some(at) = at.filter(|_| !allowed.contains(&field)) {
                 return Err(self
                     .err(
                         at,
