@@ -122,6 +122,13 @@ mod tests {
     #[test]
     fn hash_is_stable_and_spreads() {
         // Persisted state depends on these exact values: changing them breaks restores.
+        assert_eq!(hash_key(&[Value::Int(42)]), 10_170_320_601_224_710_043);
+        assert_eq!(hash_key(&[Value::str("bid")]), 16_295_630_442_034_552_027);
+        assert_eq!(
+            hash_key(&[Value::Int(1000), Value::Int(1001)]),
+            17_676_533_310_773_814_820
+        );
+        assert_eq!(hash_key(&[]), 11_400_714_819_323_198_485);
         assert_eq!(hash_key(&[Value::Int(42)]), hash_key(&[Value::Int(42)]));
         assert_ne!(hash_key(&[Value::Int(1)]), hash_key(&[Value::Int(2)]));
         assert_eq!(hash_key(&[Value::str("a")]), hash_key(&[Value::str("a")]));
