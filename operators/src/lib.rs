@@ -11,6 +11,7 @@ pub mod format;
 mod group_aggregate;
 mod interval_join;
 mod join;
+mod pushdown;
 mod session_window;
 mod sink;
 mod source;

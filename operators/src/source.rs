@@ -8,6 +8,7 @@
 
 use crate::dead_letter::DeadLetters;
 use crate::format::{event_to_row, generator_config, JsonColumn, JsonParser, NexmarkParser};
+use crate::pushdown::required_columns;
 use eddy_runtime::graph::{FileFormat, GeneratorSpec, JobGraph, NodeId, NodeKind, SourceConnector};
 use eddy_runtime::operator::{OpResult, OperatorError, Output, Source, SourcePoll};
 use std::fs::File;
@@ -30,23 +31,18 @@ pub fn build(
     let NodeKind::Source(spec) = &node.kind else {
         return Err(format!("`{}` is not a source", node.name));
     };
-    // Ports nobody reads are not parsed at all.
-    let wanted: Vec<bool> = (0..node.outputs.len())
-        .map(|port| !graph.consumers(id, port).is_empty())
+    // Ports nobody reads are not parsed at all, and columns nobody reads are not decoded.
+    let needed: Vec<Option<Vec<bool>>> = (0..node.outputs.len())
+        .map(|port| {
+            (!graph.consumers(id, port).is_empty()).then(|| required_columns(graph, id, port))
+        })
         .collect();
+    let nexmark_columns =
+        || -> [Option<Vec<bool>>; 3] { std::array::from_fn(|t| needed.get(t).cloned().flatten()) };
     match &spec.connector {
         SourceConnector::File { path, format } => {
             let parser = match format {
-                FileFormat::Nexmark => {
-                    let columns = std::array::from_fn(|t| {
-                        wanted
-                            .get(t)
-                            .copied()
-                            .unwrap_or(false)
-                            .then(|| vec![true; node.outputs[t].schema.len()])
-                    });
-                    LineParser::Nexmark(NexmarkParser::new(columns))
-                }
+                FileFormat::Nexmark => LineParser::Nexmark(NexmarkParser::new(nexmark_columns())),
                 FileFormat::Json { columns } => LineParser::Json(JsonParser::new(
                     columns
                         .iter()
@@ -56,7 +52,11 @@ pub fn build(
                             path: c.path.clone(),
                         })
                         .collect(),
-                    vec![true; columns.len()],
+                    needed
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| vec![true; columns.len()]),
                 )),
             };
             let files = list_files(Path::new(path)).map_err(|e| e.to_string())?;
@@ -76,8 +76,7 @@ pub fn build(
             spec,
             subtask,
             node.parallelism,
-            wanted,
-            node.outputs.iter().map(|p| p.schema.len()).collect(),
+            nexmark_columns(),
         ))),
     }
 }
@@ -240,8 +239,7 @@ impl GeneratorSource {
         spec: &GeneratorSpec,
         subtask: u32,
         parallelism: u32,
-        wanted: Vec<bool>,
-        widths: Vec<usize>,
+        columns: [Option<Vec<bool>>; 3],
     ) -> GeneratorSource {
         let config = generator_config(spec.base_time as u64, spec.rate as usize);
         let generator = nexmark::EventGenerator::new(config)
@@ -249,13 +247,7 @@ impl GeneratorSource {
             .with_step(parallelism as u64);
         GeneratorSource {
             generator,
-            columns: std::array::from_fn(|t| {
-                wanted
-                    .get(t)
-                    .copied()
-                    .unwrap_or(false)
-                    .then(|| vec![true; widths[t]])
-            }),
+            columns,
             next: subtask as u64,
             step: parallelism as u64,
             limit: spec.events,
