@@ -142,7 +142,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .sum();
         let secs = stats.elapsed.as_secs_f64();
         eprintln!(
-            "{}: {} records from the sources in {:.2} s ({:.0} records/s)",
+            "{}: {} rows read from the sources in {:.2} s ({:.0} rows/s)",
             graph.name,
             read,
             secs,

@@ -352,3 +352,55 @@ fn output_to_a_device_is_written_in_place() {
         "/dev/null must stay a device"
     );
 }
+
+#[test]
+fn a_missing_input_file_is_a_clear_runtime_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = eddy(
+        &[
+            "run",
+            repo().join("jobs/nexmark/q0.toml").to_str().unwrap(),
+            "--param",
+            "input=no/such/events.jsonl",
+            "--param",
+            "output=out.jsonl",
+        ],
+        dir.path(),
+    );
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("cannot read input `no/such/events.jsonl`"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+    assert!(
+        !dir.path().join("out.jsonl").exists(),
+        "no output for a failed job"
+    );
+}
+
+#[test]
+fn stdout_sink_prints_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[[source]]\nname = \"events\"\nconnector = \"nexmark-generator\"\nevents = 200\n\n\
+         [[operator]]\nname = \"op\"\ntype = \"filter\"\ninput = \"events.person\"\nwhere = \"id < 1002\"\n\n\
+         [[sink]]\nname = \"out\"\ninput = \"op\"\nconnector = \"stdout\"\n",
+    )
+    .unwrap();
+    let out = eddy(&["run", "-q", job.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<i64> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, vec![1000, 1001]);
+}
