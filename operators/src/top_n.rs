@@ -148,11 +148,15 @@ impl<B: KeyedStateBackend> Operator for TopN<B> {
                     self.late += 1;
                     continue;
                 }
-                self.windows.update(kg, &key, &end, |slot| {
+                let created = self.windows.update(kg, &key, &end, |slot| {
+                    let created = slot.is_none();
                     let list = slot.get_or_insert_with(Vec::new);
                     Self::insert(desc, limit, list, (sort_key, row.values));
+                    created
                 });
-                self.timers.register(end - 1, kg, &key);
+                if created {
+                    self.timers.register(end - 1, kg, &key);
+                }
                 continue;
             }
             let before = &mut self.before;

@@ -153,15 +153,20 @@ impl<B: KeyedStateBackend> Operator for WindowAggregate<B> {
                     return; // this window already fired
                 }
                 assigned = true;
-                windows.update(kg, &key, &end, |slot| {
+                let created = windows.update(kg, &key, &end, |slot| {
+                    let created = slot.is_none();
                     let state = slot.get_or_insert_with(|| WindowState {
                         start,
                         key: key.clone(),
                         accs: create_all(aggregates),
                     });
                     update_all(aggregates, &mut state.accs, &row.values, sign);
+                    created
                 });
-                timers.register(end - 1, kg, &key);
+                // One timer per window: it exists from the window's first row on.
+                if created {
+                    timers.register(end - 1, kg, &key);
+                }
             });
             if !assigned {
                 self.late += 1;

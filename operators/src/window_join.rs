@@ -64,10 +64,16 @@ impl<B: KeyedStateBackend> Operator for WindowJoin<B> {
             let Some((key, kg)) = self.common.key(input, &row.values) else {
                 continue;
             };
-            self.sides[input].update(kg, &key, &end, |slot| {
-                slot.get_or_insert_with(Vec::new).push(row.values)
+            let created = self.sides[input].update(kg, &key, &end, |slot| {
+                let created = slot.is_none();
+                slot.get_or_insert_with(Vec::new).push(row.values);
+                created
             });
-            self.timers.register(end - 1, kg, &key);
+            // A window's timer is registered by the first row of either side (registering twice
+            // is harmless: timers are de-duplicated).
+            if created {
+                self.timers.register(end - 1, kg, &key);
+            }
         }
         Ok(())
     }

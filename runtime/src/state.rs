@@ -167,14 +167,15 @@ impl<T: StateData> ValueState<T> for MemoryValueState<T> {
     }
 }
 
-/// [`MapState`] of the [`MemoryBackend`].
+/// [`MapState`] of the [`MemoryBackend`]. Entries hold `Option<V>` so that `update` changes a
+/// present value in place with one lookup (None never stays stored).
 pub struct MemoryMapState<K, V> {
-    data: Partitioned<Key, BTreeMap<K, V>>,
+    data: Partitioned<Key, BTreeMap<K, Option<V>>>,
 }
 
 impl<K: MapKey, V: StateData> MapState<K, V> for MemoryMapState<K, V> {
     fn get(&self, kg: KeyGroup, key: &Key, map_key: &K) -> Option<V> {
-        self.data.group(kg).get(key)?.get(map_key).cloned()
+        self.data.group(kg).get(key)?.get(map_key)?.clone()
     }
 
     fn update<R>(
@@ -189,10 +190,20 @@ impl<K: MapKey, V: StateData> MapState<K, V> for MemoryMapState<K, V> {
             Some(map) => map,
             None => group.entry(key.clone()).or_default(),
         };
-        let mut holder = map.remove(map_key);
-        let result = f(&mut holder);
-        if let Some(v) = holder {
-            map.insert(map_key.clone(), v);
+        if let Some(slot) = map.get_mut(map_key) {
+            let result = f(slot);
+            if slot.is_none() {
+                map.remove(map_key);
+                if map.is_empty() {
+                    group.remove(key);
+                }
+            }
+            return result;
+        }
+        let mut slot = None;
+        let result = f(&mut slot);
+        if slot.is_some() {
+            map.insert(map_key.clone(), slot);
         } else if map.is_empty() {
             group.remove(key);
         }
@@ -202,7 +213,7 @@ impl<K: MapKey, V: StateData> MapState<K, V> for MemoryMapState<K, V> {
     fn remove(&mut self, kg: KeyGroup, key: &Key, map_key: &K) -> Option<V> {
         let group = self.data.group_mut(kg);
         let map = group.get_mut(key)?;
-        let removed = map.remove(map_key);
+        let removed = map.remove(map_key).flatten();
         if map.is_empty() {
             group.remove(key);
         }
@@ -212,7 +223,9 @@ impl<K: MapKey, V: StateData> MapState<K, V> for MemoryMapState<K, V> {
     fn for_each(&self, kg: KeyGroup, key: &Key, mut f: impl FnMut(&K, &V)) {
         if let Some(map) = self.data.group(kg).get(key) {
             for (k, v) in map {
-                f(k, v);
+                if let Some(v) = v {
+                    f(k, v);
+                }
             }
         }
     }
