@@ -78,7 +78,7 @@ bash "$shared/flink/bench.sh" -p "$parallelisms" -r "$runs" -v "$venv" "$file" "
 echo "# Eddy / Flink"
 awk '
   # Reads a table by its header: value[engine, query, p, column].
-  FNR == 1 { engine = (FILENAME ~ /eddy/) ? "eddy" : "flink" }
+  FNR == 1 { engine = (FILENAME ~ /eddy\.txt$/) ? "eddy" : "flink" }
   /^#/ || NF == 0 { next }
   $1 == "query" { for (i = 1; i <= NF; i++) col[engine, $i] = i; next }
   {
@@ -94,12 +94,15 @@ awk '
     return sprintf("%.1f", v["eddy", key, c] / v["flink", key, c])
   }
   END {
-    printf "%-6s%3s%12s%12s%7s%12s%12s%7s%9s%9s\n", "query", "p", "flink_ev/s/c", "eddy_ev/s/c",
-      "ratio", "flink_ev/cpu", "eddy_ev/cpu", "ratio", "flink_oth", "eddy_oth"
+    printf "%-6s%3s%16s%15s%7s%5s%15s%14s%10s%14s%13s\n", "query", "p", "flink_ev/s/core",
+      "eddy_ev/s/core", "ratio", ">=3", "flink_ev/cpu_s", "eddy_ev/cpu_s", "cpu_ratio", "flink_other_s",
+      "eddy_other_s"
     for (i = 1; i <= n; i++) {
       key = order[i]; split(key, qp, SUBSEP)
-      printf "%-6s%3s%12s%12s%7s%12s%12s%7s%9s%9s\n", qp[1], qp[2],
-        fmt("flink", key, "ev/s/core"), fmt("eddy", key, "ev/s/core"), ratio(key, "ev/s/core"),
+      r = ratio(key, "ev/s/core")
+      printf "%-6s%3s%16s%15s%7s%5s%15s%14s%10s%14s%13s\n", qp[1], qp[2],
+        fmt("flink", key, "ev/s/core"), fmt("eddy", key, "ev/s/core"), r,
+        r == "-" ? "-" : (v["eddy", key, "ev/s/core"] >= 3 * v["flink", key, "ev/s/core"] ? "yes" : "no"),
         fmt("flink", key, "ev/cpu_s"), fmt("eddy", key, "ev/cpu_s"), ratio(key, "ev/cpu_s"),
         fmt("flink", key, "other_s"), fmt("eddy", key, "other_s")
     }
@@ -107,4 +110,5 @@ awk '
 ' "$work/eddy.txt" "$work/flink.txt"
 echo "# ratio = Eddy / Flink (the goal: >= 3 for ev/s/core on every query). Flink: RocksDB, exactly-once"
 echo "# checkpoints every 10 s; Eddy: no checkpoints yet (they come with the next issue), so the"
-echo "# comparison flatters Eddy by the cost of checkpointing. *_oth: CPU-seconds other processes used."
+echo "# comparison flatters Eddy by the cost of checkpointing. *_other_s: CPU-seconds other processes"
+echo "# used meanwhile (near 0 on a quiet machine)."
