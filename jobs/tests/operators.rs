@@ -308,10 +308,10 @@ limit = 1
 #[test]
 fn late_rows_are_dropped_from_closed_windows() {
     let dir = tempfile::tempdir().unwrap();
-    // The source emits a watermark after each batch of up to 1024 lines: the filler puts the
-    // late row into a batch after the watermark has passed 10 s.
+    // The source emits a watermark every 8 polls of up to 1024 lines: the filler puts the late
+    // row after a watermark that has passed 10 s.
     let mut rows = vec![(1, "a", "1", 0)];
-    rows.extend(std::iter::repeat_n((1, "a", "1", 11), 1100));
+    rows.extend(std::iter::repeat_n((1, "a", "1", 11), 9000));
     rows.extend([(1, "a", "1", 2), (1, "a", "1", 12)]);
     let input = write_clicks(dir.path(), "late.jsonl", &rows);
     let output = dir.path().join("out.jsonl");
@@ -342,7 +342,51 @@ fn late_rows_are_dropped_from_closed_windows() {
         "{out}"
     );
     assert!(
-        out.contains("\"window_end\":\"2026-01-01 00:00:20.000\",\"n\":1101"),
+        out.contains("\"window_end\":\"2026-01-01 00:00:20.000\",\"n\":9001"),
         "{out}"
     );
+}
+
+/// Identical rows are ranked separately, across batches (the changelog is a multiset diff).
+#[test]
+fn continuous_top_n_keeps_identical_rows_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fillers of another partition push each row of partition `a` into its own batch.
+    let mut rows = vec![(1, "a", "5.00", 0)];
+    rows.extend(std::iter::repeat_n((9, "f", "1.00", 1), 2000));
+    rows.push((1, "a", "5.00", 0));
+    rows.extend(std::iter::repeat_n((9, "f", "1.00", 1), 2000));
+    rows.push((2, "a", "9.00", 2));
+    let input = write_clicks(dir.path(), "dups.jsonl", &rows);
+    let output = dir.path().join("out.jsonl");
+    let text = format!(
+        "[params]\ninput = {{}}\n{}\n[[operator]]\nname = \"t\"\ntype = \"top_n\"\ninput = \"clicks\"\n\
+         partition_by = [\"page\"]\norder_by = [\"amount DESC\"]\nlimit = 2\n\
+         [[sink]]\nname = \"s\"\ninput = \"t\"\nconnector = \"file\"\npath = \"{}\"\n",
+        source("clicks", "input"),
+        output.display()
+    );
+    for p in [1, 2] {
+        let options = CompileOptions {
+            params: [("input".to_string(), input.clone())].into_iter().collect(),
+            parallelism: Some(p),
+        };
+        let graph = compile_str("dups.toml", &text, &options).unwrap();
+        let factory = Factory::new(RunSettings::default());
+        execute(
+            &graph,
+            &factory,
+            &ExecOptions::default(),
+            &CancelHandle::default(),
+        )
+        .unwrap();
+        let mut out: Vec<String> = std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["user"].to_string())
+            .collect();
+        out.sort();
+        // a: the 9.00 row and one of the two identical 5.00 rows; f: two identical fillers.
+        assert_eq!(out, vec!["1", "2", "9", "9"], "parallelism {p}");
+    }
 }

@@ -108,13 +108,17 @@ impl AggregateSpec {
         }
         match acc {
             Acc::Count(c) => *c += sign,
-            Acc::Distinct(set) => {
-                let entry = set.entry(value).or_insert(0);
-                *entry += sign;
-                if *entry == 0 {
-                    set.retain(|_, n| *n != 0);
+            Acc::Distinct(set) => match set.entry(value) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    *e.get_mut() += sign;
+                    if *e.get() == 0 {
+                        e.remove();
+                    }
                 }
-            }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(sign);
+                }
+            },
             Acc::SumInt { sum, count } => {
                 if let Value::Int(v) = value {
                     *sum = sum.wrapping_add(v.wrapping_mul(sign));
@@ -222,7 +226,7 @@ impl AggregateSpec {
         let avg = self.call.function == Avg;
         match acc {
             Acc::Count(c) => Value::Int(*c),
-            Acc::Distinct(set) => Value::Int(set.len() as i64),
+            Acc::Distinct(set) => Value::Int(set.values().filter(|n| **n > 0).count() as i64),
             Acc::SumInt { count: 0, .. }
             | Acc::SumFloat { count: 0, .. }
             | Acc::SumDecimal { count: 0, .. } => Value::Null,

@@ -71,10 +71,6 @@ impl<B: KeyedStateBackend> Operator for IntervalJoin<B> {
             let Some(t) = row.values[self.times[input]].as_timestamp() else {
                 continue;
             };
-            if t <= self.watermark {
-                self.late += 1;
-                continue;
-            }
             let Some((key, kg)) = self.common.key(input, &row.values) else {
                 continue;
             };
@@ -93,7 +89,12 @@ impl<B: KeyedStateBackend> Operator for IntervalJoin<B> {
                     common.emit_pair(l, r, out);
                 }
             });
+            // Keep the row only while a partner can still arrive on the other side.
             let expiry = expiry(input, t, self.lower, self.upper);
+            if expiry <= self.watermark {
+                self.late += 1;
+                continue;
+            }
             self.sides[input].add(kg, &key, row.values);
             self.timers.register(expiry, kg, &key);
         }
@@ -117,7 +118,10 @@ impl<B: KeyedStateBackend> Operator for IntervalJoin<B> {
 
     fn on_end(&mut self, _out: &mut Output) -> OpResult {
         if self.late > 0 {
-            tracing::warn!(late = self.late, "interval join dropped late rows");
+            tracing::warn!(
+                late = self.late,
+                "interval join matched late rows without keeping them"
+            );
         }
         Ok(())
     }

@@ -72,44 +72,60 @@ impl<B: KeyedStateBackend> Operator for SessionWindow<B> {
             let Some(ts) = row.values[self.time].as_timestamp() else {
                 continue;
             };
-            let (start, end) = (ts, ts + self.gap);
-            if end - 1 <= self.watermark {
-                self.late += 1;
-                continue;
-            }
             let sign = if row.kind.is_addition() { 1 } else { -1 };
             let key = eval_key(&self.keys, &row.values);
             let kg = key_group(&key, self.max_parallelism);
-            let aggregates = &self.aggregates;
-            let merged_end = self.sessions.update(kg, &key, |slot| {
+            let (aggregates, watermark, gap) = (&self.aggregates, self.watermark, self.gap);
+            // Some(end) if the row joined a live session whose end is new (needs a timer).
+            let outcome = self.sessions.update(kg, &key, |slot| {
                 let sessions = slot.get_or_insert_with(Vec::new);
+                let touches =
+                    |s: &Session, lo: Timestamp, hi: Timestamp| s.start <= hi && s.end >= lo;
+                // The bounds after merging, found first: as in Flink, a row is late only if the
+                // session it would end up in has already fired.
+                let (mut lo, mut hi) = (ts, ts + gap);
+                loop {
+                    let (l, h) = sessions
+                        .iter()
+                        .filter(|s| touches(s, lo, hi))
+                        .fold((lo, hi), |(l, h), s| (l.min(s.start), h.max(s.end)));
+                    if (l, h) == (lo, hi) {
+                        break;
+                    }
+                    (lo, hi) = (l, h);
+                }
+                if hi - 1 <= watermark {
+                    if sessions.is_empty() {
+                        *slot = None;
+                    }
+                    return Err(());
+                }
+                let known_end = sessions.iter().any(|s| touches(s, lo, hi) && s.end == hi);
                 let mut merged = Session {
-                    start,
-                    end,
+                    start: lo,
+                    end: hi,
                     accs: create_all(aggregates),
                 };
                 update_all(aggregates, &mut merged.accs, &row.values, sign);
-                let mut i = 0;
-                while i < sessions.len() {
-                    let s = &sessions[i];
-                    if s.start <= merged.end && s.end >= merged.start {
-                        let s = sessions.swap_remove(i);
-                        merged.start = merged.start.min(s.start);
-                        merged.end = merged.end.max(s.end);
+                for s in std::mem::take(sessions) {
+                    if touches(&s, lo, hi) {
                         for (spec, (acc, other)) in
                             aggregates.iter().zip(merged.accs.iter_mut().zip(s.accs))
                         {
                             spec.merge(acc, other);
                         }
                     } else {
-                        i += 1;
+                        sessions.push(s);
                     }
                 }
-                let end = merged.end;
                 sessions.push(merged);
-                end
+                Ok((!known_end).then_some(hi))
             });
-            self.timers.register(merged_end - 1, kg, &key);
+            match outcome {
+                Err(()) => self.late += 1,
+                Ok(Some(end)) => self.timers.register(end - 1, kg, &key),
+                Ok(None) => {}
+            }
         }
         Ok(())
     }

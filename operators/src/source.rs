@@ -34,7 +34,19 @@ pub fn build(
     // Ports nobody reads are not parsed at all, and columns nobody reads are not decoded.
     let needed: Vec<Option<Vec<bool>>> = (0..node.outputs.len())
         .map(|port| {
-            (!graph.consumers(id, port).is_empty()).then(|| required_columns(graph, id, port))
+            (!graph.consumers(id, port).is_empty()).then(|| {
+                let mut columns = required_columns(graph, id, port);
+                // The watermark reads its time column whether or not a consumer does.
+                let schema = &node.outputs[port].schema;
+                if let Some(i) = spec
+                    .watermark
+                    .as_ref()
+                    .and_then(|w| schema.index_of(&w.column))
+                {
+                    columns[i] = true;
+                }
+                columns
+            })
         })
         .collect();
     let nexmark_columns =

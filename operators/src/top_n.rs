@@ -119,14 +119,22 @@ impl<B: KeyedStateBackend> TopN<B> {
                 }
             }
         } else {
+            // As multisets: equal rows may be ranked more than once.
+            let mut count: FxHashMap<&[Value], i64> = FxHashMap::default();
             for b in before {
-                if !after.iter().any(|a| a.1 == b.1) {
-                    out.emit(0, Row::with_kind(RowKind::Delete, b.1.clone()));
-                }
+                *count.entry(&b.1).or_insert(0) -= 1;
             }
             for a in after {
-                if !before.iter().any(|b| a.1 == b.1) {
-                    out.emit(0, Row::with_kind(RowKind::Insert, a.1.clone()));
+                *count.entry(&a.1).or_insert(0) += 1;
+            }
+            for (values, n) in count {
+                let kind = if n < 0 {
+                    RowKind::Delete
+                } else {
+                    RowKind::Insert
+                };
+                for _ in 0..n.abs() {
+                    out.emit(0, Row::with_kind(kind, values.to_vec()));
                 }
             }
         }

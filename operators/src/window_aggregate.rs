@@ -93,7 +93,6 @@ impl Assigner {
 /// The state of one window of one key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct WindowState {
-    start: Timestamp,
     key: Vec<Value>,
     accs: Accs,
 }
@@ -103,7 +102,8 @@ pub struct WindowAggregate<B: KeyedStateBackend> {
     keys: Vec<Expr>,
     assigner: Assigner,
     aggregates: Vec<AggregateSpec>,
-    windows: B::Map<Timestamp, WindowState>,
+    /// Open windows per key, by (end, start): windows from sessions can share an end.
+    windows: B::Map<(Timestamp, Timestamp), WindowState>,
     timers: B::Timers,
     watermark: Timestamp,
     max_parallelism: u32,
@@ -153,10 +153,9 @@ impl<B: KeyedStateBackend> Operator for WindowAggregate<B> {
                     return; // this window already fired
                 }
                 assigned = true;
-                let created = windows.update(kg, &key, &end, |slot| {
+                let created = windows.update(kg, &key, &(end, start), |slot| {
                     let created = slot.is_none();
                     let state = slot.get_or_insert_with(|| WindowState {
-                        start,
                         key: key.clone(),
                         accs: create_all(aggregates),
                     });
@@ -179,12 +178,20 @@ impl<B: KeyedStateBackend> Operator for WindowAggregate<B> {
         self.watermark = watermark;
         for (time, kg, key) in self.timers.pop_due(watermark) {
             let end = time + 1;
-            if let Some(state) = self.windows.remove(kg, &key, &end) {
-                let mut values = state.key;
-                values.push(Value::Timestamp(state.start));
-                values.push(Value::Timestamp(end));
-                results_into(&self.aggregates, &state.accs, &mut values);
-                out.emit(0, Row::with_kind(RowKind::Insert, values));
+            let mut starts = Vec::new();
+            self.windows.for_each(kg, &key, |&(e, s), _| {
+                if e == end {
+                    starts.push(s);
+                }
+            });
+            for start in starts {
+                if let Some(state) = self.windows.remove(kg, &key, &(end, start)) {
+                    let mut values = state.key;
+                    values.push(Value::Timestamp(start));
+                    values.push(Value::Timestamp(end));
+                    results_into(&self.aggregates, &state.accs, &mut values);
+                    out.emit(0, Row::with_kind(RowKind::Insert, values));
+                }
             }
         }
         Ok(())

@@ -287,6 +287,8 @@ struct Chain {
     routes: Vec<Vec<Vec<Target>>>,
     exchanges: Vec<ExchangeWriter>,
     name: String,
+    /// A watermark the operators fired on that has not been sent downstream yet.
+    unforwarded: Option<Timestamp>,
 }
 
 impl Chain {
@@ -339,8 +341,27 @@ impl Chain {
         Ok(())
     }
 
-    /// Event time advanced for the whole task: every operator fires, in chain order.
+    /// Event time advanced for the whole task: every operator fires, in chain order, and the
+    /// watermark goes downstream.
     fn watermark(&mut self, watermark: Timestamp) -> Result<(), ExecError> {
+        self.fire(watermark)?;
+        self.forward_watermark()
+    }
+
+    /// Sends the last watermark the operators fired on downstream, if not sent yet. Sending it
+    /// later than the operators saw it is always safe (it only holds receivers back a little).
+    fn forward_watermark(&mut self) -> Result<(), ExecError> {
+        if let Some(watermark) = self.unforwarded.take() {
+            for exchange in &mut self.exchanges {
+                exchange.broadcast(Element::Watermark(watermark))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every operator fires what the watermark makes due, in chain order; the watermark is
+    /// forwarded later by [`Chain::forward_watermark`].
+    fn fire(&mut self, watermark: Timestamp) -> Result<(), ExecError> {
         for op in 0..self.ops.len() {
             let mut out = std::mem::take(&mut self.ops[op].out);
             if let Err(e) = self.ops[op].op.on_watermark(watermark, &mut out) {
@@ -349,9 +370,7 @@ impl Chain {
             self.route(op, &mut out)?;
             self.ops[op].out = out;
         }
-        for exchange in &mut self.exchanges {
-            exchange.broadcast(Element::Watermark(watermark))?;
-        }
+        self.unforwarded = Some(watermark);
         Ok(())
     }
 
@@ -380,6 +399,7 @@ impl Chain {
     }
 
     fn idle(&mut self) -> Result<(), ExecError> {
+        self.forward_watermark()?;
         for exchange in &mut self.exchanges {
             exchange.broadcast(Element::Idle)?;
         }
@@ -403,6 +423,10 @@ struct Inputs {
     watermarks: Vec<Timestamp>,
     status: Vec<ChannelStatus>,
     current: Timestamp,
+    /// Where the next scan for a ready channel starts (round-robin fairness).
+    next: usize,
+    /// Elements handled since the last watermark was forwarded.
+    since_watermark: u32,
 }
 
 impl Inputs {
@@ -431,6 +455,14 @@ impl Inputs {
     }
 }
 
+/// A source sends its watermark after this many polls (and whenever it idles or ends): often
+/// enough for timely windows, rarely enough that exchange batches stay full.
+const WATERMARK_EVERY_POLLS: u32 = 8;
+
+/// An input task forwards its watermark downstream after this many elements even while more
+/// input is queued (otherwise as soon as its inputs are drained).
+const WATERMARK_EVERY_ELEMENTS: u32 = 16;
+
 /// Watermark generation of a source subtask.
 struct SourceWatermarks {
     /// Per port: the time column, if the port carries event time.
@@ -442,19 +474,21 @@ struct SourceWatermarks {
 }
 
 impl SourceWatermarks {
-    /// Looks at the rows a poll produced; returns a new watermark if it advanced.
-    fn observe(&mut self, out: &Output) -> Option<Timestamp> {
+    /// Looks at the rows a poll produced.
+    fn observe(&mut self, out: &Output) {
         for (port, column) in self.columns.iter().enumerate() {
             if let Some(c) = column {
                 for row in out.rows(port) {
                     if let Some(t) = row.values[*c].as_timestamp() {
-                        if t > self.max_seen {
-                            self.max_seen = t;
-                        }
+                        self.max_seen = self.max_seen.max(t);
                     }
                 }
             }
         }
+    }
+
+    /// The new watermark, if it advanced since the last one emitted.
+    fn advance(&mut self) -> Option<Timestamp> {
         if self.max_seen == MIN_TIMESTAMP {
             return None;
         }
@@ -519,6 +553,7 @@ impl Task {
         let chain = &mut self.chain;
         let mut idle_since: Option<Instant> = None;
         let mut marked_idle = false;
+        let mut polls = 0u32;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(ExecError::Cancelled);
@@ -528,7 +563,15 @@ impl Task {
                 source: e,
             })?;
             let produced = !out.is_empty();
-            let new_watermark = watermarks.as_mut().and_then(|w| w.observe(out));
+            polls += 1;
+            let new_watermark = watermarks.as_mut().and_then(|w| {
+                w.observe(out);
+                let due = polls >= WATERMARK_EVERY_POLLS || poll != SourcePoll::Ready;
+                due.then(|| w.advance()).flatten()
+            });
+            if new_watermark.is_some() {
+                polls = 0;
+            }
             if produced {
                 self.source_records += out.len() as u64;
                 idle_since = None;
@@ -578,11 +621,14 @@ impl Task {
             if alive.is_empty() {
                 return chain.end();
             }
-            // Prefer a channel with data ready; block only when none has any.
+            // Take a channel with data ready, starting after the last one served so that every
+            // channel gets its turn; block only when none has any.
             let mut ready = None;
-            for &i in &alive {
+            for offset in 0..alive.len() {
+                let i = alive[(inputs.next + offset) % alive.len()];
                 match inputs.receivers[i].try_recv() {
                     Ok(element) => {
+                        inputs.next = (inputs.next + offset + 1) % alive.len();
                         ready = Some((i, element));
                         break;
                     }
@@ -616,6 +662,7 @@ impl Task {
                     }
                 }
             };
+            let mut status_changed = false;
             match element {
                 Element::Batch(rows) => {
                     inputs.status[channel] = ChannelStatus::Active;
@@ -627,19 +674,36 @@ impl Task {
                 }
                 Element::Idle => {
                     inputs.status[channel] = ChannelStatus::Idle;
-                    // When every live input is idle, so is this task's output.
-                    if inputs.status.iter().all(|s| *s != ChannelStatus::Active) {
-                        chain.idle()?;
-                    }
+                    status_changed = true;
                 }
-                Element::End => inputs.status[channel] = ChannelStatus::Ended,
+                Element::End => {
+                    inputs.status[channel] = ChannelStatus::Ended;
+                    status_changed = true;
+                }
             }
+            // The operators see a new watermark at once, in channel order (deterministic); it
+            // is forwarded downstream less often, so that exchange batches stay full.
             let wm = inputs.combined();
             if wm > inputs.current && wm != MAX_TIMESTAMP {
                 inputs.current = wm;
-                chain.watermark(wm)?;
+                chain.fire(wm)?;
             }
-            if !inputs.has_pending() {
+            inputs.since_watermark += 1;
+            let pending = inputs.has_pending();
+            if !pending || status_changed || inputs.since_watermark >= WATERMARK_EVERY_ELEMENTS {
+                inputs.since_watermark = 0;
+                chain.forward_watermark()?;
+            }
+            // When every live input is idle, so is this task's output (after the watermark that
+            // idleness allowed, as Flink's valve does).
+            let live = inputs.status.iter().filter(|s| **s != ChannelStatus::Ended);
+            let all_idle = status_changed
+                && live.clone().count() > 0
+                && live.into_iter().all(|s| *s == ChannelStatus::Idle);
+            if all_idle {
+                chain.idle()?;
+            }
+            if !pending {
                 chain.flush()?;
             }
         }
@@ -801,6 +865,7 @@ pub fn execute(
                 routes,
                 exchanges,
                 name: name.clone(),
+                unforwarded: None,
             };
             let head_state = match &head.kind {
                 NodeKind::Source(spec) => {
@@ -848,6 +913,8 @@ pub fn execute(
                         watermarks: vec![MIN_TIMESTAMP; n],
                         status: vec![ChannelStatus::Active; n],
                         current: MIN_TIMESTAMP,
+                        next: 0,
+                        since_watermark: 0,
                     })
                 }
             };
@@ -1144,6 +1211,8 @@ mod tests {
             watermarks: vec![5, MIN_TIMESTAMP],
             status: vec![ChannelStatus::Active; 2],
             current: MIN_TIMESTAMP,
+            next: 0,
+            since_watermark: 0,
         };
         assert_eq!(inputs.combined(), MIN_TIMESTAMP);
         inputs.status[1] = ChannelStatus::Idle;
