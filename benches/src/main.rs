@@ -10,6 +10,10 @@ use eddy_runtime::exec::ExecOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The allocator of the `eddy` binary, so that the figures are those of `eddy run`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Queries without state (or with constant state): they get more events by default, so that a
 /// run lasts long enough to measure.
 const STATELESS: [&str; 6] = ["q0", "q1", "q2", "q14", "q21", "q22"];
