@@ -35,8 +35,22 @@ pub fn compile_named(items: &[NamedExpr], scope: &Scope) -> Result<Vec<Expr>, Bu
     items.iter().map(|i| compile_expr(&i.expr, scope)).collect()
 }
 
+/// The aggregates of a node over its input 0, ready to accumulate: MIN and MAX keep every value
+/// only when that input carries retractions.
+pub fn aggregate_specs(
+    graph: &JobGraph,
+    node: NodeId,
+    items: &[NamedExpr],
+) -> Result<Vec<crate::aggregate::AggregateSpec>, BuildError> {
+    let retracting = graph.input_updating(node, 0);
+    Ok(compile_aggregates(items, input_schema(graph, node, 0))?
+        .into_iter()
+        .map(|c| crate::aggregate::AggregateSpec::new(c, retracting))
+        .collect())
+}
+
 /// Compiles aggregate calls over one schema.
-pub fn compile_aggregates(
+fn compile_aggregates(
     items: &[NamedExpr],
     schema: &Schema,
 ) -> Result<Vec<AggregateCall>, BuildError> {

@@ -7,7 +7,7 @@
 
 use crate::aggregate::{create_all, results_into, update_all, Accs, AggregateSpec};
 use crate::compile::{
-    compile_aggregates, compile_named, eval_key, input_schema, key_group, BuildError,
+    aggregate_specs, compile_named, eval_key, input_schema, key_group, BuildError,
 };
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, NamedExpr, NodeId};
@@ -47,13 +47,9 @@ impl<B: KeyedStateBackend> GroupAggregate<B> {
         max_parallelism: u32,
     ) -> Result<Self, BuildError> {
         let schema = input_schema(graph, node, 0);
-        let retracting = graph.input_updating(node, 0);
         Ok(GroupAggregate {
             keys: compile_named(group_by, &Scope::single(schema))?,
-            aggregates: compile_aggregates(aggregates, schema)?
-                .into_iter()
-                .map(|c| AggregateSpec::new(c, retracting))
-                .collect(),
+            aggregates: aggregate_specs(graph, node, aggregates)?,
             groups: backend.value_state("groups"),
             max_parallelism,
             touched: FxHashMap::default(),

@@ -7,7 +7,7 @@
 
 use crate::aggregate::{create_all, results_into, update_all, Accs, AggregateSpec};
 use crate::compile::{
-    column, compile_aggregates, compile_named, eval_key, input_schema, key_group, BuildError,
+    aggregate_specs, column, compile_named, eval_key, input_schema, key_group, BuildError,
 };
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, NamedExpr, NodeId, WindowSpec};
@@ -121,14 +121,10 @@ impl<B: KeyedStateBackend> WindowAggregate<B> {
         max_parallelism: u32,
     ) -> Result<Self, BuildError> {
         let schema = input_schema(graph, node, 0);
-        let retracting = graph.input_updating(node, 0);
         Ok(WindowAggregate {
             keys: compile_named(group_by, &Scope::single(schema))?,
             assigner: Assigner::new(window, schema)?,
-            aggregates: compile_aggregates(aggregates, schema)?
-                .into_iter()
-                .map(|c| AggregateSpec::new(c, retracting))
-                .collect(),
+            aggregates: aggregate_specs(graph, node, aggregates)?,
             windows: backend.map_state("windows"),
             timers: backend.timers("window-timers"),
             watermark: MIN_TIMESTAMP,
