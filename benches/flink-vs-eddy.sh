@@ -11,7 +11,7 @@
 # Environment: CARGO_TARGET_DIR (default $HOME/.cache/eddy/target); EDDY_BENCH_DATA, where the
 # event files are kept and reused (default $HOME/.cache/eddy/bench; 2M events take ~670 MB).
 #
-# Not the same conditions, on purpose: Flink runs as ../shared/flink/bench.sh sets it up
+# Not the same conditions: Flink runs as ../shared/flink/bench.sh sets it up
 # (streaming, RocksDB state backend, exactly-once checkpoints every 10 s, its input dealt into P
 # files for P > 1), Eddy runs without checkpoints (they come with the next issue) and reads the
 # one file with P subtasks (each scans the file and parses every P-th line). Both write into

@@ -44,8 +44,8 @@ struct Args {
     #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
     /// Rows per batch between tasks.
-    #[arg(long, default_value_t = ExecOptions::default().batch_size)]
-    batch_size: usize,
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
     /// Where the job files of query names are.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../jobs/nexmark"))]
     jobs_dir: PathBuf,
@@ -159,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         ),
     }
     let options = ExecOptions {
-        batch_size: args.batch_size,
+        batch_size: args.batch_size as usize,
         ..ExecOptions::default()
     };
 
