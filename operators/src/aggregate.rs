@@ -38,8 +38,12 @@ impl Ord for SortKey {
 pub enum Acc {
     /// COUNT: rows (or non-null values) seen.
     Count(i64),
-    /// COUNT(DISTINCT x): each distinct value with its multiplicity.
-    Distinct(FxHashMap<Value, i64>),
+    /// COUNT(DISTINCT x): each distinct value with its multiplicity, and how many values have a
+    /// positive one (kept up to date, so the result costs nothing per row).
+    Distinct {
+        counts: FxHashMap<Value, i64>,
+        positive: i64,
+    },
     /// SUM and AVG over BIGINT.
     SumInt { sum: i64, count: i64 },
     /// SUM and AVG over DOUBLE.
@@ -74,7 +78,10 @@ impl AggregateSpec {
     pub fn create(&self) -> Acc {
         use AggregateFunction::*;
         match self.call.function {
-            Count if self.call.distinct => Acc::Distinct(FxHashMap::default()),
+            Count if self.call.distinct => Acc::Distinct {
+                counts: FxHashMap::default(),
+                positive: 0,
+            },
             Count => Acc::Count(0),
             Sum | Avg => match self.input_type {
                 Some(DataType::Double) => Acc::SumFloat { sum: 0.0, count: 0 },
@@ -108,17 +115,7 @@ impl AggregateSpec {
         }
         match acc {
             Acc::Count(c) => *c += sign,
-            Acc::Distinct(set) => match set.entry(value) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    *e.get_mut() += sign;
-                    if *e.get() == 0 {
-                        e.remove();
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(sign);
-                }
-            },
+            Acc::Distinct { counts, positive } => add_distinct(counts, positive, value, sign),
             Acc::SumInt { sum, count } => {
                 if let Value::Int(v) = value {
                     *sum = sum.wrapping_add(v.wrapping_mul(sign));
@@ -177,11 +174,10 @@ impl AggregateSpec {
     pub fn merge(&self, acc: &mut Acc, other: Acc) {
         match (acc, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
-            (Acc::Distinct(a), Acc::Distinct(b)) => {
-                for (v, n) in b {
-                    *a.entry(v).or_insert(0) += n;
+            (Acc::Distinct { counts, positive }, Acc::Distinct { counts: other, .. }) => {
+                for (v, n) in other {
+                    add_distinct(counts, positive, v, n);
                 }
-                a.retain(|_, n| *n != 0);
             }
             (Acc::SumInt { sum, count }, Acc::SumInt { sum: s, count: c }) => {
                 *sum = sum.wrapping_add(s);
@@ -226,7 +222,7 @@ impl AggregateSpec {
         let avg = self.call.function == Avg;
         match acc {
             Acc::Count(c) => Value::Int(*c),
-            Acc::Distinct(set) => Value::Int(set.values().filter(|n| **n > 0).count() as i64),
+            Acc::Distinct { positive, .. } => Value::Int(*positive),
             Acc::SumInt { count: 0, .. }
             | Acc::SumFloat { count: 0, .. }
             | Acc::SumDecimal { count: 0, .. } => Value::Null,
@@ -278,6 +274,26 @@ impl AggregateSpec {
             }
         }
     }
+}
+
+/// Adds `n` occurrences (negative: retractions) of a value to a distinct count.
+fn add_distinct(counts: &mut FxHashMap<Value, i64>, positive: &mut i64, value: Value, n: i64) {
+    let (before, after) = match counts.entry(value) {
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            let before = *e.get();
+            *e.get_mut() += n;
+            let after = *e.get();
+            if after == 0 {
+                e.remove();
+            }
+            (before, after)
+        }
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(n);
+            (0, n)
+        }
+    };
+    *positive += i64::from(after > 0) - i64::from(before > 0);
 }
 
 /// The accumulators of all aggregate calls of one group.
