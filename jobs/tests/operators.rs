@@ -53,27 +53,17 @@ watermark = {{ column = "ts", delay = "0s" }}
     )
 }
 
-/// Runs a job over the clicks at a parallelism and returns the output rows, sorted by text.
-fn run(job_body: &str, parallelism: u32) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let input = write_clicks(dir.path(), "clicks.jsonl", CLICKS);
-    let output = dir.path().join("out.jsonl");
-    let text = format!(
-        "[params]\ninput = {{}}\noutput = {{}}\n{}\n{job_body}\n[[sink]]\nname = \"out\"\ninput = \"result\"\nconnector = \"file\"\npath = \"${{output}}\"\n",
-        source("clicks", "input")
-    );
+/// Compiles job text with an `input` parameter and runs it to the end.
+fn execute_job(text: &str, input: &str, parallelism: u32, dir: &Path) {
     let options = CompileOptions {
-        params: [
-            ("input".to_string(), input),
-            ("output".to_string(), output.display().to_string()),
-        ]
-        .into_iter()
-        .collect(),
+        params: [("input".to_string(), input.to_string())]
+            .into_iter()
+            .collect(),
         parallelism: Some(parallelism),
     };
-    let graph = compile_str("test.toml", &text, &options).unwrap_or_else(|e| panic!("{e}"));
+    let graph = compile_str("test.toml", text, &options).unwrap_or_else(|e| panic!("{e}"));
     let factory = Factory::new(RunSettings {
-        dead_letter_path: dir.path().join("dead.jsonl"),
+        dead_letter_path: dir.join("dead.jsonl"),
     });
     execute(
         &graph,
@@ -82,6 +72,19 @@ fn run(job_body: &str, parallelism: u32) -> Vec<String> {
         &CancelHandle::default(),
     )
     .unwrap();
+}
+
+/// Runs a job over the clicks at a parallelism and returns the output rows, sorted by text.
+fn run(job_body: &str, parallelism: u32) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_clicks(dir.path(), "clicks.jsonl", CLICKS);
+    let output = dir.path().join("out.jsonl");
+    let text = format!(
+        "[params]\ninput = {{}}\n{}\n{job_body}\n[[sink]]\nname = \"out\"\ninput = \"result\"\nconnector = \"file\"\npath = \"{}\"\n",
+        source("clicks", "input"),
+        output.display()
+    );
+    execute_job(&text, &input, parallelism, dir.path());
     let mut rows: Vec<String> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()
@@ -322,19 +325,7 @@ fn late_rows_are_dropped_from_closed_windows() {
         source("clicks", "input"),
         output.display()
     );
-    let options = CompileOptions {
-        params: [("input".to_string(), input)].into_iter().collect(),
-        parallelism: Some(1),
-    };
-    let graph = compile_str("late.toml", &text, &options).unwrap();
-    let factory = Factory::new(RunSettings::default());
-    execute(
-        &graph,
-        &factory,
-        &ExecOptions::default(),
-        &CancelHandle::default(),
-    )
-    .unwrap();
+    execute_job(&text, &input, 1, dir.path());
     let out = std::fs::read_to_string(&output).unwrap();
     // The row at 2 s arrives after the watermark reached 11 s: window [0, 10) had fired.
     assert!(
@@ -367,19 +358,7 @@ fn continuous_top_n_keeps_identical_rows_apart() {
         output.display()
     );
     for p in [1, 2] {
-        let options = CompileOptions {
-            params: [("input".to_string(), input.clone())].into_iter().collect(),
-            parallelism: Some(p),
-        };
-        let graph = compile_str("dups.toml", &text, &options).unwrap();
-        let factory = Factory::new(RunSettings::default());
-        execute(
-            &graph,
-            &factory,
-            &ExecOptions::default(),
-            &CancelHandle::default(),
-        )
-        .unwrap();
+        execute_job(&text, &input, p, dir.path());
         let mut out: Vec<String> = std::fs::read_to_string(&output)
             .unwrap()
             .lines()
