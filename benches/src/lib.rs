@@ -7,13 +7,13 @@
 
 use anyhow::{bail, Context};
 use eddy_jobs::{compile_file, CompileOptions};
-use eddy_operators::format::{event_to_json_line, generator_config};
+use eddy_operators::format::write_nexmark_events;
 use eddy_operators::{Factory, RunSettings};
 use eddy_runtime::exec::{execute, CancelHandle, ExecOptions, JobStats};
 use eddy_runtime::graph::{GeneratorSpec, JobGraph, NodeKind, SinkConnector};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -169,11 +169,7 @@ pub fn write_events(events: u64, out: &Path) -> anyhow::Result<()> {
     }
     let file = File::create(out).with_context(|| format!("cannot create `{}`", out.display()))?;
     let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let generator = nexmark::EventGenerator::new(generator_config(BASE_TIME_MS, RATE_PER_SEC));
-    for event in generator.take(usize::try_from(events).unwrap_or(usize::MAX)) {
-        writer.write_all(event_to_json_line(&event).as_bytes())?;
-        writer.write_all(b"\n")?;
-    }
+    write_nexmark_events(&mut writer, events, BASE_TIME_MS, RATE_PER_SEC)?;
     writer
         .into_inner()
         .map_err(|e| e.into_error())?
@@ -257,6 +253,7 @@ pub fn run_job(
     ));
     let factory = Factory::new(RunSettings {
         dead_letter_path: dead_letter_path.clone(),
+        ..Default::default()
     });
 
     let machine_before = machine_cpu_time()?;

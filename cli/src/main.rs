@@ -2,15 +2,24 @@
 //! arguments, reports results and maps failures to exit codes (2: bad job or arguments,
 //! 1: the job failed while running).
 
+mod cluster;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use eddy_jobs::{compile_file, CompileOptions};
+use eddy_operators::checkpointing::{check_fits, Restored, RocksOptions, StateBackendChoice};
 use eddy_operators::{Factory, RunSettings};
-use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
+use eddy_runtime::checkpoint::storage::DirStorage;
+use eddy_runtime::checkpoint::{CheckpointMetadata, CheckpointStore};
+use eddy_runtime::exec::{
+    commit_checkpoint, execute, CancelHandle, CheckpointSettings, ExecOptions,
+};
 use eddy_runtime::graph::{GeneratorSpec, JobGraph, NodeKind, SinkConnector};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Rows, keys and state entries are many small allocations freed on other threads than the ones
 /// that made them; mimalloc handles that pattern much better than the system allocator.
@@ -33,22 +42,40 @@ enum Command {
     Run(RunArgs),
     /// Check a job file and print its plan (nodes, parallelism, partitioning) without running it.
     Check(JobArgs),
+    /// Run a coordinator: one node of the Raft group that stores jobs and schedules them.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Run a worker: registers with the coordinators and runs the tasks they deploy.
+    Worker(cluster::WorkerArgs),
+    /// Start a whole cluster on loopback in this process: three coordinators and N workers.
+    Local(cluster::LocalArgs),
+    /// Submit a job to the cluster; prints its id.
+    Submit(cluster::SubmitArgs),
+    /// List the cluster's jobs.
+    List(cluster::ClientArgs),
+    /// Show a job's state, tasks, last checkpoint, records in/out and the Raft leader.
+    Status(cluster::StatusArgs),
+    /// Cancel a job.
+    Cancel(cluster::JobIdArgs),
+    /// Write a savepoint of a running job (and optionally stop it).
+    Savepoint(cluster::SavepointArgs),
+    /// List the live workers, one per line.
+    Workers(cluster::ClientArgs),
 }
 
 #[derive(Args)]
-struct JobArgs {
+pub(crate) struct JobArgs {
     /// The job file (TOML), e.g. jobs/nexmark/q5.toml.
-    job: PathBuf,
+    pub(crate) job: PathBuf,
     /// Fill a `${NAME}` placeholder of the job file; repeat for several (--param input=events.jsonl.gz).
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
-    params: Vec<(String, String)>,
+    pub(crate) params: Vec<(String, String)>,
     /// Run every node with N parallel subtasks (threads) instead of the job's default parallelism.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    parallelism: Option<u32>,
+    pub(crate) parallelism: Option<u32>,
     /// Replace the job's Nexmark file sources with the built-in Nexmark generator making N events
     /// (the settings of the shared benchmark data); the `input` parameter is then not needed.
     #[arg(long, value_name = "N")]
-    generate: Option<u64>,
+    pub(crate) generate: Option<u64>,
     /// Event rate of --generate, in events per second of event time.
     #[arg(
         long,
@@ -56,7 +83,7 @@ struct JobArgs {
         default_value_t = 1000,
         requires = "generate"
     )]
-    rate: u64,
+    pub(crate) rate: u64,
 }
 
 #[derive(Args)]
@@ -73,6 +100,53 @@ struct RunArgs {
     /// Print only errors.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
+}
+
+/// Fault tolerance: checkpoints, savepoints and where keyed state lives.
+#[derive(Args)]
+struct CheckpointArgs {
+    /// Take checkpoints into DIR; if DIR already holds a completed checkpoint of this job, resume
+    /// from the latest one (the committed output then holds exactly the rows of an uninterrupted
+    /// run, for rows within the watermark delay: see docs/checkpointing.md).
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Time between checkpoints (e.g. 500ms, 1s, 1min).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
+    checkpoint_interval: Duration,
+    /// Completed checkpoints to keep in --checkpoint-dir; older ones are deleted.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    retain_checkpoints: u32,
+    /// On Ctrl-C or SIGTERM, write a savepoint into DIR before stopping (needs --checkpoint-dir).
+    #[arg(long, value_name = "DIR", requires = "checkpoint_dir")]
+    savepoint_dir: Option<PathBuf>,
+    /// Start from the latest savepoint in DIR, unless --checkpoint-dir holds a newer checkpoint
+    /// (ids grow over runs, so the newest state always wins).
+    #[arg(long, value_name = "DIR", requires = "checkpoint_dir")]
+    from_savepoint: Option<PathBuf>,
+    /// Where keyed operators keep state: `rocksdb` (the default with --checkpoint-dir) or
+    /// `memory` (the default without; fastest, cannot checkpoint).
+    #[arg(long, value_name = "BACKEND", value_parser = ["memory", "rocksdb"])]
+    state_backend: Option<String>,
+    /// Local working directory of RocksDB state (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// RocksDB block cache shared by all operators, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    state_cache_mb: u64,
+    /// Decoded state entries each state keeps in memory before writing back to RocksDB.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    state_cache_entries: u64,
+}
+
+pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
+    match eddy_runtime::types::parse_duration(text) {
+        Some(ms) if ms > 0 => Ok(Duration::from_millis(ms as u64)),
+        _ => Err(format!(
+            "`{text}` is not a positive duration (e.g. 500ms, 1s, 1min)"
+        )),
+    }
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -120,6 +194,173 @@ fn load(args: &JobArgs) -> Result<JobGraph, BadJob> {
     Ok(graph)
 }
 
+/// A run that cannot start: exit code 2, with this message.
+struct BadRun(String);
+
+/// Opens checkpoint storage in a directory.
+fn open_store(dir: &Path) -> Result<CheckpointStore, BadRun> {
+    let storage = DirStorage::new(dir).map_err(|e| {
+        BadRun(format!(
+            "error: cannot use checkpoint directory `{}`: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(CheckpointStore::new(Arc::new(storage)))
+}
+
+/// The latest completed checkpoint in a store, with a message that says what to do if it is
+/// unreadable.
+fn latest(store: &CheckpointStore, what: &str) -> Result<Option<CheckpointMetadata>, BadRun> {
+    store.latest().map_err(|e| {
+        BadRun(format!(
+            "error: cannot restore from the {what}: {e}\n(remove the damaged chk-* directory to fall back to an earlier one, or start over with an empty directory)"
+        ))
+    })
+}
+
+/// The state backend, restore point and checkpoint settings of a run.
+struct Plan {
+    settings: RunSettings,
+    checkpointing: Option<CheckpointSettings>,
+    /// Keeps a temporary state directory alive for the run.
+    _temp: Option<tempfile::TempDir>,
+    /// The run resumes a job that had already finished: nothing to do but re-commit.
+    finished: Option<Arc<CheckpointMetadata>>,
+}
+
+fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
+    let c = &args.checkpoints;
+    let rocksdb = match c.state_backend.as_deref() {
+        Some("memory") if c.checkpoint_dir.is_some() => {
+            return Err(BadRun(
+                "error: --state-backend memory cannot checkpoint; drop it (RocksDB is the default with --checkpoint-dir) or drop --checkpoint-dir".into(),
+            ))
+        }
+        Some("memory") => false,
+        Some(_) => true,
+        None => c.checkpoint_dir.is_some(),
+    };
+    let mut settings = RunSettings {
+        dead_letter_path: args.dead_letter.clone(),
+        exactly_once: c.checkpoint_dir.is_some(),
+        ..Default::default()
+    };
+    let mut temp = None;
+    if rocksdb {
+        let dir = match &c.state_dir {
+            Some(d) => d.clone(),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("eddy-state-")
+                    .tempdir()
+                    .map_err(|e| BadRun(format!("error: cannot create a state directory: {e}")))?;
+                let path = t.path().to_path_buf();
+                temp = Some(t);
+                path
+            }
+        };
+        let options = RocksOptions::new(
+            (c.state_cache_mb as usize) << 20,
+            c.state_cache_entries as usize,
+        )
+        .map_err(|e| BadRun(format!("error: {e}")))?;
+        settings.state = StateBackendChoice::RocksDb { dir, options };
+    }
+    let Some(dir) = &c.checkpoint_dir else {
+        return Ok(Plan {
+            settings,
+            checkpointing: None,
+            _temp: temp,
+            finished: None,
+        });
+    };
+    let store = open_store(dir)?;
+    // The newest of: the latest checkpoint, a savepoint a stop recorded next to the checkpoints,
+    // and --from-savepoint. Checkpoint ids continue over runs, so the highest id is the newest
+    // state; resuming anything older would publish again what a newer one published.
+    let mut candidates = Vec::new();
+    if let Some(m) = latest(&store, &format!("checkpoint directory `{}`", dir.display()))? {
+        candidates.push(Restored {
+            store: store.clone(),
+            metadata: Arc::new(m),
+            incremental_base: true,
+        });
+    }
+    let recorded = store
+        .recorded_savepoint()
+        .map_err(|e| BadRun(format!("error: {e}")))?;
+    let mut savepoints: Vec<PathBuf> = recorded
+        .into_iter()
+        .map(|p| PathBuf::from(p.location))
+        .collect();
+    savepoints.extend(c.from_savepoint.iter().cloned());
+    for sp in savepoints {
+        if !sp.is_dir() {
+            return Err(BadRun(format!(
+                "error: savepoint directory `{}` does not exist (check --from-savepoint, or remove `_savepoint` from the checkpoint directory)",
+                sp.display()
+            )));
+        }
+        let sp_store = open_store(&sp)?;
+        match latest(
+            &sp_store,
+            &format!("savepoint directory `{}`", sp.display()),
+        )? {
+            Some(m) => candidates.push(Restored {
+                store: sp_store,
+                metadata: Arc::new(m),
+                incremental_base: false,
+            }),
+            None => {
+                return Err(BadRun(format!(
+                    "error: `{}` holds no completed savepoint (check --from-savepoint)",
+                    sp.display()
+                )))
+            }
+        }
+    }
+    let restored = candidates.into_iter().max_by_key(|r| r.metadata.checkpoint);
+    let mut finished = None;
+    let mut first_id = 1;
+    if let Some(r) = &restored {
+        if r.metadata.job != graph.name {
+            return Err(BadRun(format!(
+                "error: checkpoint {} in `{}` belongs to job `{}`, not `{}`; use another --checkpoint-dir",
+                r.metadata.checkpoint,
+                r.store.storage().describe(),
+                r.metadata.job,
+                graph.name
+            )));
+        }
+        check_fits(graph, &r.metadata).map_err(|e| BadRun(format!("error: {e}")))?;
+        first_id = r.metadata.checkpoint + 1;
+        if r.metadata.finished {
+            finished = Some(Arc::clone(&r.metadata));
+        }
+    }
+    // Checkpoints that never completed and files nothing refers to are left over from a crash.
+    store
+        .prune(c.retain_checkpoints as usize)
+        .map_err(|e| BadRun(format!("error: {e}")))?;
+    let savepoint_on_stop = match &c.savepoint_dir {
+        Some(d) => Some(open_store(d)?),
+        None => None,
+    };
+    settings.restore = restored;
+    Ok(Plan {
+        settings,
+        checkpointing: Some(CheckpointSettings {
+            store,
+            interval: c.checkpoint_interval,
+            retain: c.retain_checkpoints as usize,
+            first_id,
+            savepoint_on_stop,
+        }),
+        _temp: temp,
+        finished,
+    })
+}
+
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let graph = match load(&args.job) {
         Ok(g) => g,
@@ -128,15 +369,67 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let factory = Factory::new(RunSettings {
-        dead_letter_path: args.dead_letter.clone(),
-    });
+    let plan = match plan(&args, &graph) {
+        Ok(p) => p,
+        Err(BadRun(message)) => {
+            eprintln!("{message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let factory = Factory::new(plan.settings.clone());
+    if let Some(r) = &plan.settings.restore {
+        // The previous run may have died between completing this checkpoint and committing it.
+        commit_checkpoint(&factory, &graph, &r.metadata)?;
+        if !args.quiet {
+            eprintln!(
+                "{}: resuming from checkpoint {} in {}",
+                graph.name,
+                r.metadata.checkpoint,
+                r.store.storage().describe()
+            );
+        }
+    }
+    if let Some(done) = &plan.finished {
+        if !args.quiet {
+            eprintln!(
+                "{}: already finished (checkpoint {}); its output is committed",
+                graph.name, done.checkpoint
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let options = ExecOptions {
         batch_size: args.batch_size as usize,
+        checkpointing: plan.checkpointing.clone(),
         ..ExecOptions::default()
     };
-    let stats = execute(&graph, &factory, &options, &CancelHandle::default())
+    let cancel = CancelHandle::default();
+    {
+        // First Ctrl-C or SIGTERM: stop (after a savepoint, if asked for); second: exit now.
+        let cancel = cancel.clone();
+        let savepoint = args.checkpoints.savepoint_dir.is_some();
+        let _ = ctrlc::set_handler(move || {
+            if cancel.stop_requested() || cancel.is_cancelled() {
+                std::process::exit(130);
+            }
+            cancel.request_stop();
+            if !savepoint {
+                cancel.cancel();
+            }
+        });
+    }
+    let stats = execute(&graph, &factory, &options, &cancel)
         .with_context(|| format!("job `{}` failed", graph.name))?;
+    if stats.stopped {
+        match stats.checkpoints.iter().rev().find(|c| c.savepoint) {
+            Some(sp) => eprintln!(
+                "{}: stopped with savepoint {} in {} (resume with --from-savepoint)",
+                graph.name, sp.id, sp.location
+            ),
+            None => eprintln!("{}: stopped", graph.name),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.quiet {
         let read: u64 = graph
             .nodes
@@ -163,6 +456,16 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 };
                 eprintln!("sink `{}`: {rows} changes in, result {place}", node.name);
             }
+        }
+        let regular: Vec<_> = stats.checkpoints.iter().filter(|c| !c.finished).collect();
+        if let Some(last) = regular.last() {
+            eprintln!(
+                "{} checkpoints completed (last: {}, took {} ms) in {}",
+                regular.len(),
+                last.id,
+                last.duration.as_millis(),
+                last.location
+            );
         }
         let dead = factory.dead_letter_count();
         if dead > 0 {
@@ -246,7 +549,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -268,5 +571,25 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(args) => check(args),
+        Command::Coordinator(args) => report(cluster::coordinator(args)),
+        Command::Worker(args) => report(cluster::worker(args)),
+        Command::Local(args) => report(cluster::local(args)),
+        Command::Submit(args) => report(cluster::submit(args)),
+        Command::List(args) => report(cluster::list(args)),
+        Command::Status(args) => report(cluster::status(args)),
+        Command::Cancel(args) => report(cluster::cancel(args)),
+        Command::Savepoint(args) => report(cluster::savepoint(args)),
+        Command::Workers(args) => report(cluster::workers(args)),
+    }
+}
+
+/// Maps a command's failure to a one-line error and exit code 1.
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -5,9 +5,11 @@
 mod compile;
 pub mod error;
 mod spec;
+mod submission;
 
 pub use compile::{compile_file, compile_str, CompileOptions};
 pub use error::JobError;
+pub use submission::Submission;
 
 use eddy_runtime::graph::{FileFormat, GeneratorSpec, JobGraph, NodeKind, SourceConnector};
 

@@ -7,10 +7,9 @@
 
 use eddy_jobs::compare::compare_files;
 use eddy_jobs::{compile_file, CompileOptions};
-use eddy_operators::format::{event_to_json_line, generator_config};
+use eddy_operators::format::write_nexmark_events;
 use eddy_operators::{Factory, RunSettings};
 use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -20,14 +19,8 @@ fn input() -> &'static Path {
     let (_, path) = INPUT.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("events-100k.jsonl");
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create input"));
-        let generator = nexmark::EventGenerator::new(generator_config(1_767_225_600_000, 1000));
-        for event in generator.take(100_000) {
-            out.write_all(event_to_json_line(&event).as_bytes())
-                .unwrap();
-            out.write_all(b"\n").unwrap();
-        }
-        out.flush().unwrap();
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        write_nexmark_events(&mut out, 100_000, 1_767_225_600_000, 1000).unwrap();
         (dir, path)
     });
     path
@@ -64,6 +57,7 @@ fn check(query: &str, parallelism: u32) {
     let graph = compile_file(&job, &options).unwrap_or_else(|e| panic!("{e}"));
     let factory = Factory::new(RunSettings {
         dead_letter_path: out_dir.path().join("dead-letter.jsonl"),
+        ..Default::default()
     });
     execute(
         &graph,

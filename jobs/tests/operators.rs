@@ -64,6 +64,7 @@ fn execute_job(text: &str, input: &str, parallelism: u32, dir: &Path) {
     let graph = compile_str("test.toml", text, &options).unwrap_or_else(|e| panic!("{e}"));
     let factory = Factory::new(RunSettings {
         dead_letter_path: dir.join("dead.jsonl"),
+        ..Default::default()
     });
     execute(
         &graph,

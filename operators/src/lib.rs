@@ -4,6 +4,7 @@
 //! input schemas when it is built, so per-record work is evaluation only.
 
 pub mod aggregate;
+pub mod checkpointing;
 mod compile;
 pub mod dead_letter;
 mod deduplicate;
@@ -20,12 +21,15 @@ mod top_n;
 mod window_aggregate;
 mod window_join;
 
+use checkpointing::{Restored, StateBackendChoice};
 use dead_letter::DeadLetters;
+use eddy_runtime::checkpoint::SubtaskState;
 use eddy_runtime::exec::TaskFactory;
 use eddy_runtime::graph::{JobGraph, JoinKind, NodeId, NodeKind, WindowSpec};
 use eddy_runtime::keygroup::KeyGroupRange;
 use eddy_runtime::operator::{Operator, Source};
-use eddy_runtime::state::MemoryBackend;
+use eddy_runtime::state::{KeyedStateBackend, MemoryBackend};
+use eddy_state_rocksdb::{Restore, RocksBackend};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -37,12 +41,21 @@ pub use sink::SinkFiles;
 pub struct RunSettings {
     /// Where malformed input lines go (created on the first one).
     pub dead_letter_path: std::path::PathBuf,
+    /// Where keyed operators keep state.
+    pub state: StateBackendChoice,
+    /// Sinks publish output only when a checkpoint covering it completes.
+    pub exactly_once: bool,
+    /// The checkpoint or savepoint to start from.
+    pub restore: Option<Restored>,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
         RunSettings {
             dead_letter_path: "dead-letter.jsonl".into(),
+            state: StateBackendChoice::Memory,
+            exactly_once: false,
+            restore: None,
         }
     }
 }
@@ -83,66 +96,137 @@ impl Factory {
     ) -> Result<Box<dyn Operator>, BuildError> {
         let node = &graph.nodes[id];
         let range = KeyGroupRange::of_subtask(subtask, node.parallelism, graph.max_parallelism);
-        let backend = MemoryBackend::new(range);
-        let max_p = graph.max_parallelism;
+        if checkpointing::is_keyed(&node.kind) {
+            return match &self.settings.state {
+                StateBackendChoice::Memory => keyed(graph, id, MemoryBackend::new(range)),
+                StateBackendChoice::RocksDb { dir, options } => {
+                    let owner = checkpointing::owner_name(node, subtask);
+                    let restore = self.settings.restore.as_ref().map(|r| Restore {
+                        store: &r.store,
+                        handles: r.keyed(node, range),
+                        reuse_files: r.incremental_base,
+                    });
+                    let backend =
+                        RocksBackend::open(&dir.join(&owner), &owner, range, options, restore)
+                            .map_err(|e| checkpointing::open_error(node, e))?;
+                    let op = keyed(graph, id, backend.clone())?;
+                    backend.check_restored_states().map_err(|e| {
+                        BuildError::new(format!(
+                            "the checkpoint does not fit operator `{}`: {e}",
+                            node.name
+                        ))
+                    })?;
+                    Ok(Box::new(checkpointing::Stateful {
+                        op,
+                        backend,
+                        name: node.name.clone(),
+                    }))
+                }
+            };
+        }
         Ok(match &node.kind {
-            NodeKind::Source(_) => {
-                return Err(BuildError::new(format!(
-                    "`{}` is a source, not an operator",
-                    node.name
-                )))
-            }
             NodeKind::Filter { predicate } => {
                 Box::new(stateless::Filter::new(graph, id, predicate)?)
             }
             NodeKind::Select { columns } => Box::new(stateless::Select::new(graph, id, columns)?),
             NodeKind::KeyBy { .. } | NodeKind::Union => Box::new(stateless::PassThrough),
-            NodeKind::WindowAggregate {
-                window: WindowSpec::Session { time, gap },
-                group_by,
-                aggregates,
-            } => Box::new(session_window::SessionWindow::new(
-                graph, id, time, *gap, group_by, aggregates, backend, max_p,
-            )?),
-            NodeKind::WindowAggregate {
-                window,
-                group_by,
-                aggregates,
-            } => Box::new(window_aggregate::WindowAggregate::new(
-                graph, id, window, group_by, aggregates, backend, max_p,
-            )?),
-            NodeKind::GroupAggregate {
-                group_by,
-                aggregates,
-            } => Box::new(group_aggregate::GroupAggregate::new(
-                graph, id, group_by, aggregates, backend, max_p,
-            )?),
-            NodeKind::Join(spec) => match &spec.kind {
-                JoinKind::Regular => {
-                    Box::new(join::RegularJoin::new(graph, id, spec, backend, max_p)?)
-                }
-                JoinKind::Window { .. } => Box::new(window_join::WindowJoin::new(
-                    graph, id, spec, backend, max_p,
-                )?),
-                JoinKind::Interval { .. } => Box::new(interval_join::IntervalJoin::new(
-                    graph, id, spec, backend, max_p,
-                )?),
-            },
-            NodeKind::TopN(spec) => Box::new(top_n::TopN::new(graph, id, spec, backend, max_p)?),
-            NodeKind::Deduplicate(spec) => Box::new(deduplicate::Deduplicate::new(
-                graph, id, spec, backend, max_p,
-            )?),
             NodeKind::Sink(spec) => {
-                let files = {
-                    let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-                    Arc::clone(sinks.entry(id).or_insert_with(|| {
-                        Arc::new(SinkFiles::new(&spec.connector, node.parallelism))
-                    }))
+                // Every old subtask's state: the sink keeps the table rows of its key groups.
+                let restored: Vec<&SubtaskState> = match &self.settings.restore {
+                    Some(r) => r
+                        .metadata
+                        .operator(&node.name)
+                        .into_iter()
+                        .flat_map(|op| &op.subtasks)
+                        .collect(),
+                    None => Vec::new(),
                 };
-                Box::new(sink::Sink::new(graph, id, files)?)
+                let output = if sink::is_directory(&spec.connector) {
+                    sink::SinkOutput::parts(
+                        &spec.connector,
+                        &node.name,
+                        subtask,
+                        self.settings.exactly_once,
+                    )
+                } else {
+                    if self.settings.exactly_once && !sink::is_special(&spec.connector) {
+                        return Err(BuildError::new(format!(
+                            "sink `{}`: with checkpointing, `path` must be a directory (end it with `/`) so that each checkpoint publishes its own files",
+                            node.name
+                        )));
+                    }
+                    let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+                    sink::SinkOutput::Shared(Arc::clone(sinks.entry(id).or_insert_with(|| {
+                        Arc::new(SinkFiles::new(&spec.connector, node.parallelism))
+                    })))
+                };
+                let from = self
+                    .settings
+                    .restore
+                    .as_ref()
+                    .map_or(0, |r| r.metadata.checkpoint);
+                Box::new(sink::Sink::new(graph, id, range, output, from, &restored)?)
+            }
+            _ => {
+                return Err(BuildError::new(format!(
+                    "`{}` is a {}, not an operator",
+                    node.name,
+                    node.kind.type_name()
+                )))
             }
         })
     }
+}
+
+/// Builds a keyed operator over the given state backend.
+fn keyed<B: KeyedStateBackend>(
+    graph: &JobGraph,
+    id: NodeId,
+    backend: B,
+) -> Result<Box<dyn Operator>, BuildError> {
+    let node = &graph.nodes[id];
+    let max_p = graph.max_parallelism;
+    Ok(match &node.kind {
+        NodeKind::WindowAggregate {
+            window: WindowSpec::Session { time, gap },
+            group_by,
+            aggregates,
+        } => Box::new(session_window::SessionWindow::new(
+            graph, id, time, *gap, group_by, aggregates, backend, max_p,
+        )?),
+        NodeKind::WindowAggregate {
+            window,
+            group_by,
+            aggregates,
+        } => Box::new(window_aggregate::WindowAggregate::new(
+            graph, id, window, group_by, aggregates, backend, max_p,
+        )?),
+        NodeKind::GroupAggregate {
+            group_by,
+            aggregates,
+        } => Box::new(group_aggregate::GroupAggregate::new(
+            graph, id, group_by, aggregates, backend, max_p,
+        )?),
+        NodeKind::Join(spec) => match &spec.kind {
+            JoinKind::Regular => Box::new(join::RegularJoin::new(graph, id, spec, backend, max_p)?),
+            JoinKind::Window { .. } => Box::new(window_join::WindowJoin::new(
+                graph, id, spec, backend, max_p,
+            )?),
+            JoinKind::Interval { .. } => Box::new(interval_join::IntervalJoin::new(
+                graph, id, spec, backend, max_p,
+            )?),
+        },
+        NodeKind::TopN(spec) => Box::new(top_n::TopN::new(graph, id, spec, backend, max_p)?),
+        NodeKind::Deduplicate(spec) => Box::new(deduplicate::Deduplicate::new(
+            graph, id, spec, backend, max_p,
+        )?),
+        _ => {
+            return Err(BuildError::new(format!(
+                "`{}` keeps no keyed state",
+                node.name
+            )))
+        }
+    })
 }
 
 impl TaskFactory for Factory {
@@ -152,7 +236,19 @@ impl TaskFactory for Factory {
         node: NodeId,
         subtask: u32,
     ) -> Result<Box<dyn Source>, String> {
-        source::build(graph, node, subtask, &self.dead_letters).map_err(|e| e.to_string())
+        let positions = self.settings.restore.as_ref().map(|r| {
+            let n = &graph.nodes[node];
+            let range = KeyGroupRange::of_subtask(subtask, n.parallelism, graph.max_parallelism);
+            r.subtasks(n, range).collect::<Vec<_>>()
+        });
+        source::build(
+            graph,
+            node,
+            subtask,
+            &self.dead_letters,
+            positions.as_deref(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn operator(
@@ -163,5 +259,12 @@ impl TaskFactory for Factory {
     ) -> Result<Box<dyn Operator>, String> {
         self.build_operator(graph, node, subtask)
             .map_err(|e| e.to_string())
+    }
+
+    fn commit(&self, graph: &JobGraph, node: NodeId, state: &SubtaskState) -> Result<(), String> {
+        match graph.nodes[node].kind {
+            NodeKind::Sink(_) => sink::commit(state),
+            _ => Ok(()),
+        }
     }
 }

@@ -1,24 +1,35 @@
-//! Sinks: JSON lines to a file or standard output, or nowhere (blackhole).
+//! Sinks: JSON lines to files or standard output, or nowhere (blackhole).
 //!
-//! All subtasks of a file sink write one file, each appending whole batches of lines under a
+//! **A directory** (a path ending in `/`, or an existing directory) gets part files, each
+//! written by one subtask under a hidden staging name (`.part-….inprogress`) and published by a
+//! rename to `part-<checkpoint>-<subtask>-<sink>.jsonl`. With checkpointing this is a two-phase commit:
+//! at a barrier the subtask closes and syncs its staging file and lists it in its snapshot; when
+//! the checkpoint completes, the coordinator renames what the checkpoint lists ([`commit`]), and
+//! after a crash the restore renames it again if needed (a rename of a file already published
+//! is skipped), so the committed files hold every row exactly once. Rows after the last
+//! completed checkpoint stay hidden and are produced again by the replay.
+//!
+//! **A single file** is shared by all subtasks, each appending whole batches of lines under a
 //! lock, into a hidden `.NAME.inprogress` file that is renamed to NAME when the last subtask
-//! finishes, so a reader never mistakes a partial result for a finished one.
+//! finishes. It cannot commit per checkpoint, so checkpointed jobs must write to a directory.
 //!
 //! An updating input (a changelog with retractions) is materialised: the sink keeps each row
 //! with its count, applies -U/-D to it, and writes the final table at the end of input, which
-//! is what Flink's answer files hold. (Streaming changelog output to files comes with
-//! exactly-once sinks.)
+//! is what Flink's answer files hold. The table is part of the sink's snapshot.
 
 use crate::compile::BuildError;
 use crate::format::write_json_row;
+use eddy_runtime::checkpoint::{CheckpointId, OperatorSnapshot, SnapshotPoint, SubtaskState};
 use eddy_runtime::graph::{JobGraph, NodeId, SinkConnector};
+use eddy_runtime::keygroup::{hash_key, key_group_of, KeyGroupRange};
 use eddy_runtime::operator::{OpResult, Operator, OperatorError, Output};
 use eddy_runtime::types::{Row, SchemaRef, Value};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Bytes a subtask buffers before it takes the lock and writes.
@@ -136,10 +147,183 @@ impl SinkFiles {
     }
 }
 
+/// Whether a sink writes part files into a directory.
+pub fn is_directory(connector: &SinkConnector) -> bool {
+    match connector {
+        SinkConnector::File { path } => path.ends_with('/') || Path::new(path).is_dir(),
+        _ => false,
+    }
+}
+
+/// Whether a sink writes somewhere that cannot be staged and published (standard output, a
+/// device, nowhere): exactly-once does not apply.
+pub fn is_special(connector: &SinkConnector) -> bool {
+    match connector {
+        SinkConnector::File { path } => {
+            std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+        }
+        SinkConnector::Stdout | SinkConnector::Blackhole => true,
+    }
+}
+
+/// A staged part file and the name it is published under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Staged {
+    staging: PathBuf,
+    committed: PathBuf,
+}
+
+/// What a sink subtask's snapshot holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SinkState {
+    /// Files to publish when the checkpoint completes.
+    pending: Vec<Staged>,
+    /// The materialised table of an updating input: each row with its multiplicity.
+    #[serde(default)]
+    table: Vec<(Vec<Value>, i64)>,
+}
+
+fn io_error(action: &str, path: &Path, e: std::io::Error) -> OperatorError {
+    OperatorError::io(format!("cannot {action} `{}`", path.display()), e)
+}
+
+/// Publishes the files a completed checkpoint lists for one sink subtask. Idempotent: a file
+/// already published is skipped, so a restore may run it again.
+pub fn commit(state: &SubtaskState) -> Result<(), String> {
+    if state.state.is_null() {
+        return Ok(());
+    }
+    let state: SinkState = serde_json::from_value(state.state.clone())
+        .map_err(|e| format!("unreadable sink state: {e}"))?;
+    let mut dirs = Vec::new();
+    for staged in &state.pending {
+        if staged.committed.exists() && !staged.staging.exists() {
+            continue;
+        }
+        std::fs::rename(&staged.staging, &staged.committed).map_err(|e| {
+            format!(
+                "cannot publish `{}` as `{}` ({e}); the staged file of a completed checkpoint must not be removed",
+                staged.staging.display(),
+                staged.committed.display()
+            )
+        })?;
+        if let Some(dir) = staged.committed.parent() {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    for dir in dirs {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Part files of one sink subtask in a directory.
+pub struct PartWriter {
+    dir: PathBuf,
+    /// The sink's name, file-name safe: sinks may share a directory.
+    sink: String,
+    subtask: u32,
+    /// Publishing waits for checkpoints; otherwise the part is published at the end.
+    exactly_once: bool,
+    current: Option<(PathBuf, File)>,
+    /// The last checkpoint this subtask took part in (or was restored from).
+    last_checkpoint: CheckpointId,
+    /// Distinguishes staging files of different runs and parts.
+    run: String,
+    parts: u64,
+}
+
+impl PartWriter {
+    fn write(&mut self, bytes: &[u8]) -> OpResult {
+        if self.current.is_none() {
+            std::fs::create_dir_all(&self.dir).map_err(|e| io_error("create", &self.dir, e))?;
+            self.parts += 1;
+            let path = self.dir.join(format!(
+                ".part-{}-{}-{}-{}.inprogress",
+                self.subtask, self.sink, self.run, self.parts
+            ));
+            let file = File::create(&path).map_err(|e| io_error("create", &path, e))?;
+            self.current = Some((path, file));
+        }
+        let (path, file) = self.current.as_mut().expect("opened above");
+        file.write_all(bytes)
+            .map_err(|e| io_error("write", path, e))
+    }
+
+    /// Closes the current staging file, if any, as the part covered by `checkpoint`.
+    fn seal(&mut self, checkpoint: CheckpointId) -> OpResult<Option<Staged>> {
+        let Some((staging, file)) = self.current.take() else {
+            return Ok(None);
+        };
+        file.sync_all().map_err(|e| io_error("sync", &staging, e))?;
+        // The staging file's directory entry too, so that a completed checkpoint never lists a
+        // file a power cut took away.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("sync", &self.dir, e))?;
+        let committed = self.dir.join(format!(
+            "part-{checkpoint:010}-{:03}-{}.jsonl",
+            self.subtask, self.sink
+        ));
+        Ok(Some(Staged { staging, committed }))
+    }
+}
+
+/// Where a sink subtask's lines go.
+pub enum SinkOutput {
+    /// One destination shared by all subtasks: a single file, standard output or nothing.
+    Shared(std::sync::Arc<SinkFiles>),
+    /// Part files in a directory.
+    Parts(PartWriter),
+}
+
+impl SinkOutput {
+    /// Part files of subtask `subtask` of sink `sink` in the directory of `connector`.
+    pub fn parts(
+        connector: &SinkConnector,
+        sink: &str,
+        subtask: u32,
+        exactly_once: bool,
+    ) -> SinkOutput {
+        let dir = match connector {
+            SinkConnector::File { path } => PathBuf::from(path),
+            _ => PathBuf::from("."),
+        };
+        // Absolute, so that a restart from another working directory still finds the files a
+        // checkpoint lists.
+        let _ = std::fs::create_dir_all(&dir);
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let sink = crate::checkpointing::file_safe(sink);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        SinkOutput::Parts(PartWriter {
+            dir,
+            sink,
+            subtask,
+            exactly_once,
+            current: None,
+            last_checkpoint: 0,
+            run: format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff),
+            parts: 0,
+        })
+    }
+}
+
 /// One subtask of a sink.
 pub struct Sink {
     schema: SchemaRef,
-    files: std::sync::Arc<SinkFiles>,
+    output: SinkOutput,
     blackhole: bool,
     buffer: Vec<u8>,
     /// For updating input: each row of the result with its multiplicity.
@@ -147,27 +331,62 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// A sink subtask owning `key_groups`, writing to `output`, continuing from checkpoint
+    /// `restored_checkpoint` (0: none) and the `restored` states of all old subtasks (it keeps
+    /// the rows of their materialised tables in its key groups; their files were committed
+    /// before the job started).
     pub fn new(
         graph: &JobGraph,
         node: NodeId,
-        files: std::sync::Arc<SinkFiles>,
+        key_groups: KeyGroupRange,
+        mut output: SinkOutput,
+        restored_checkpoint: CheckpointId,
+        restored: &[&SubtaskState],
     ) -> Result<Sink, BuildError> {
         let blackhole = matches!(
             &graph.nodes[node].kind,
             eddy_runtime::graph::NodeKind::Sink(s) if matches!(s.connector, SinkConnector::Blackhole)
         );
+        let mut table = graph.input_updating(node, 0).then(FxHashMap::default);
+        for state in restored {
+            if state.state.is_null() {
+                continue;
+            }
+            let state: SinkState = serde_json::from_value(state.state.clone()).map_err(|e| {
+                BuildError::new(format!(
+                    "sink `{}`: unreadable state in the checkpoint: {e}",
+                    graph.nodes[node].name
+                ))
+            })?;
+            if let Some(table) = &mut table {
+                // An updating input is hash-partitioned on the whole row: keep the rows whose
+                // key group is now this subtask's.
+                for (row, count) in state.table {
+                    let kg = key_group_of(hash_key(&row), graph.max_parallelism);
+                    if key_groups.contains(kg) {
+                        *table.entry(row).or_insert(0) += count;
+                    }
+                }
+            }
+        }
+        if let SinkOutput::Parts(parts) = &mut output {
+            parts.last_checkpoint = restored_checkpoint;
+        }
         Ok(Sink {
             schema: graph.input_schema(node, 0).clone(),
-            files,
+            output,
             blackhole,
             buffer: Vec::with_capacity(FLUSH_BYTES + 4096),
-            table: graph.input_updating(node, 0).then(FxHashMap::default),
+            table,
         })
     }
 
     fn flush(&mut self) -> OpResult {
         if !self.buffer.is_empty() {
-            self.files.write(&self.buffer)?;
+            match &mut self.output {
+                SinkOutput::Shared(files) => files.write(&self.buffer)?,
+                SinkOutput::Parts(parts) => parts.write(&self.buffer)?,
+            }
             self.buffer.clear();
         }
         Ok(())
@@ -219,6 +438,44 @@ impl Operator for Sink {
             }
         }
         self.flush()?;
-        self.files.finish()
+        match &mut self.output {
+            SinkOutput::Shared(files) => files.finish(),
+            SinkOutput::Parts(parts) if !parts.exactly_once => {
+                // No checkpoints: the end of input is the only commit.
+                let next = parts.last_checkpoint + 1;
+                if let Some(staged) = parts.seal(next)? {
+                    std::fs::rename(&staged.staging, &staged.committed)
+                        .map_err(|e| io_error("publish", &staged.committed, e))?;
+                }
+                Ok(())
+            }
+            SinkOutput::Parts(_) => Ok(()),
+        }
+    }
+
+    fn snapshot(&mut self, point: SnapshotPoint) -> OpResult<OperatorSnapshot> {
+        self.flush()?;
+        let SinkOutput::Parts(parts) = &mut self.output else {
+            return Ok(OperatorSnapshot::default());
+        };
+        let checkpoint = match point {
+            SnapshotPoint::Barrier(id) => id,
+            // The final checkpoint gets a later id than any barrier this subtask saw.
+            SnapshotPoint::EndOfInput => parts.last_checkpoint + 1,
+        };
+        let pending: Vec<Staged> = parts.seal(checkpoint)?.into_iter().collect();
+        parts.last_checkpoint = checkpoint;
+        let state = SinkState {
+            pending,
+            table: self
+                .table
+                .iter()
+                .flatten()
+                .map(|(row, count)| (row.clone(), *count))
+                .collect(),
+        };
+        let state = serde_json::to_value(&state)
+            .map_err(|e| OperatorError::Message(format!("cannot encode sink state: {e}")))?;
+        Ok(OperatorSnapshot { state, keyed: None })
     }
 }

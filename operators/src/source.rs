@@ -1,15 +1,18 @@
 //! Sources: JSON-lines files (Nexmark's nested events or declared columns) and the Nexmark
 //! generator.
 //!
-//! With parallelism P, file subtask i keeps the lines whose index mod P is i, and generator
-//! subtask i makes events i, i+P, ...: every subtask sees its share in the input's order, so
-//! event time stays ordered per subtask and the split is the same on every run (replayable from
-//! a line or event index, which the checkpoints of the next step will record).
+//! **Splits.** Record i (a line over all input files, or a generated event) belongs to split
+//! `i mod max_parallelism`, and a subtask reads the splits of its key-group range, each in the
+//! input's order, so event time stays ordered per subtask and the split is the same on every
+//! run. A checkpoint records, per range of splits, the index of the next record to read; a
+//! restore at any parallelism gives each new subtask the positions of the splits it now owns.
 
 use crate::dead_letter::DeadLetters;
 use crate::format::{event_to_row, generator_config, JsonColumn, JsonParser, NexmarkParser};
 use crate::pushdown::required_columns;
+use eddy_runtime::checkpoint::SubtaskState;
 use eddy_runtime::graph::{FileFormat, GeneratorSpec, JobGraph, NodeId, NodeKind, SourceConnector};
+use eddy_runtime::keygroup::KeyGroupRange;
 use eddy_runtime::operator::{OpResult, OperatorError, Output, Source, SourcePoll};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -26,11 +29,15 @@ pub fn build(
     id: NodeId,
     subtask: u32,
     dead_letters: &Arc<DeadLetters>,
+    restored: Option<&[&SubtaskState]>,
 ) -> Result<Box<dyn Source>, String> {
     let node = &graph.nodes[id];
     let NodeKind::Source(spec) = &node.kind else {
         return Err(format!("`{}` is not a source", node.name));
     };
+    let range = KeyGroupRange::of_subtask(subtask, node.parallelism, graph.max_parallelism);
+    let splits = Splits::new(range, graph.max_parallelism, restored.unwrap_or_default())
+        .map_err(|e| format!("source `{}`: {e}", node.name))?;
     // Ports nobody reads are not parsed at all, and columns nobody reads are not decoded.
     let needed: Vec<Option<Vec<bool>>> = (0..node.outputs.len())
         .map(|port| {
@@ -77,8 +84,7 @@ pub fn build(
                 files,
                 current: None,
                 parser,
-                subtask: subtask as u64,
-                parallelism: node.parallelism as u64,
+                splits,
                 line_index: 0,
                 dead_letters: Arc::clone(dead_letters),
                 buffer: Vec::with_capacity(1024),
@@ -86,8 +92,7 @@ pub fn build(
         }
         SourceConnector::NexmarkGenerator(spec) => Ok(Box::new(GeneratorSource::new(
             spec,
-            subtask,
-            node.parallelism,
+            splits,
             nexmark_columns(),
         ))),
     }
@@ -158,8 +163,7 @@ struct FileSource {
     files: Vec<PathBuf>,
     current: Option<OpenFile>,
     parser: LineParser,
-    subtask: u64,
-    parallelism: u64,
+    splits: Splits,
     /// Index of the next line over all files: decides which subtask owns it.
     line_index: u64,
     dead_letters: Arc<DeadLetters>,
@@ -192,7 +196,7 @@ impl Source for FileSource {
                 continue;
             }
             file.line += 1;
-            let mine = self.line_index % self.parallelism == self.subtask;
+            let mine = self.splits.owns(self.line_index);
             self.line_index += 1;
             if !mine {
                 continue;
@@ -220,6 +224,10 @@ impl Source for FileSource {
         Ok(SourcePoll::Ready)
     }
 
+    fn snapshot(&mut self) -> OpResult<serde_json::Value> {
+        Ok(self.splits.snapshot(self.line_index))
+    }
+
     fn close(&mut self) -> OpResult {
         self.dead_letters
             .flush()
@@ -235,33 +243,116 @@ fn trim_line(line: &[u8]) -> &[u8] {
     &line[..end]
 }
 
+/// Which records a subtask reads: record i belongs to split `i mod max_parallelism`; the
+/// subtask owns the splits of its range, each from a position on.
+#[derive(Clone, Debug)]
+struct Splits {
+    range: KeyGroupRange,
+    max_parallelism: u64,
+    /// Per split: the index of the first record still to read, for owned splits.
+    from: Vec<Option<u64>>,
+}
+
+/// A source's checkpointed position: runs of splits `[start, end)` and the index of the next
+/// record to read in each.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Positions {
+    splits: Vec<(u32, u32, u64)>,
+}
+
+impl Splits {
+    fn new(
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        restored: &[&SubtaskState],
+    ) -> Result<Splits, String> {
+        let mut from = vec![None; max_parallelism as usize];
+        for split in range.start..range.end {
+            from[split as usize] = Some(0);
+        }
+        for state in restored {
+            if state.state.is_null() {
+                continue;
+            }
+            let positions: Positions = serde_json::from_value(state.state.clone())
+                .map_err(|e| format!("unreadable position in the checkpoint: {e}"))?;
+            for (start, end, next) in positions.splits {
+                for split in start.max(range.start)..end.min(range.end) {
+                    from[split as usize] = Some(next);
+                }
+            }
+        }
+        Ok(Splits {
+            range,
+            max_parallelism: max_parallelism as u64,
+            from,
+        })
+    }
+
+    #[inline]
+    fn owns(&self, record: u64) -> bool {
+        self.from[(record % self.max_parallelism) as usize].is_some_and(|from| record >= from)
+    }
+
+    /// The first record at or after `record` that this subtask reads.
+    fn next_owned(&self, mut record: u64) -> u64 {
+        let m = self.max_parallelism;
+        let (start, end) = (self.range.start as u64, self.range.end as u64);
+        if start >= end {
+            return u64::MAX;
+        }
+        loop {
+            let split = record % m;
+            if split < start {
+                record += start - split;
+            } else if split >= end {
+                record += m - split + start;
+            } else {
+                match self.from[split as usize] {
+                    // Not there yet in this split; the next record may be in another owned
+                    // split whose position is lower, so step by one.
+                    Some(from) if record < from => record += 1,
+                    _ => return record,
+                }
+            }
+        }
+    }
+
+    /// The position after reading every owned record below `next`.
+    fn snapshot(&self, next: u64) -> serde_json::Value {
+        let mut runs: Vec<(u32, u32, u64)> = Vec::new();
+        for split in self.range.start..self.range.end {
+            let pos = self.from[split as usize].unwrap_or(0).max(next);
+            match runs.last_mut() {
+                Some((_, end, p)) if *p == pos && *end == split => *end = split + 1,
+                _ => runs.push((split, split + 1, pos)),
+            }
+        }
+        serde_json::to_value(Positions { splits: runs }).unwrap_or_default()
+    }
+}
+
 /// Generates Nexmark events with the `nexmark` crate.
 struct GeneratorSource {
-    generator: nexmark::EventGenerator,
+    /// Always `Some`; taken briefly to move it to another offset.
+    generator: Option<nexmark::EventGenerator>,
     columns: [Option<Vec<bool>>; 3],
-    /// Index of the next event over all subtasks.
+    splits: Splits,
+    /// Index of the next event to consider, over all subtasks.
     next: u64,
-    step: u64,
     limit: Option<u64>,
     throttle: Option<(Instant, u64)>,
 }
 
 impl GeneratorSource {
-    fn new(
-        spec: &GeneratorSpec,
-        subtask: u32,
-        parallelism: u32,
-        columns: [Option<Vec<bool>>; 3],
-    ) -> GeneratorSource {
+    fn new(spec: &GeneratorSpec, splits: Splits, columns: [Option<Vec<bool>>; 3]) -> Self {
         let config = generator_config(spec.base_time as u64, spec.rate as usize);
-        let generator = nexmark::EventGenerator::new(config)
-            .with_offset(subtask as u64)
-            .with_step(parallelism as u64);
+        let next = splits.next_owned(0);
         GeneratorSource {
-            generator,
+            generator: Some(nexmark::EventGenerator::new(config).with_offset(next)),
             columns,
-            next: subtask as u64,
-            step: parallelism as u64,
+            splits,
+            next,
             limit: spec.events,
             throttle: spec.throttle.then(|| (Instant::now(), spec.rate)),
         }
@@ -271,7 +362,9 @@ impl GeneratorSource {
 impl Source for GeneratorSource {
     fn poll(&mut self, out: &mut Output) -> OpResult<SourcePoll> {
         for _ in 0..BATCH {
-            if self.limit.is_some_and(|l| self.next >= l) {
+            let event_index = self.splits.next_owned(self.next);
+            if self.limit.is_some_and(|l| event_index >= l) || event_index == u64::MAX {
+                self.next = event_index.min(self.limit.unwrap_or(u64::MAX));
                 return Ok(if out.is_empty() {
                     SourcePoll::Finished
                 } else {
@@ -279,7 +372,7 @@ impl Source for GeneratorSource {
                 });
             }
             if let Some((start, rate)) = self.throttle {
-                let due = self.next as f64 / rate.max(1) as f64;
+                let due = event_index as f64 / rate.max(1) as f64;
                 if start.elapsed().as_secs_f64() < due {
                     return Ok(if out.is_empty() {
                         SourcePoll::Idle
@@ -288,14 +381,91 @@ impl Source for GeneratorSource {
                     });
                 }
             }
-            let Some(event) = self.generator.next() else {
+            let mut generator = self.generator.take().expect("always present");
+            if generator.offset() != event_index {
+                generator = generator.with_offset(event_index);
+            }
+            let event = generator.next();
+            self.generator = Some(generator);
+            let Some(event) = event else {
                 return Ok(SourcePoll::Finished);
             };
-            self.next += self.step;
+            self.next = event_index + 1;
             if let Some((table, row)) = event_to_row(event, &self.columns) {
                 out.emit(table as usize, row);
             }
         }
         Ok(SourcePoll::Ready)
+    }
+
+    fn snapshot(&mut self) -> OpResult<serde_json::Value> {
+        Ok(self.splits.snapshot(self.next))
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    #[test]
+    fn every_record_is_read_once_at_any_parallelism_and_after_a_rescale() {
+        let owners = |p: u32, restored: &[Vec<serde_json::Value>]| -> Vec<Splits> {
+            (0..p)
+                .map(|s| {
+                    let range = KeyGroupRange::of_subtask(s, p, 128);
+                    let states: Vec<SubtaskState> = restored
+                        .iter()
+                        .flatten()
+                        .map(|v| SubtaskState {
+                            subtask: 0,
+                            key_groups: range,
+                            finished: false,
+                            state: v.clone(),
+                            keyed: None,
+                        })
+                        .collect();
+                    let refs: Vec<&SubtaskState> = states.iter().collect();
+                    Splits::new(range, 128, &refs).unwrap()
+                })
+                .collect()
+        };
+        for p in [1, 2, 3, 7] {
+            let splits = owners(p, &[]);
+            for record in 0..1000u64 {
+                let n = splits.iter().filter(|s| s.owns(record)).count();
+                assert_eq!(n, 1, "record {record} at p={p}");
+            }
+        }
+        // p=2 read up to 300 (subtask 0) and 500 (subtask 1); then restore at p=3.
+        let before = owners(2, &[]);
+        let states = vec![vec![before[0].snapshot(300), before[1].snapshot(500)]];
+        let after = owners(3, &states);
+        for record in 0..1000u64 {
+            let split = record % 128;
+            let done = if split < 64 {
+                record < 300
+            } else {
+                record < 500
+            };
+            let n = after.iter().filter(|s| s.owns(record)).count();
+            assert_eq!(n, usize::from(!done), "record {record}");
+            for s in &after {
+                if s.owns(record) {
+                    assert_eq!(s.next_owned(record), record);
+                }
+            }
+        }
+        assert_eq!(after[0].next_owned(0), 384, "300 is in split 44, not owned");
+        // next_owned visits exactly the owned records, in order.
+        for s in &after {
+            let mut visited = Vec::new();
+            let mut r = s.next_owned(0);
+            while r < 1000 {
+                visited.push(r);
+                r = s.next_owned(r + 1);
+            }
+            let owned: Vec<u64> = (0..1000).filter(|&r| s.owns(r)).collect();
+            assert_eq!(visited, owned);
+        }
     }
 }

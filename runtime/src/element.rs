@@ -13,6 +13,9 @@ pub enum Element {
     /// The sender has no data for now; its watermark must not hold back the receiver's until it
     /// sends again (Flink's idle watermark status).
     Idle,
+    /// Checkpoint barrier: everything before it on this channel belongs to checkpoint `id`,
+    /// everything after to the next (Flink's asynchronous barrier snapshots).
+    Barrier(crate::checkpoint::CheckpointId),
     /// The sender is done: bounded input reached its end. Counts as a watermark of +infinity.
     End,
 }

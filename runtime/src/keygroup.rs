@@ -66,7 +66,7 @@ pub fn subtask_of(key_group: KeyGroup, parallelism: u32, max_parallelism: u32) -
 }
 
 /// The contiguous key groups a subtask owns; the inverse of [`subtask_of`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct KeyGroupRange {
     pub start: KeyGroup,
     /// Exclusive.

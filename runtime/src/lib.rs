@@ -4,6 +4,7 @@
 //! graph, stream elements, state) and the executor that runs tasks on threads. It knows no concrete
 //! operator and no transport, so the cluster can later move the same tasks into actors and over gRPC.
 
+pub mod checkpoint;
 pub mod element;
 pub mod exec;
 pub mod expr;

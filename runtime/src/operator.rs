@@ -5,6 +5,7 @@
 //! results into an [`Output`]. It never sees channels, threads or partitioning, so the same
 //! operator runs in a local thread today and in a cluster actor later.
 
+use crate::checkpoint::{OperatorSnapshot, SnapshotPoint};
 use crate::types::{Row, Timestamp};
 
 /// Why an operator, source or sink failed. The message names the operator and says what to do.
@@ -105,6 +106,13 @@ pub trait Operator: Send {
     fn on_end(&mut self, _out: &mut Output) -> OpResult {
         Ok(())
     }
+
+    /// A barrier passed this operator (or its input ended): everything it processed so far
+    /// belongs to the snapshot. Do the synchronous part (and nothing more: the stream waits) and
+    /// return the rest as a pending upload. Stateless operators keep the default.
+    fn snapshot(&mut self, _point: SnapshotPoint) -> OpResult<OperatorSnapshot> {
+        Ok(OperatorSnapshot::default())
+    }
 }
 
 /// What a source did in one poll.
@@ -122,6 +130,14 @@ pub enum SourcePoll {
 pub trait Source: Send {
     /// Emits up to about one batch of rows into `out`, one port per output of the source.
     fn poll(&mut self, out: &mut Output) -> OpResult<SourcePoll>;
+
+    /// The position to resume from after everything emitted so far, for a checkpoint. A
+    /// source that cannot replay returns an error, which fails the checkpoint.
+    fn snapshot(&mut self) -> OpResult<serde_json::Value> {
+        Err(OperatorError::Message(
+            "this source cannot be replayed, so its job cannot checkpoint".into(),
+        ))
+    }
 
     /// Called once when the source has finished or the job stops: release files, report counts.
     fn close(&mut self) -> OpResult {

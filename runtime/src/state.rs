@@ -167,6 +167,29 @@ impl<T: StateData> ValueState<T> for MemoryValueState<T> {
     }
 }
 
+/// Changes entry `k` of a map whose entries hold `Option<V>`: in place when present (one
+/// lookup), inserted when `f` fills an absent one, removed when `f` empties it, so None never
+/// stays stored. The map states of every backend keep their per-key maps this way.
+pub fn update_entry<K: Ord + Clone, V, R>(
+    map: &mut BTreeMap<K, Option<V>>,
+    k: &K,
+    f: impl FnOnce(&mut Option<V>) -> R,
+) -> R {
+    if let Some(slot) = map.get_mut(k) {
+        let result = f(slot);
+        if slot.is_none() {
+            map.remove(k);
+        }
+        return result;
+    }
+    let mut slot = None;
+    let result = f(&mut slot);
+    if slot.is_some() {
+        map.insert(k.clone(), slot);
+    }
+    result
+}
+
 /// [`MapState`] of the [`MemoryBackend`]. Entries hold `Option<V>` so that `update` changes a
 /// present value in place with one lookup (None never stays stored).
 pub struct MemoryMapState<K, V> {
@@ -190,21 +213,8 @@ impl<K: MapKey, V: StateData> MapState<K, V> for MemoryMapState<K, V> {
             Some(map) => map,
             None => group.entry(key.clone()).or_default(),
         };
-        if let Some(slot) = map.get_mut(map_key) {
-            let result = f(slot);
-            if slot.is_none() {
-                map.remove(map_key);
-                if map.is_empty() {
-                    group.remove(key);
-                }
-            }
-            return result;
-        }
-        let mut slot = None;
-        let result = f(&mut slot);
-        if slot.is_some() {
-            map.insert(map_key.clone(), slot);
-        } else if map.is_empty() {
+        let result = update_entry(map, map_key, f);
+        if map.is_empty() {
             group.remove(key);
         }
         result
@@ -281,20 +291,48 @@ pub struct MemoryTimers {
     deleted: BTreeSet<Timestamp>,
 }
 
-impl TimerState for MemoryTimers {
-    fn register(&mut self, time: Timestamp, kg: KeyGroup, key: &Key) {
-        if self.registered.insert((time, key.clone())) {
+impl MemoryTimers {
+    /// Registers a timer; false if it was registered already (so a persisting backend writes
+    /// only new timers).
+    pub fn insert(&mut self, time: Timestamp, kg: KeyGroup, key: &Key) -> bool {
+        let new = self.registered.insert((time, key.clone()));
+        if new {
             self.by_time
                 .entry(time)
                 .or_default()
                 .push((kg, key.clone()));
         }
+        new
+    }
+
+    /// Visits every registered timer (for a full snapshot), in time order.
+    pub fn for_each(&self, mut f: impl FnMut(Timestamp, KeyGroup, &Key)) {
+        for (time, keys) in &self.by_time {
+            for (kg, key) in keys {
+                if self.registered.contains(&(*time, key.clone())) {
+                    f(*time, *kg, key);
+                }
+            }
+        }
+    }
+
+    /// Deletes a timer; false if there was none.
+    pub fn remove(&mut self, time: Timestamp, key: &Key) -> bool {
+        let removed = self.registered.remove(&(time, key.clone()));
+        if removed {
+            self.deleted.insert(time);
+        }
+        removed
+    }
+}
+
+impl TimerState for MemoryTimers {
+    fn register(&mut self, time: Timestamp, kg: KeyGroup, key: &Key) {
+        self.insert(time, kg, key);
     }
 
     fn delete(&mut self, time: Timestamp, _kg: KeyGroup, key: &Key) {
-        if self.registered.remove(&(time, key.clone())) {
-            self.deleted.insert(time);
-        }
+        self.remove(time, key);
     }
 
     fn pop_due(&mut self, watermark: Timestamp) -> Vec<(Timestamp, KeyGroup, Key)> {

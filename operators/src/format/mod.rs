@@ -18,7 +18,8 @@ mod writer;
 
 pub use self::json::{JsonColumn, JsonParser};
 pub use self::nexmark::{
-    event_to_json_line, event_to_row, generator_config, NexmarkParser, NexmarkTable,
+    event_to_json_line, event_to_row, generator_config, write_nexmark_events, NexmarkParser,
+    NexmarkTable,
 };
 pub use self::writer::{write_json_row, write_json_string, write_json_value};
 

@@ -447,6 +447,23 @@ pub fn generator_config(base_time_ms: u64, rate_per_sec: usize) -> NexmarkConfig
     }
 }
 
+/// Writes the first `events` events of the generator with `generator_config(base_time_ms,
+/// rate_per_sec)` as JSON lines ([`event_to_json_line`]): the input files that benchmarks give
+/// both engines and that tests regenerate instead of shipping.
+pub fn write_nexmark_events(
+    out: &mut impl std::io::Write,
+    events: u64,
+    base_time_ms: u64,
+    rate_per_sec: usize,
+) -> std::io::Result<()> {
+    let generator = nexmark::EventGenerator::new(generator_config(base_time_ms, rate_per_sec));
+    for event in generator.take(usize::try_from(events).unwrap_or(usize::MAX)) {
+        out.write_all(event_to_json_line(&event).as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
 /// Renders an event in the layout of `shared/nexmark/events-100k.jsonl.gz` (keys in the README's
 /// order, timestamps `YYYY-MM-DD HH:MM:SS.mmm`, no trailing newline), so that the generator can
 /// write input files that Flink reads too, and tests can regenerate the shared file.

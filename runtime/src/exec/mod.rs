@@ -12,13 +12,24 @@
 //! forwards the minimum (ignoring idle and ended channels), and at the end of all inputs fires a
 //! final watermark of +infinity, so bounded jobs flush every window.
 
+mod checkpointing;
+mod placement;
+
+pub use placement::{
+    checkpoint_coordinator, task_layout, ChannelKey, CheckpointLink, CounterEntry, LiveStats,
+    Network, Outlet, Placement, SubtaskCounters, TaskInfo,
+};
+
+use crate::checkpoint::{
+    CheckpointError, CheckpointId, CheckpointStore, SnapshotPoint, SubtaskState,
+};
 use crate::element::Element;
 use crate::expr::{self, Expr, Scope};
 use crate::graph::{JobGraph, NodeId, NodeKind, Partitioning};
-use crate::keygroup::{hash_key, key_group_of, subtask_of};
+use crate::keygroup::{hash_key, key_group_of, subtask_of, KeyGroupRange};
 use crate::operator::{Operator, Output, Source, SourcePoll};
 use crate::types::{Row, Timestamp, Value, MAX_TIMESTAMP, MIN_TIMESTAMP};
-use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +52,8 @@ pub enum ExecError {
     Disconnected { task: String },
     #[error("the job was cancelled")]
     Cancelled,
+    #[error("checkpointing failed: {0}")]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// Creates the operator instances of a job. Implemented by `eddy-operators`; the executor only
@@ -60,6 +73,71 @@ pub trait TaskFactory: Sync {
         node: NodeId,
         subtask: u32,
     ) -> Result<Box<dyn Operator>, String>;
+
+    /// A checkpoint that holds `state` for a subtask of `node` completed: make what it covers
+    /// visible (sinks publish staged files). Called again for the same state after a restore,
+    /// so it must be idempotent.
+    fn commit(
+        &self,
+        _graph: &JobGraph,
+        _node: NodeId,
+        _state: &SubtaskState,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Makes visible what a completed checkpoint covers: [`TaskFactory::commit`] for every subtask
+/// state of every operator of `graph` it holds (matched by name). Run when a checkpoint
+/// completes, and again on restore, since the previous run may have died between completing the
+/// checkpoint and committing it.
+pub fn commit_checkpoint(
+    factory: &dyn TaskFactory,
+    graph: &JobGraph,
+    metadata: &crate::checkpoint::CheckpointMetadata,
+) -> Result<(), CheckpointError> {
+    commit_checkpoint_where(factory, graph, metadata, &|_, _| true)
+}
+
+/// [`commit_checkpoint`] for the subtask states `mine(node, subtask)` selects: a cluster worker
+/// commits what the subtasks it runs staged.
+pub fn commit_checkpoint_where(
+    factory: &dyn TaskFactory,
+    graph: &JobGraph,
+    metadata: &crate::checkpoint::CheckpointMetadata,
+    mine: &dyn Fn(NodeId, u32) -> bool,
+) -> Result<(), CheckpointError> {
+    for op in &metadata.operators {
+        let Some(node) = graph.nodes.iter().position(|n| n.name == op.name) else {
+            continue;
+        };
+        for state in op.subtasks.iter().filter(|s| mine(node, s.subtask)) {
+            factory.commit(graph, node, state).map_err(|message| {
+                CheckpointError::Failed(format!(
+                    "cannot commit checkpoint {} at `{}`: {message}",
+                    metadata.checkpoint, op.name
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Checkpointing of a run.
+#[derive(Clone, Debug)]
+pub struct CheckpointSettings {
+    /// Where checkpoints are written (and the restored one was read from, usually).
+    pub store: CheckpointStore,
+    /// Time between checkpoint triggers; a slow checkpoint delays the next rather than
+    /// overlapping it.
+    pub interval: Duration,
+    /// Completed checkpoints to keep.
+    pub retain: usize,
+    /// The id of the first checkpoint of this run: one past the checkpoint it restored from.
+    pub first_id: CheckpointId,
+    /// Where a stop request ([`CancelHandle::request_stop`]) writes a savepoint before the job
+    /// stops.
+    pub savepoint_on_stop: Option<CheckpointStore>,
 }
 
 /// Tuning of the executor.
@@ -69,6 +147,12 @@ pub struct ExecOptions {
     pub batch_size: usize,
     /// Batches buffered per channel before the sender blocks (backpressure).
     pub channel_capacity: usize,
+    /// Periodic checkpoints driven from this process, if any.
+    pub checkpointing: Option<CheckpointSettings>,
+    /// Run only some task subtasks here (a cluster worker); `None`: the whole job.
+    pub placement: Option<Placement>,
+    /// Counters of every operator subtask, updated while the job runs.
+    pub live: Option<Arc<LiveStats>>,
 }
 
 impl Default for ExecOptions {
@@ -76,8 +160,25 @@ impl Default for ExecOptions {
         ExecOptions {
             batch_size: 1024,
             channel_capacity: 16,
+            checkpointing: None,
+            placement: None,
+            live: None,
         }
     }
+}
+
+/// A checkpoint or savepoint the run completed.
+#[derive(Clone, Debug)]
+pub struct CompletedCheckpoint {
+    /// Its id, which a restart resumes from.
+    pub id: CheckpointId,
+    /// From trigger to published metadata.
+    pub duration: Duration,
+    pub savepoint: bool,
+    /// The final checkpoint after the end of all input.
+    pub finished: bool,
+    /// Where it was written.
+    pub location: String,
 }
 
 /// Counts of one node over all its subtasks, for the run summary and benchmarks.
@@ -93,6 +194,10 @@ pub struct NodeStats {
 pub struct JobStats {
     pub nodes: Vec<NodeStats>,
     pub elapsed: Duration,
+    /// Checkpoints and savepoints completed, in order.
+    pub checkpoints: Vec<CompletedCheckpoint>,
+    /// The job was stopped on request ([`CancelHandle::request_stop`]) before its end.
+    pub stopped: bool,
 }
 
 impl JobStats {
@@ -104,15 +209,31 @@ impl JobStats {
 
 /// A handle to stop a running job from another thread (e.g. on Ctrl-C).
 #[derive(Clone, Debug, Default)]
-pub struct CancelHandle(Arc<AtomicBool>);
+pub struct CancelHandle {
+    cancelled: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
 
 impl CancelHandle {
+    /// Stops every task now.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.cancelled.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the job must stop now; tasks poll it between batches.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Stops the job gracefully: with checkpointing, after a savepoint (when one is
+    /// configured); otherwise this is [`CancelHandle::cancel`].
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a graceful stop was asked for; the checkpoint driver polls it.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 }
 
@@ -177,22 +298,68 @@ enum Partitioner {
     Broadcast,
 }
 
+/// The sending end of one channel: in process, or to another process.
+enum Lane {
+    Local(Sender<Element>),
+    Remote(Box<dyn Outlet>),
+}
+
+/// Sends on a lane, blocking while it is full and counting that time as backpressure.
+fn send_lane(
+    lane: &Lane,
+    element: Element,
+    counters: Option<&SubtaskCounters>,
+    task: &str,
+) -> Result<(), ExecError> {
+    let disconnected = || ExecError::Disconnected {
+        task: task.to_string(),
+    };
+    match lane {
+        Lane::Local(tx) => match tx.try_send(element) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(element)) => {
+                let waited = Instant::now();
+                let sent = tx.send(element).map_err(|_| disconnected());
+                if let Some(c) = counters {
+                    SubtaskCounters::add(&c.backpressured_ns, waited.elapsed().as_nanos() as u64);
+                }
+                sent
+            }
+            Err(TrySendError::Disconnected(_)) => Err(disconnected()),
+        },
+        Lane::Remote(outlet) => {
+            let waited = Instant::now();
+            let sent = outlet.send(element).map_err(|reason| {
+                tracing::warn!(task, %reason, "remote channel failed");
+                disconnected()
+            });
+            if let Some(c) = counters {
+                SubtaskCounters::add(&c.backpressured_ns, waited.elapsed().as_nanos() as u64);
+            }
+            sent
+        }
+    }
+}
+
 /// The sending end of one exchange edge in one subtask.
 struct ExchangeWriter {
     partitioner: Partitioner,
-    senders: Vec<Sender<Element>>,
+    senders: Vec<Lane>,
     buffers: Vec<Vec<Row>>,
     batch_size: usize,
     task: String,
+    /// The writing operator's counters, charged with backpressure.
+    counters: Option<Arc<SubtaskCounters>>,
 }
 
 impl ExchangeWriter {
     fn send(&self, target: usize, element: Element) -> Result<(), ExecError> {
-        self.senders[target]
-            .send(element)
-            .map_err(|_| ExecError::Disconnected {
-                task: self.task.clone(),
-            })
+        send_lane(
+            &self.senders[target],
+            element,
+            self.counters.as_deref(),
+            &self.task,
+        )
     }
 
     fn write(&mut self, rows: Vec<Row>) -> Result<(), ExecError> {
@@ -223,11 +390,12 @@ impl ExchangeWriter {
                     self.buffers[target].push(row);
                     if self.buffers[target].len() >= self.batch_size {
                         let batch = std::mem::take(&mut self.buffers[target]);
-                        self.senders[target]
-                            .send(Element::Batch(batch))
-                            .map_err(|_| ExecError::Disconnected {
-                                task: self.task.clone(),
-                            })?;
+                        send_lane(
+                            &self.senders[target],
+                            Element::Batch(batch),
+                            self.counters.as_deref(),
+                            &self.task,
+                        )?;
                     }
                 }
                 Ok(())
@@ -273,11 +441,15 @@ impl ExchangeWriter {
 /// One operator of a chain, with its output buffer and routing.
 struct ChainOp {
     node: NodeId,
+    /// The key groups this subtask of the node owns.
+    key_groups: KeyGroupRange,
     name: String,
     op: Box<dyn Operator>,
     out: Output,
     records_in: u64,
     records_out: u64,
+    /// Live copies of the counts, when the run publishes them.
+    counters: Option<Arc<SubtaskCounters>>,
 }
 
 /// The operators of one task subtask and the exchanges they feed.
@@ -302,9 +474,15 @@ impl Chain {
     /// Runs a batch through operator `op` and everything downstream of it in the chain.
     fn push(&mut self, op: usize, input: usize, rows: Vec<Row>) -> Result<(), ExecError> {
         let mut out = std::mem::take(&mut self.ops[op].out);
-        self.ops[op].records_in += rows.len() as u64;
+        let n = rows.len() as u64;
+        self.ops[op].records_in += n;
+        let started = self.ops[op].counters.is_some().then(Instant::now);
         if let Err(e) = self.ops[op].op.process(input, rows, &mut out) {
             return Err(self.task_error(op, e));
+        }
+        if let (Some(c), Some(t)) = (&self.ops[op].counters, started) {
+            SubtaskCounters::add(&c.records_in, n);
+            SubtaskCounters::add(&c.busy_ns, t.elapsed().as_nanos() as u64);
         }
         self.route(op, &mut out)?;
         self.ops[op].out = out;
@@ -314,6 +492,9 @@ impl Chain {
     /// Sends what an operator emitted to its targets.
     fn route(&mut self, op: usize, out: &mut Output) -> Result<(), ExecError> {
         self.ops[op].records_out += out.len() as u64;
+        if let Some(c) = &self.ops[op].counters {
+            SubtaskCounters::add(&c.records_out, out.len() as u64);
+        }
         self.route_ports(op, out)
     }
 
@@ -405,6 +586,42 @@ impl Chain {
         }
         Ok(())
     }
+
+    /// The synchronous part of the snapshot of every operator, in chain order.
+    fn snapshot(
+        &mut self,
+        point: SnapshotPoint,
+        subtask: u32,
+    ) -> Result<Vec<checkpointing::PendingSubtask>, ExecError> {
+        let mut pending = Vec::with_capacity(self.ops.len());
+        for op in 0..self.ops.len() {
+            let snapshot = self.ops[op]
+                .op
+                .snapshot(point)
+                .map_err(|e| self.task_error(op, e))?;
+            pending.push(checkpointing::PendingSubtask {
+                node: self.ops[op].node,
+                state: SubtaskState {
+                    subtask,
+                    key_groups: self.ops[op].key_groups,
+                    finished: point == SnapshotPoint::EndOfInput,
+                    state: snapshot.state,
+                    keyed: None,
+                },
+                keyed: snapshot.keyed,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// Sends a checkpoint barrier downstream, after everything emitted before it.
+    fn barrier(&mut self, checkpoint: CheckpointId) -> Result<(), ExecError> {
+        self.forward_watermark()?;
+        for exchange in &mut self.exchanges {
+            exchange.broadcast(Element::Barrier(checkpoint))?;
+        }
+        Ok(())
+    }
 }
 
 /// The state of one input channel, for watermark tracking.
@@ -427,6 +644,10 @@ struct Inputs {
     next: usize,
     /// Elements handled since the last watermark was forwarded.
     since_watermark: u32,
+    /// Channels that delivered the barrier being aligned; not read until it is complete.
+    blocked: Vec<bool>,
+    /// The checkpoint whose barriers are being aligned.
+    aligning: Option<CheckpointId>,
 }
 
 impl Inputs {
@@ -451,7 +672,8 @@ impl Inputs {
         self.receivers
             .iter()
             .zip(&self.status)
-            .any(|(r, s)| *s != ChannelStatus::Ended && !r.is_empty())
+            .zip(&self.blocked)
+            .any(|((r, s), b)| *s != ChannelStatus::Ended && !b && !r.is_empty())
     }
 }
 
@@ -514,9 +736,17 @@ enum Head {
 /// One task subtask, ready to run on its thread.
 struct Task {
     name: String,
+    /// Index of the task subtask in the job, for checkpoint reports.
+    index: usize,
+    subtask: u32,
     head_node: NodeId,
+    /// The key groups of the head node's subtask (a source's share of the input splits).
+    head_key_groups: KeyGroupRange,
+    checkpointing: Option<checkpointing::TaskCheckpointing>,
     /// Records a source head emitted.
     source_records: u64,
+    /// Live copy of `source_records`.
+    source_counters: Option<Arc<SubtaskCounters>>,
     head: Head,
     chain: Chain,
     cancel: CancelHandle,
@@ -554,9 +784,36 @@ impl Task {
         let mut idle_since: Option<Instant> = None;
         let mut marked_idle = false;
         let mut polls = 0u32;
+        let snapshot_source = |source: &mut Box<dyn Source>, chain: &mut Chain, point| {
+            let position = source.snapshot().map_err(|e| ExecError::Task {
+                task: self.name.clone(),
+                source: e,
+            })?;
+            let mut pending = vec![checkpointing::PendingSubtask {
+                node: self.head_node,
+                state: SubtaskState {
+                    subtask: self.subtask,
+                    key_groups: self.head_key_groups,
+                    finished: point == SnapshotPoint::EndOfInput,
+                    state: position,
+                    keyed: None,
+                },
+                keyed: None,
+            }];
+            pending.extend(chain.snapshot(point, self.subtask)?);
+            Ok::<_, ExecError>(pending)
+        };
         loop {
             if self.cancel.is_cancelled() {
                 return Err(ExecError::Cancelled);
+            }
+            if let Some(ckpt) = &self.checkpointing {
+                while let Some(id) = ckpt.next_trigger() {
+                    let point = SnapshotPoint::Barrier(id);
+                    let pending = snapshot_source(source, chain, point)?;
+                    ckpt.report(self.index, point, pending)?;
+                    chain.barrier(id)?;
+                }
             }
             let poll = source.poll(out).map_err(|e| ExecError::Task {
                 task: self.name.clone(),
@@ -574,6 +831,9 @@ impl Task {
             }
             if produced {
                 self.source_records += out.len() as u64;
+                if let Some(c) = &self.source_counters {
+                    SubtaskCounters::add(&c.records_out, out.len() as u64);
+                }
                 idle_since = None;
                 marked_idle = false;
                 route_source(chain, routes, out)?;
@@ -600,7 +860,13 @@ impl Task {
                         task: self.name.clone(),
                         source: e,
                     })?;
-                    return chain.end();
+                    chain.end()?;
+                    if let Some(ckpt) = &self.checkpointing {
+                        let point = SnapshotPoint::EndOfInput;
+                        let pending = snapshot_source(source, chain, point)?;
+                        ckpt.report(self.index, point, pending)?;
+                    }
+                    return Ok(());
                 }
             }
         }
@@ -615,12 +881,19 @@ impl Task {
             if self.cancel.is_cancelled() {
                 return Err(ExecError::Cancelled);
             }
-            let alive: Vec<usize> = (0..inputs.receivers.len())
-                .filter(|&i| inputs.status[i] != ChannelStatus::Ended)
-                .collect();
-            if alive.is_empty() {
-                return chain.end();
+            if inputs.status.iter().all(|s| *s == ChannelStatus::Ended) {
+                chain.end()?;
+                if let Some(ckpt) = &self.checkpointing {
+                    let point = SnapshotPoint::EndOfInput;
+                    let pending = chain.snapshot(point, self.subtask)?;
+                    ckpt.report(self.index, point, pending)?;
+                }
+                return Ok(());
             }
+            // Channels that delivered the barrier being aligned wait until all others have.
+            let alive: Vec<usize> = (0..inputs.receivers.len())
+                .filter(|&i| inputs.status[i] != ChannelStatus::Ended && !inputs.blocked[i])
+                .collect();
             // Take a channel with data ready, starting after the last one served so that every
             // channel gets its turn; block only when none has any.
             let mut ready = None;
@@ -679,6 +952,26 @@ impl Task {
                 Element::End => {
                     inputs.status[channel] = ChannelStatus::Ended;
                     status_changed = true;
+                }
+                Element::Barrier(id) => {
+                    inputs.blocked[channel] = true;
+                    inputs.aligning = Some(id);
+                }
+            }
+            // Aligned when every channel not ended has delivered the barrier: snapshot, pass
+            // the barrier on, and read all channels again.
+            if let Some(id) = inputs.aligning {
+                let aligned = (0..inputs.receivers.len())
+                    .all(|i| inputs.blocked[i] || inputs.status[i] == ChannelStatus::Ended);
+                if aligned {
+                    let point = SnapshotPoint::Barrier(id);
+                    let pending = chain.snapshot(point, self.subtask)?;
+                    if let Some(ckpt) = &self.checkpointing {
+                        ckpt.report(self.index, point, pending)?;
+                    }
+                    chain.barrier(id)?;
+                    inputs.aligning = None;
+                    inputs.blocked.iter_mut().for_each(|b| *b = false);
                 }
             }
             // The operators see a new watermark at once, in channel order (deterministic); it
@@ -774,8 +1067,21 @@ pub fn execute(
         }
     }
 
-    // Channels of every exchange edge: receivers[(node, input)][receiver][sender].
-    let mut senders: HashMap<(NodeId, usize), Vec<Vec<Sender<Element>>>> = HashMap::new();
+    // Global task indices (as `task_layout` numbers them) and which of them run here.
+    let mut first_index = vec![0usize; plans.len()];
+    let mut next_index = 0;
+    for (t, plan) in plans.iter().enumerate() {
+        first_index[t] = next_index;
+        next_index += graph.nodes[plan.head].parallelism as usize;
+    }
+    let placement = options.placement.as_ref();
+    let is_local = |task: usize, subtask: u32| {
+        placement.is_none_or(|p| p.local.contains(&(first_index[task] + subtask as usize)))
+    };
+
+    // Channels of every exchange edge: senders[(node, input)][sender][receiver] and
+    // receivers[(node, input)][receiver][sender], for the subtasks that run here.
+    let mut senders: HashMap<(NodeId, usize), Vec<Vec<Lane>>> = HashMap::new();
     let mut receivers: HashMap<(NodeId, usize), Vec<Vec<Receiver<Element>>>> = HashMap::new();
     for node in &graph.nodes {
         let chained = plans[task_of[node.id]].head != node.id;
@@ -786,16 +1092,41 @@ pub fn execute(
             let from_p = graph.nodes[edge.from].parallelism as usize;
             let to_p = node.parallelism as usize;
             let forward = edge.partitioning == Partitioning::Forward && from_p == to_p;
-            let mut s: Vec<Vec<Sender<Element>>> = vec![Vec::new(); from_p];
+            let mut s: Vec<Vec<Lane>> = (0..from_p).map(|_| Vec::new()).collect();
             let mut r: Vec<Vec<Receiver<Element>>> = vec![Vec::new(); to_p];
             for (i, senders_of_i) in s.iter_mut().enumerate() {
                 for (j, receivers_of_j) in r.iter_mut().enumerate() {
                     if forward && i != j {
                         continue;
                     }
-                    let (tx, rx) = bounded(options.channel_capacity);
-                    senders_of_i.push(tx);
-                    receivers_of_j.push(rx);
+                    let sends_here = is_local(task_of[edge.from], i as u32);
+                    let receives_here = is_local(task_of[node.id], j as u32);
+                    let key = ChannelKey {
+                        node: node.id,
+                        input,
+                        from: i as u32,
+                        to: j as u32,
+                    };
+                    let build = |message: String| ExecError::Build {
+                        node: node.name.clone(),
+                        message,
+                    };
+                    match (sends_here, receives_here, placement) {
+                        (true, true, _) | (_, _, None) => {
+                            let (tx, rx) = bounded(options.channel_capacity);
+                            senders_of_i.push(Lane::Local(tx));
+                            receivers_of_j.push(rx);
+                        }
+                        (true, false, Some(p)) => {
+                            senders_of_i.push(Lane::Remote(p.network.outlet(key).map_err(build)?));
+                        }
+                        (false, true, Some(p)) => {
+                            let (tx, rx) = bounded(options.channel_capacity);
+                            p.network.inlet(key, tx).map_err(build)?;
+                            receivers_of_j.push(rx);
+                        }
+                        (false, false, Some(_)) => {}
+                    }
                 }
             }
             senders.insert((node.id, input), s);
@@ -803,18 +1134,29 @@ pub fn execute(
         }
     }
 
+    let remote_checkpoints = placement.and_then(|p| p.checkpoints.clone());
+    let mut checkpoints = (options.checkpointing.is_some() || remote_checkpoints.is_some())
+        .then(|| checkpointing::Wiring::new(next_index));
+    let live = options.live.as_deref();
     let mut tasks: Vec<Task> = Vec::new();
-    for plan in &plans {
+    for (t, plan) in plans.iter().enumerate() {
         let head = &graph.nodes[plan.head];
         for subtask in 0..head.parallelism {
+            if !is_local(t, subtask) {
+                continue;
+            }
+            let index = first_index[t] + subtask as usize;
             let name = format!("{}[{}/{}]", head.name, subtask + 1, head.parallelism);
             let mut ops = Vec::new();
             let mut routes = Vec::new();
             let mut exchanges = Vec::new();
             let mut source_routes = Vec::new();
+            let mut source_counters = None;
             // Operators (all members, or all but a source head).
             for &member in &plan.members {
                 let node = &graph.nodes[member];
+                let counters = live.map(|l| l.register(&node.name, subtask, index));
+                let first_exchange = exchanges.len();
                 let targets = port_targets(
                     graph,
                     member,
@@ -827,8 +1169,12 @@ pub fn execute(
                     options,
                     &name,
                 )?;
+                for exchange in &mut exchanges[first_exchange..] {
+                    exchange.counters.clone_from(&counters);
+                }
                 if matches!(node.kind, NodeKind::Source(_)) {
                     source_routes = targets;
+                    source_counters = counters;
                     continue;
                 }
                 let op = factory
@@ -839,11 +1185,17 @@ pub fn execute(
                     })?;
                 ops.push(ChainOp {
                     node: member,
+                    key_groups: KeyGroupRange::of_subtask(
+                        subtask,
+                        node.parallelism,
+                        graph.max_parallelism,
+                    ),
                     name: node.name.clone(),
                     op,
                     out: Output::new(node.outputs.len()),
                     records_in: 0,
                     records_out: 0,
+                    counters,
                 });
                 routes.push(targets);
             }
@@ -915,11 +1267,23 @@ pub fn execute(
                         current: MIN_TIMESTAMP,
                         next: 0,
                         since_watermark: 0,
+                        blocked: vec![false; n],
+                        aligning: None,
                     })
                 }
             };
+            let is_source = matches!(head.kind, NodeKind::Source(_));
             tasks.push(Task {
                 name,
+                index,
+                source_counters,
+                subtask,
+                head_key_groups: KeyGroupRange::of_subtask(
+                    subtask,
+                    head.parallelism,
+                    graph.max_parallelism,
+                ),
+                checkpointing: checkpoints.as_mut().map(|c| c.task(index, is_source)),
                 head_node: head.id,
                 source_records: 0,
                 head: head_state,
@@ -931,53 +1295,81 @@ pub fn execute(
     drop(senders);
     drop(receivers);
 
-    let stats: Arc<Mutex<Vec<(NodeId, u64, u64)>>> = Arc::default();
-    let errors: Arc<Mutex<Vec<ExecError>>> = Arc::default();
-    let mut handles = Vec::new();
-    for task in tasks {
-        let stats = Arc::clone(&stats);
-        let errors = Arc::clone(&errors);
-        let cancel = cancel.clone();
-        let name = task.name.clone();
-        let handle = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run()));
-                let outcome = match result {
-                    Ok(Ok(counts)) => {
-                        stats
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .extend(counts);
-                        return;
-                    }
-                    Ok(Err(e)) => e,
-                    Err(panic) => ExecError::Panic {
-                        task: name,
-                        message: panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default(),
-                    },
-                };
-                cancel.cancel();
-                errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(outcome);
-            })
-            .map_err(|e| ExecError::Build {
-                node: "executor".into(),
-                message: format!("cannot start a thread: {e}"),
-            })?;
-        handles.push(handle);
-    }
-    for handle in handles {
-        let _ = handle.join();
-    }
+    let stats: Mutex<Vec<(NodeId, u64, u64)>> = Mutex::default();
+    let errors: Mutex<Vec<ExecError>> = Mutex::default();
+    let targets = checkpointing::Targets::default();
+    let fail = |error: ExecError| {
+        cancel.cancel();
+        errors.lock().unwrap_or_else(|e| e.into_inner()).push(error);
+    };
+    // Scoped threads: whatever happens, every started thread is joined before this returns.
+    let checkpoints = std::thread::scope(|scope| {
+        let coordination = match (checkpoints, remote_checkpoints, &options.checkpointing) {
+            (Some(wiring), Some(link), _) => {
+                Some(checkpointing::start_remote(scope, link, wiring, &fail))
+            }
+            (Some(wiring), None, Some(settings)) => Some(checkpointing::start(
+                scope,
+                checkpointing::JobEnv {
+                    settings,
+                    graph,
+                    factory,
+                    cancel,
+                    targets: &targets,
+                    fail: &fail,
+                },
+                wiring,
+            )),
+            _ => None,
+        };
+        let mut handles = Vec::new();
+        for task in tasks {
+            let name = task.name.clone();
+            let (stats, fail) = (&stats, &fail);
+            let spawned =
+                std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn_scoped(scope, move || {
+                        let result =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run()));
+                        match result {
+                            Ok(Ok(counts)) => stats
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .extend(counts),
+                            Ok(Err(e)) => fail(e),
+                            Err(panic) => fail(ExecError::Panic {
+                                task: name,
+                                message: panic
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_default(),
+                            }),
+                        }
+                    });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    fail(ExecError::Build {
+                        node: "executor".into(),
+                        message: format!("cannot start a thread: {e}"),
+                    });
+                    break;
+                }
+            }
+        }
+        for handle in handles {
+            let _ = handle.join();
+        }
+        coordination.map(|c| c.finish()).unwrap_or_default()
+    });
     let mut errors = std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner()));
-    if !errors.is_empty() {
+    let stopped = cancel.stop_requested()
+        && errors
+            .iter()
+            .all(|e| matches!(e, ExecError::Cancelled | ExecError::Disconnected { .. }));
+    if !errors.is_empty() && !stopped {
         // Report the root cause, not the tasks that stopped because of it.
         errors.sort_by_key(|e| match e {
             ExecError::Disconnected { .. } => 2,
@@ -1001,6 +1393,8 @@ pub fn execute(
     Ok(JobStats {
         nodes,
         elapsed: started.elapsed(),
+        checkpoints,
+        stopped,
     })
 }
 
@@ -1014,7 +1408,7 @@ fn port_targets(
     task_of: &[usize],
     position: &[usize],
     plan: &TaskPlan,
-    senders: &mut HashMap<(NodeId, usize), Vec<Vec<Sender<Element>>>>,
+    senders: &mut HashMap<(NodeId, usize), Vec<Vec<Lane>>>,
     exchanges: &mut Vec<ExchangeWriter>,
     options: &ExecOptions,
     task_name: &str,
@@ -1059,6 +1453,7 @@ fn port_targets(
                 buffers: vec![Vec::new(); n],
                 batch_size: options.batch_size,
                 task: task_name.to_string(),
+                counters: None,
             });
         }
         result.push(targets);
@@ -1213,6 +1608,8 @@ mod tests {
             current: MIN_TIMESTAMP,
             next: 0,
             since_watermark: 0,
+            blocked: vec![false; 2],
+            aligning: None,
         };
         assert_eq!(inputs.combined(), MIN_TIMESTAMP);
         inputs.status[1] = ChannelStatus::Idle;

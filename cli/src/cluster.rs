@@ -1,0 +1,570 @@
+//! The cluster subcommands: run a coordinator or a worker, start a whole local cluster, and
+//! the client commands that talk to the coordinators over gRPC.
+
+use clap::Args;
+use eddy_coordinator::leader::LeaderOptions;
+use eddy_coordinator::raft::RaftOptions;
+use eddy_coordinator::CoordinatorConfig;
+use eddy_proto::leader::Coordinators;
+use eddy_proto::v1::client_api_client::ClientApiClient;
+use eddy_proto::v1::*;
+use eddy_worker::WorkerConfig;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Where the coordinators are, for every client command.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// Coordinator addresses (any subset works; the leader is found), comma-separated.
+    #[arg(
+        long,
+        env = "EDDY_COORDINATORS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+    )]
+    pub coordinators: Vec<String>,
+    /// Give up after this long without an answer from a leader (e.g. 10s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::parse_interval)]
+    pub timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct CoordinatorArgs {
+    /// This node's id in --peers.
+    #[arg(long)]
+    pub id: u64,
+    /// Where to listen for clients, workers and the other coordinators (HOST:PORT).
+    #[arg(long)]
+    pub listen: String,
+    /// Every coordinator: ID=HOST:PORT, comma-separated (this one included).
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer, required = true)]
+    pub peers: Vec<(u64, String)>,
+    /// Where the Raft log and snapshots are kept (a restarted node catches up from here).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+    /// Declare a worker lost after this long without a heartbeat.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = crate::parse_interval)]
+    pub worker_timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Coordinator addresses, comma-separated.
+    #[arg(
+        long,
+        env = "EDDY_COORDINATORS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub coordinators: Vec<String>,
+    /// Where to listen for the leader and other workers (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Task slots: a job at parallelism P takes P slots (subtask i of every task in slot i).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub slots: u32,
+    /// Local state (RocksDB) and dead letters.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+    /// Time between heartbeats.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = crate::parse_interval)]
+    pub heartbeat: Duration,
+}
+
+#[derive(Args)]
+pub struct LocalArgs {
+    /// Worker processes to start (each in this process, on its own port).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// Port of coordinator 1 (2 and 3 take the next ones); 0: any free ports.
+    #[arg(long, default_value_t = 7001)]
+    pub port: u16,
+    /// Where the cluster keeps its data (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub job: crate::JobArgs,
+    /// Checkpoint every DURATION (exactly-once output); without it, no checkpoints.
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_interval)]
+    pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints go; every worker and coordinator must reach it (default: under the
+    /// leader's data directory).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Completed checkpoints to keep.
+    #[arg(long, default_value_t = 3)]
+    pub retain_checkpoints: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct JobIdArgs {
+    /// The job id `eddy submit` printed (e.g. job-1).
+    pub job: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub id: JobIdArgs,
+    /// Wait until the job finished, failed or was cancelled (exit 0 only if it finished).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::parse_interval)]
+    pub wait_timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct SavepointArgs {
+    #[command(flatten)]
+    pub id: JobIdArgs,
+    /// Where to write it (default: `savepoints/` in the job's checkpoint directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Stop the job once the savepoint is written.
+    #[arg(long)]
+    pub stop: bool,
+}
+
+fn parse_peer(text: &str) -> Result<(u64, String), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not ID=HOST:PORT (e.g. 1=127.0.0.1:7001)"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{id}` in `{text}` is not a node id (a positive number)"))?;
+    if id == 0 {
+        return Err("node ids start at 1".into());
+    }
+    Ok((id, addr.trim().to_string()))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn install_metrics(addr: &Option<String>) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--metrics `{addr}`: {e} (expected HOST:PORT)"))?;
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics at {addr}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn until_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        install_metrics(&args.metrics)?;
+        let peers: BTreeMap<u64, String> = args.peers.into_iter().collect();
+        let node = eddy_coordinator::start(CoordinatorConfig {
+            id: args.id,
+            listen: args.listen.clone(),
+            peers,
+            data_dir: args.data_dir,
+            raft: RaftOptions::default(),
+            leader: LeaderOptions {
+                worker_timeout: args.worker_timeout,
+                ..LeaderOptions::default()
+            },
+        })
+        .await?;
+        eprintln!("coordinator {} listening on {}", args.id, args.listen);
+        until_signal().await;
+        node.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        install_metrics(&args.metrics)?;
+        let worker = eddy_worker::start(WorkerConfig {
+            coordinators: args.coordinators,
+            listen: args.listen,
+            slots: args.slots,
+            data_dir: args.data_dir,
+            heartbeat: args.heartbeat,
+        })
+        .await?;
+        eprintln!(
+            "worker listening on {} with {} slots",
+            worker.addr, args.slots
+        );
+        until_signal().await;
+        worker.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Picks `n` free loopback ports (or `base`, `base+1`, ... when base is not 0).
+fn ports(base: u16, n: u16) -> anyhow::Result<Vec<u16>> {
+    if base != 0 {
+        return Ok((0..n).map(|i| base + i).collect());
+    }
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let temp;
+    let data = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::Builder::new().prefix("eddy-local-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    rt.block_on(async {
+        install_metrics(&args.metrics)?;
+        let ports = ports(args.port, 3)?;
+        let peers: BTreeMap<u64, String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u64 + 1, format!("127.0.0.1:{p}")))
+            .collect();
+        let mut nodes = Vec::new();
+        for (id, addr) in &peers {
+            nodes.push(
+                eddy_coordinator::start(CoordinatorConfig {
+                    id: *id,
+                    listen: addr.clone(),
+                    peers: peers.clone(),
+                    data_dir: data.join(format!("coordinator-{id}")),
+                    raft: RaftOptions::default(),
+                    leader: LeaderOptions::default(),
+                })
+                .await?,
+            );
+        }
+        let coordinators: Vec<String> = peers.values().cloned().collect();
+        let mut workers = Vec::new();
+        for i in 0..args.workers {
+            workers.push(
+                eddy_worker::start(WorkerConfig {
+                    coordinators: coordinators.clone(),
+                    listen: "127.0.0.1:0".into(),
+                    slots: args.slots,
+                    data_dir: data.join(format!("worker-{}", i + 1)),
+                    heartbeat: Duration::from_millis(500),
+                })
+                .await?,
+            );
+        }
+        eprintln!(
+            "local cluster: 3 coordinators at {} and {} workers ({} slots each); data in {}",
+            coordinators.join(","),
+            args.workers,
+            args.slots,
+            data.display()
+        );
+        eprintln!(
+            "submit with: EDDY_COORDINATORS={} eddy submit jobs/nexmark/q5.toml --generate 100000 --param output=out/q5/ --checkpoint-interval 1s",
+            coordinators.join(",")
+        );
+        println!("{}", coordinators.join(","));
+        until_signal().await;
+        for w in workers {
+            w.shutdown().await;
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs one client call against the leader, with the retries and deadline of `args`.
+async fn call<T, F, Fut>(args: &ClientArgs, f: F) -> Result<T, String>
+where
+    F: Fn(ClientApiClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let coordinators = Coordinators::new(args.coordinators.clone());
+    coordinators
+        .call(args.timeout, |c| f(ClientApiClient::new(c)))
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => format!(
+                "no coordinator leader answered within {:?} (tried {}): {}",
+                args.timeout,
+                args.coordinators.join(", "),
+                s.message()
+            ),
+            _ => s.message().to_string(),
+        })
+}
+
+fn fail(message: String) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {}", message.lines().collect::<Vec<_>>().join("; "));
+    Ok(ExitCode::from(1))
+}
+
+pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let text = match std::fs::read_to_string(&args.job.job) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read job file `{}`: {e}",
+                args.job.job.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let absolute = |p: &PathBuf| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string()
+    };
+    let request = SubmitRequest {
+        job_text: text,
+        job_path: args.job.job.display().to_string(),
+        params: args.job.params.iter().cloned().collect(),
+        parallelism: args.job.parallelism.unwrap_or(0),
+        checkpoint_interval_ms: args.checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
+        checkpoint_dir: args
+            .checkpoint_dir
+            .as_ref()
+            .map(absolute)
+            .unwrap_or_default(),
+        generate_events: args.job.generate.unwrap_or(0),
+        generate_rate: args.job.rate,
+        retain_checkpoints: args.retain_checkpoints,
+    };
+    let rt = runtime()?;
+    match rt.block_on(call(&args.client, |mut c| {
+        let r = request.clone();
+        async move { c.submit(r).await }
+    })) {
+        Ok(r) => {
+            println!("{}", r.job_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.starts_with("no coordinator") => fail(e),
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+pub fn list(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match rt.block_on(call(&args, |mut c| async move {
+        c.list_jobs(ListJobsRequest {}).await
+    })) {
+        Ok(r) => {
+            println!("leader: {}", r.leader);
+            for j in r.jobs {
+                println!(
+                    "{}\t{}\t{}\tparallelism {}\tattempt {}{}",
+                    j.job_id,
+                    j.name,
+                    j.state,
+                    j.parallelism,
+                    j.attempt,
+                    if j.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\t{}", j.message)
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn print_status(s: &JobStatusResponse) {
+    let Some(job) = &s.job else { return };
+    println!(
+        "{} {}: {}{}",
+        job.job_id,
+        job.name,
+        job.state,
+        if job.message.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", job.message)
+        }
+    );
+    println!("leader: {}", s.leader);
+    println!(
+        "attempt: {} ({} restarts), parallelism {}",
+        job.attempt, s.restarts, job.parallelism
+    );
+    if s.last_checkpoint > 0 {
+        println!("last checkpoint: {}", s.last_checkpoint);
+    } else {
+        println!("last checkpoint: none");
+    }
+    println!("records in: {}, out: {}", s.records_in, s.records_out);
+    if !s.tasks.is_empty() {
+        println!("tasks:");
+        for t in &s.tasks {
+            println!(
+                "  {}[{}] on worker {} ({}): {}, in {}, out {}",
+                t.name, t.subtask, t.worker, t.worker_addr, t.state, t.records_in, t.records_out
+            );
+        }
+    }
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let started = Instant::now();
+    loop {
+        let request = JobStatusRequest {
+            job_id: args.id.job.clone(),
+        };
+        let s = match rt.block_on(call(&args.id.client, |mut c| {
+            let r = request.clone();
+            async move { c.job_status(r).await }
+        })) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        let state = s.job.as_ref().map(|j| j.state.clone()).unwrap_or_default();
+        let terminal = matches!(state.as_str(), "finished" | "cancelled" | "failed");
+        if !args.wait || terminal {
+            print_status(&s);
+            return Ok(if args.wait && state != "finished" {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        if started.elapsed() > args.wait_timeout {
+            print_status(&s);
+            return fail(format!(
+                "{} did not end within {:?}",
+                args.id.job, args.wait_timeout
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn cancel(args: JobIdArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let request = CancelRequest {
+        job_id: args.job.clone(),
+    };
+    match rt.block_on(call(&args.client, |mut c| {
+        let r = request.clone();
+        async move { c.cancel(r).await }
+    })) {
+        Ok(_) => {
+            println!("{} cancelled", args.job);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn savepoint(args: SavepointArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let request = SavepointRequest {
+        job_id: args.id.job.clone(),
+        dir: args
+            .dir
+            .as_ref()
+            .map(|d| {
+                std::path::absolute(d)
+                    .unwrap_or_else(|_| d.clone())
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_default(),
+        stop: args.stop,
+    };
+    let mut client = args.id.client.clone();
+    client.timeout = client.timeout.max(Duration::from_secs(130));
+    match rt.block_on(call(&client, |mut c| {
+        let r = request.clone();
+        async move { c.savepoint(r).await }
+    })) {
+        Ok(r) => {
+            println!("savepoint {} in {}", r.checkpoint, r.location);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn workers(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match rt.block_on(call(&args, |mut c| async move {
+        c.list_workers(ListWorkersRequest {}).await
+    })) {
+        Ok(r) => {
+            for w in r.workers {
+                println!(
+                    "worker {}\t{}\tslots {}/{} used\tlast heartbeat {} ms ago",
+                    w.id, w.addr, w.slots_used, w.slots, w.last_heartbeat_ms_ago
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => fail(e),
+    }
+}

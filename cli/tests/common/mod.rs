@@ -1,0 +1,78 @@
+//! What the process-level tests share: the Nexmark input, bounded waiting, and the comparison of
+//! committed output with Flink's answer.
+
+use eddy_jobs::compare::compare_files;
+use eddy_operators::format::write_nexmark_events;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The shared Nexmark input (100k events), generated once per test process.
+pub fn input() -> &'static Path {
+    static INPUT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = INPUT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events-100k.jsonl");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        write_nexmark_events(&mut out, 100_000, 1_767_225_600_000, 1000).unwrap();
+        (dir, path)
+    });
+    path
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Flink's answer for a query.
+pub fn expected(query: &str) -> PathBuf {
+    let dir = repo().join("jobs/nexmark/expected");
+    let plain = dir.join(format!("{query}.jsonl"));
+    if plain.exists() {
+        plain
+    } else {
+        dir.join(format!("{query}.jsonl.gz"))
+    }
+}
+
+/// Waits for a process at most `limit` (then kills it and fails).
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the process did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Concatenates the committed files of `out` (regular files not starting with '.' or '_')
+/// into `scratch` and compares them with Flink's answer for `query`.
+pub fn assert_committed_equals_flink(out: &Path, query: &str, scratch: &Path) {
+    let mut committed: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.starts_with('.') && !name.starts_with('_')
+        })
+        .collect();
+    committed.sort();
+    let mut file = std::fs::File::create(scratch).unwrap();
+    for f in &committed {
+        file.write_all(&std::fs::read(f).unwrap()).unwrap();
+    }
+    drop(file);
+    if let Err(diff) = compare_files(&expected(query), scratch) {
+        panic!("{query}: committed output differs from Flink's: {diff}");
+    }
+}

@@ -1,0 +1,123 @@
+//! The coordinator: a node of a 3-node Raft group (openraft). The replicated state
+//! ([`state::ClusterState`]) holds jobs, workers, placements and completed checkpoints; the
+//! leader alone schedules attempts onto worker slots and drives each job's checkpoints
+//! ([`leader`]). Every node serves the client API and the worker control service ([`api`]);
+//! followers point callers to the leader.
+
+pub mod api;
+pub mod leader;
+pub mod raft;
+pub mod state;
+
+use eddy_proto::v1::client_api_server::ClientApiServer;
+use eddy_proto::v1::coordinator_control_server::CoordinatorControlServer;
+use leader::{Leader, LeaderOptions};
+use raft::{RaftNode, RaftOptions};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// How a coordinator node is started.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    pub id: u64,
+    /// Where this node listens; must be its entry in `peers`.
+    pub listen: String,
+    /// Every node of the group, this one included: id → HOST:PORT.
+    pub peers: BTreeMap<u64, String>,
+    pub data_dir: PathBuf,
+    pub raft: RaftOptions,
+    pub leader: LeaderOptions,
+}
+
+/// A running coordinator node.
+pub struct CoordinatorHandle {
+    pub raft: RaftNode,
+    pub leader: Arc<Leader>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl CoordinatorHandle {
+    /// Stops serving and leaves the group (the others carry on).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.raft.shutdown().await;
+    }
+}
+
+/// Starts a coordinator node on the current tokio runtime.
+pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandle> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let (listener, _) = eddy_proto::net::bind(&config.listen).await?;
+    let raft = RaftNode::start(
+        config.id,
+        config.peers.clone(),
+        &config.data_dir,
+        config.raft.clone(),
+    )
+    .await?;
+    let leader = Arc::new(Leader {
+        raft: raft.clone(),
+        soft: Mutex::default(),
+        options: config.leader.clone(),
+    });
+    let api = api::Api {
+        leader: Arc::clone(&leader),
+        default_checkpoint_root: config.data_dir.join("checkpoints"),
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = {
+        let rx = shutdown_rx.clone();
+        let raft_service = raft.service();
+        let client = ClientApiServer::new(api.clone());
+        let control = CoordinatorControlServer::new(api)
+            .max_decoding_message_size(eddy_proto::net::MAX_MESSAGE_BYTES);
+        tokio::spawn(async move {
+            let router = eddy_proto::net::server()
+                .add_service(raft_service)
+                .add_service(client)
+                .add_service(control);
+            let served = eddy_proto::net::serve(router, listener, rx).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "coordinator server failed");
+            }
+        })
+    };
+    let duties = {
+        let leader = Arc::clone(&leader);
+        let mut rx = shutdown_rx;
+        tokio::spawn(async move {
+            loop {
+                leader.tick().await;
+                let status = leader.raft.status();
+                metrics::gauge!("eddy_raft_term").set(status.term as f64);
+                metrics::gauge!("eddy_raft_leader").set(status.leader.unwrap_or(0) as f64);
+                metrics::gauge!("eddy_raft_commit_index").set(status.commit_index as f64);
+                metrics::gauge!("eddy_raft_is_leader").set(f64::from(u8::from(status.is_leader)));
+                if status.is_leader {
+                    let state = leader.raft.state();
+                    let total: u32 = state.workers.values().map(|w| w.slots).sum();
+                    let free: u32 = state.free_slots().values().sum();
+                    metrics::gauge!("eddy_slots_free").set(free as f64);
+                    metrics::gauge!("eddy_slots_used").set((total - free) as f64);
+                    metrics::gauge!("eddy_workers").set(state.workers.len() as f64);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(leader.options.tick) => {}
+                    _ = rx.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+    Ok(CoordinatorHandle {
+        raft,
+        leader,
+        shutdown: shutdown_tx,
+        tasks: vec![server, duties],
+    })
+}

@@ -1,0 +1,64 @@
+//! A job as submitted to a cluster: the job file's text and the run settings, everything any
+//! node needs to compile the same [`JobGraph`] again. Coordinators replicate it; workers compile
+//! it when a deployment reaches them. Compilation is deterministic, so every node numbers nodes
+//! and tasks the same way.
+
+use crate::{compile_str, use_nexmark_generator, CompileOptions, JobError};
+use eddy_runtime::graph::{GeneratorSpec, JobGraph};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a user submitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Submission {
+    /// The job file's text (TOML) and its path, for messages.
+    pub job_text: String,
+    pub job_path: String,
+    pub params: BTreeMap<String, String>,
+    /// Overrides the job's parallelism.
+    pub parallelism: Option<u32>,
+    /// 0: no checkpoints.
+    pub checkpoint_interval_ms: u64,
+    /// Where checkpoints go; must be reachable from every worker and coordinator (a shared
+    /// directory, as Flink needs a shared file system or object store).
+    pub checkpoint_dir: String,
+    pub retain_checkpoints: u32,
+    /// Replace Nexmark file sources with the generator making this many events.
+    pub generate_events: Option<u64>,
+    pub generate_rate: u64,
+}
+
+impl Submission {
+    /// The job graph, as `eddy run` would build it from the same file and flags.
+    pub fn compile(&self) -> Result<JobGraph, JobError> {
+        let mut params = self.params.clone();
+        if self.generate_events.is_some() {
+            params
+                .entry("input".into())
+                .or_insert_with(|| "<generated>".into());
+        }
+        let options = CompileOptions {
+            params,
+            parallelism: self.parallelism,
+        };
+        let mut graph = compile_str(&self.job_path, &self.job_text, &options)?;
+        if let Some(events) = self.generate_events {
+            let replaced = use_nexmark_generator(
+                &mut graph,
+                GeneratorSpec {
+                    events: Some(events),
+                    rate: self.generate_rate.max(1),
+                    base_time: crate::DEFAULT_NEXMARK_BASE_TIME,
+                    throttle: false,
+                },
+            );
+            if replaced == 0 {
+                return Err(JobError::new(
+                    &self.job_path,
+                    "--generate needs a Nexmark file source, and this job has none",
+                ));
+            }
+        }
+        Ok(graph)
+    }
+}

@@ -1,0 +1,244 @@
+//! Job attempts deployed on this worker: building their tasks, wiring them to the network and
+//! to the leader's checkpoint coordinator, and reporting how they end.
+
+use crate::exchange::{GrpcNetwork, Inlets};
+use eddy_jobs::Submission;
+use eddy_operators::checkpointing::{Restored, RocksOptions, StateBackendChoice};
+use eddy_operators::{Factory, RunSettings};
+use eddy_proto::v1::{CheckpointAck, DeployRequest};
+use eddy_runtime::checkpoint::coordinator::{CoordinatorInput, ReportedSubtask};
+use eddy_runtime::checkpoint::storage::DirStorage;
+use eddy_runtime::checkpoint::{CheckpointId, CheckpointMetadata, CheckpointStore, UploadTarget};
+use eddy_runtime::exec::{
+    commit_checkpoint_where, execute, task_layout, CancelHandle, CheckpointLink, ExecError,
+    ExecOptions, LiveStats, Placement,
+};
+use eddy_runtime::graph::{JobGraph, NodeId};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Identifies a job attempt.
+pub type AttemptKey = (String, u64);
+
+/// Where an attempt's checkpoint triggers and acknowledgements go.
+pub struct Link {
+    job: String,
+    attempt: u64,
+    triggers: Mutex<HashMap<usize, crossbeam_channel::Sender<CheckpointId>>>,
+    targets: Mutex<HashMap<CheckpointId, UploadTarget>>,
+    acks: mpsc::UnboundedSender<CheckpointAck>,
+}
+
+impl Link {
+    /// A checkpoint was triggered: remember where it goes and start it at the local sources.
+    pub fn trigger(&self, target: UploadTarget) {
+        let id = target.checkpoint;
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, target);
+        for tx in self
+            .triggers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let _ = tx.send(id);
+        }
+    }
+}
+
+impl CheckpointLink for Link {
+    fn register_sources(&self, triggers: HashMap<usize, crossbeam_channel::Sender<CheckpointId>>) {
+        *self.triggers.lock().unwrap_or_else(|e| e.into_inner()) = triggers;
+    }
+
+    fn target(&self, id: CheckpointId) -> Option<UploadTarget> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn acknowledge(&self, input: CoordinatorInput) {
+        let (checkpoint, task, finished, subtasks) = match input {
+            CoordinatorInput::Ack {
+                checkpoint,
+                task,
+                subtasks,
+            } => (checkpoint, task, false, subtasks),
+            CoordinatorInput::Finished { task, subtasks } => (0, task, true, subtasks),
+            _ => return,
+        };
+        let subtasks: Vec<ReportedSubtask> = subtasks;
+        let json = serde_json::to_vec(&subtasks).unwrap_or_default();
+        let _ = self.acks.send(CheckpointAck {
+            job_id: self.job.clone(),
+            attempt: self.attempt,
+            checkpoint,
+            task: task as u32,
+            finished,
+            subtasks_json: json,
+        });
+    }
+}
+
+/// An attempt running on this worker.
+pub struct Running {
+    pub cancel: CancelHandle,
+    pub link: Arc<Link>,
+    pub live: Arc<LiveStats>,
+    pub graph: Arc<JobGraph>,
+    pub factory: Arc<Factory>,
+    /// Global task indices running here.
+    pub local: HashSet<usize>,
+    /// Global index of subtask 0 of the task each node belongs to.
+    pub task_of_node: Vec<usize>,
+}
+
+impl Running {
+    /// Whether subtask `subtask` of `node` runs here.
+    pub fn hosts(&self, node: NodeId, subtask: u32) -> bool {
+        self.local
+            .contains(&(self.task_of_node[node] + subtask as usize))
+    }
+
+    /// Publishes what a completed checkpoint covers for the subtasks that run here.
+    pub fn commit(&self, metadata: &CheckpointMetadata) -> Result<(), String> {
+        commit_checkpoint_where(self.factory.as_ref(), &self.graph, metadata, &|n, s| {
+            // A restored state of another parallelism is committed by the subtask it maps to.
+            let p = self.graph.nodes[n].parallelism;
+            self.hosts(n, s % p)
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Where this worker keeps attempts' local files.
+pub struct Paths {
+    pub data_dir: PathBuf,
+}
+
+/// Global task index of subtask 0 of the task each node is part of.
+pub fn task_of_node(graph: &JobGraph) -> Vec<usize> {
+    let mut of = vec![0; graph.nodes.len()];
+    for task in task_layout(graph) {
+        for m in task.members {
+            of[m] = task.first_index;
+        }
+    }
+    of
+}
+
+/// Everything a deployment needs, prepared before its tasks start.
+pub struct Prepared {
+    pub running: Arc<Running>,
+    pub options: ExecOptions,
+}
+
+/// Compiles the job, opens the restore point, builds the factory and the placement.
+pub fn prepare(
+    request: &DeployRequest,
+    paths: &Paths,
+    inlets: Arc<Inlets>,
+    acks: mpsc::UnboundedSender<CheckpointAck>,
+    runtime: tokio::runtime::Handle,
+) -> Result<Prepared, String> {
+    let submission: Submission = serde_json::from_slice(&request.job_json)
+        .map_err(|e| format!("bad job description: {e}"))?;
+    let graph = submission.compile().map_err(|e| e.to_string())?;
+    let checkpointing = submission.checkpoint_interval_ms > 0;
+    let attempt_dir = paths
+        .data_dir
+        .join(format!("{}-{}", request.job_id, request.attempt));
+    let mut settings = RunSettings {
+        dead_letter_path: paths
+            .data_dir
+            .join(format!("{}-dead-letter.jsonl", request.job_id)),
+        exactly_once: checkpointing,
+        ..Default::default()
+    };
+    if checkpointing {
+        settings.state = StateBackendChoice::RocksDb {
+            dir: attempt_dir.join("state"),
+            options: RocksOptions::new(64 << 20, 100_000).map_err(|e| e.to_string())?,
+        };
+    }
+    if request.restore_checkpoint > 0 {
+        let store = open_store(Path::new(&request.restore_dir))?;
+        let metadata = store
+            .load(request.restore_checkpoint)
+            .map_err(|e| format!("cannot read checkpoint {}: {e}", request.restore_checkpoint))?;
+        settings.restore = Some(Restored {
+            store,
+            metadata: Arc::new(metadata),
+            incremental_base: request.restore_dir == submission.checkpoint_dir,
+        });
+    }
+    let restore = settings.restore.clone();
+    let factory = Arc::new(Factory::new(settings));
+    let local: HashSet<usize> = request.tasks.iter().map(|t| *t as usize).collect();
+    let of_node = task_of_node(&graph);
+    let link = Arc::new(Link {
+        job: request.job_id.clone(),
+        attempt: request.attempt,
+        triggers: Mutex::default(),
+        targets: Mutex::default(),
+        acks,
+    });
+    let live = Arc::new(LiveStats::default());
+    let network = Arc::new(GrpcNetwork {
+        job: request.job_id.clone(),
+        attempt: request.attempt,
+        task_addrs: request.task_addrs.clone(),
+        task_of_node: of_node.clone(),
+        inlets,
+        runtime,
+    });
+    let running = Arc::new(Running {
+        cancel: CancelHandle::default(),
+        link: Arc::clone(&link),
+        live: Arc::clone(&live),
+        graph: Arc::new(graph),
+        factory,
+        local: local.clone(),
+        task_of_node: of_node,
+    });
+    if let Some(r) = &restore {
+        // The previous attempt may have died between completing this checkpoint and
+        // committing it; commits are idempotent.
+        running.commit(&r.metadata)?;
+    }
+    let options = ExecOptions {
+        placement: Some(Placement {
+            local,
+            network,
+            checkpoints: checkpointing.then_some(link as Arc<dyn CheckpointLink>),
+        }),
+        live: Some(live),
+        ..ExecOptions::default()
+    };
+    Ok(Prepared { running, options })
+}
+
+/// Opens checkpoint storage in a directory.
+pub fn open_store(dir: &Path) -> Result<CheckpointStore, String> {
+    let storage = DirStorage::new(dir)
+        .map_err(|e| format!("cannot use checkpoint directory `{}`: {e}", dir.display()))?;
+    Ok(CheckpointStore::new(Arc::new(storage)))
+}
+
+/// Runs the attempt's local tasks to their end (blocking).
+pub fn run(prepared: &Prepared) -> Result<(), ExecError> {
+    let running = &prepared.running;
+    execute(
+        &running.graph,
+        running.factory.as_ref(),
+        &prepared.options,
+        &running.cancel,
+    )
+    .map(|_| ())
+}

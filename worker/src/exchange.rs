@@ -1,0 +1,347 @@
+//! Records between workers: one gRPC stream per channel (sending subtask → receiving subtask of
+//! one edge), with credit-based flow control.
+//!
+//! The receiver grants `INITIAL_CREDITS` frames when the stream opens and one more each time a
+//! frame has moved into the receiving task's bounded input queue. The sender sends a frame only
+//! against a credit, so at most `INITIAL_CREDITS` frames per channel are in flight or buffered
+//! in the network layer; when the receiving task is slow its queue stays full, no credits
+//! return, the sending task blocks in [`Outlet::send`], and the pressure travels on to the
+//! sources, as within a process.
+
+use eddy_proto::v1::exchange_client::ExchangeClient;
+use eddy_proto::v1::exchange_server::Exchange;
+use eddy_proto::v1::{exchange_frame::Kind, Credit, ExchangeFrame, ExchangeOpen};
+use eddy_runtime::element::Element;
+use eddy_runtime::exec::{ChannelKey, Network, Outlet};
+use eddy_runtime::types::Row;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Frames a receiver lets a sender have in flight per channel.
+pub const INITIAL_CREDITS: u32 = 4;
+
+/// How long an incoming stream waits for its receiving task to be deployed (workers deploy
+/// an attempt's tasks at slightly different times).
+const INLET_WAIT: Duration = Duration::from_secs(10);
+
+/// A channel of a job attempt, as both sides name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChannelId {
+    pub job: String,
+    pub attempt: u64,
+    pub key: ChannelKey,
+}
+
+/// Byte and frame counts of the exchange, for metrics.
+#[derive(Debug, Default)]
+pub struct ExchangeStats {
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub frames_sent: AtomicU64,
+    /// Sends that found no credit and had to wait.
+    pub credit_waits: AtomicU64,
+}
+
+/// Receiving ends registered by deployed tasks, waiting for their streams.
+#[derive(Default)]
+pub struct Inlets {
+    waiting: Mutex<HashMap<ChannelId, crossbeam_channel::Sender<Element>>>,
+    pub stats: ExchangeStats,
+}
+
+impl Inlets {
+    fn register(&self, id: ChannelId, into: crossbeam_channel::Sender<Element>) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, into);
+    }
+
+    async fn take(&self, id: &ChannelId) -> Option<crossbeam_channel::Sender<Element>> {
+        let until = Instant::now() + INLET_WAIT;
+        loop {
+            if let Some(tx) = self
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id)
+            {
+                return Some(tx);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Forgets the inlets of an attempt that ended before their streams arrived.
+    pub fn drop_attempt(&self, job: &str, attempt: u64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| !(id.job == job && id.attempt == attempt));
+    }
+}
+
+fn encode(element: Element) -> Result<(Kind, usize), String> {
+    Ok(match element {
+        Element::Batch(rows) => {
+            let bytes = bincode::serde::encode_to_vec(&rows, bincode::config::standard())
+                .map_err(|e| format!("cannot encode a batch: {e}"))?;
+            let n = bytes.len();
+            (Kind::Batch(bytes), n)
+        }
+        Element::Watermark(w) => (Kind::Watermark(w), 8),
+        Element::Idle => (Kind::Idle(true), 1),
+        Element::Barrier(id) => (Kind::Barrier(id), 8),
+        Element::End => (Kind::End(true), 1),
+    })
+}
+
+fn decode(kind: Kind) -> Result<Element, String> {
+    Ok(match kind {
+        Kind::Batch(bytes) => {
+            let (rows, _): (Vec<Row>, usize) =
+                bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                    .map_err(|e| format!("cannot decode a batch: {e}"))?;
+            Element::Batch(rows)
+        }
+        Kind::Watermark(w) => Element::Watermark(w),
+        Kind::Idle(_) => Element::Idle,
+        Kind::Barrier(id) => Element::Barrier(id),
+        Kind::End(_) => Element::End,
+        Kind::Open(_) => return Err("a second open frame".into()),
+    })
+}
+
+/// The gRPC service receiving streams from other workers.
+pub struct ExchangeService {
+    pub inlets: Arc<Inlets>,
+}
+
+type CreditStream = Pin<Box<dyn Stream<Item = Result<Credit, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Exchange for ExchangeService {
+    type TransferStream = CreditStream;
+
+    async fn transfer(
+        &self,
+        request: Request<Streaming<ExchangeFrame>>,
+    ) -> Result<Response<Self::TransferStream>, Status> {
+        let mut frames = request.into_inner();
+        let open = match frames.message().await? {
+            Some(ExchangeFrame {
+                kind: Some(Kind::Open(open)),
+            }) => open,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a stream starts with an open frame",
+                ))
+            }
+        };
+        let id = ChannelId {
+            job: open.job_id.clone(),
+            attempt: open.attempt,
+            key: ChannelKey {
+                node: open.node as usize,
+                input: open.input as usize,
+                from: open.from_subtask,
+                to: open.to_subtask,
+            },
+        };
+        let Some(into) = self.inlets.take(&id).await else {
+            return Err(Status::not_found(format!(
+                "no task of {} attempt {} receives {:?} here",
+                id.job, id.attempt, id.key
+            )));
+        };
+        let (credits_tx, credits_rx) = mpsc::unbounded_channel();
+        let _ = credits_tx.send(Ok(Credit {
+            frames: INITIAL_CREDITS,
+        }));
+        // Frames move into the task's blocking queue on a thread of their own; a credit goes
+        // back for each frame the queue took.
+        let (frames_tx, mut frames_rx) = mpsc::channel::<Element>(INITIAL_CREDITS as usize);
+        let inlets = Arc::clone(&self.inlets);
+        std::thread::Builder::new()
+            .name(format!("exchange-in-{}", id.key.node))
+            .spawn(move || {
+                while let Some(element) = frames_rx.blocking_recv() {
+                    if into.send(element).is_err() {
+                        break;
+                    }
+                    let _ = credits_tx.send(Ok(Credit { frames: 1 }));
+                }
+            })
+            .map_err(|e| Status::internal(format!("cannot start a thread: {e}")))?;
+        tokio::spawn(async move {
+            loop {
+                match frames.message().await {
+                    Ok(Some(ExchangeFrame { kind: Some(kind) })) => {
+                        if let Kind::Batch(b) = &kind {
+                            inlets
+                                .stats
+                                .bytes_received
+                                .fetch_add(b.len() as u64, Ordering::Relaxed);
+                        }
+                        match decode(kind) {
+                            Ok(element) => {
+                                if frames_tx.send(element).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "bad exchange frame");
+                                break;
+                            }
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    // End of stream or a broken connection: the receiving task sees its queue's
+                    // sender go away (a disconnect) unless the End element arrived first.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
+            credits_rx,
+        ))))
+    }
+}
+
+/// The [`Network`] of one job attempt on this worker.
+pub struct GrpcNetwork {
+    pub job: String,
+    pub attempt: u64,
+    /// Worker address by global task index of the attempt.
+    pub task_addrs: Vec<String>,
+    /// Global task index of subtask 0 of the task each node heads (or is chained into).
+    pub task_of_node: Vec<usize>,
+    pub inlets: Arc<Inlets>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Network for GrpcNetwork {
+    fn outlet(&self, key: ChannelKey) -> Result<Box<dyn Outlet>, String> {
+        let task = self.task_of_node[key.node] + key.to as usize;
+        let addr = self
+            .task_addrs
+            .get(task)
+            .cloned()
+            .ok_or_else(|| format!("no worker runs task {task}"))?;
+        let (tx, rx) = mpsc::channel::<Element>(1);
+        let open = ExchangeOpen {
+            job_id: self.job.clone(),
+            attempt: self.attempt,
+            node: key.node as u32,
+            input: key.input as u32,
+            from_subtask: key.from,
+            to_subtask: key.to,
+        };
+        let inlets = Arc::clone(&self.inlets);
+        self.runtime.spawn(async move {
+            if let Err(e) = pump(addr.clone(), open, rx, &inlets.stats).await {
+                tracing::warn!(%addr, error = %e, "exchange stream to {addr} failed");
+            }
+        });
+        Ok(Box::new(GrpcOutlet { tx }))
+    }
+
+    fn inlet(
+        &self,
+        key: ChannelKey,
+        into: crossbeam_channel::Sender<Element>,
+    ) -> Result<(), String> {
+        self.inlets.register(
+            ChannelId {
+                job: self.job.clone(),
+                attempt: self.attempt,
+                key,
+            },
+            into,
+        );
+        Ok(())
+    }
+}
+
+struct GrpcOutlet {
+    tx: mpsc::Sender<Element>,
+}
+
+impl Outlet for GrpcOutlet {
+    fn send(&self, element: Element) -> Result<(), String> {
+        self.tx
+            .blocking_send(element)
+            .map_err(|_| "the stream to the receiving worker broke".to_string())
+    }
+}
+
+/// Sends a channel's elements to the receiving worker, one frame per credit.
+async fn pump(
+    addr: String,
+    open: ExchangeOpen,
+    mut elements: mpsc::Receiver<Element>,
+    stats: &ExchangeStats,
+) -> Result<(), String> {
+    let channel = connect(&addr).await?;
+    let (frames_tx, frames_rx) = mpsc::channel::<ExchangeFrame>(1);
+    frames_tx
+        .send(ExchangeFrame {
+            kind: Some(Kind::Open(open)),
+        })
+        .await
+        .map_err(|_| "stream closed".to_string())?;
+    let mut credits = ExchangeClient::new(channel)
+        .max_decoding_message_size(eddy_proto::net::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(eddy_proto::net::MAX_MESSAGE_BYTES)
+        .transfer(ReceiverStream::new(frames_rx))
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let mut available: u32 = 0;
+    while let Some(element) = elements.recv().await {
+        if available == 0 {
+            stats.credit_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        while available == 0 {
+            match credits.next().await {
+                Some(Ok(c)) => available += c.frames,
+                Some(Err(s)) => return Err(s.message().to_string()),
+                None => return Err("the receiver closed the stream".into()),
+            }
+        }
+        let (kind, bytes) = encode(element)?;
+        frames_tx
+            .send(ExchangeFrame { kind: Some(kind) })
+            .await
+            .map_err(|_| "stream closed".to_string())?;
+        available -= 1;
+        stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    // Every element sent: close our side and let the receiver drain.
+    drop(frames_tx);
+    while let Some(Ok(_)) = credits.next().await {}
+    Ok(())
+}
+
+/// Connects to a worker, retrying briefly (it may be starting up).
+async fn connect(addr: &str) -> Result<tonic::transport::Channel, String> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match eddy_proto::net::stream_channel(addr).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= until => return Err(e.to_string()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
