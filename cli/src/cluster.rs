@@ -388,6 +388,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         generate_events: args.job.generate.unwrap_or(0),
         generate_rate: args.job.rate,
         retain_checkpoints: args.retain_checkpoints,
+        max_source_rate: args.job.max_rate.unwrap_or(0),
     };
     let rt = runtime()?;
     match rt.block_on(call(&args.client, |mut c| {

@@ -84,6 +84,10 @@ pub(crate) struct JobArgs {
         requires = "generate"
     )]
     pub(crate) rate: u64,
+    /// Emit at most N rows per second from each source, over all its subtasks (wall clock):
+    /// replays recorded input at a live pace, e.g. for a demo or to watch a job under load.
+    #[arg(long, value_name = "ROWS_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_rate: Option<u64>,
 }
 
 #[derive(Args)]
@@ -401,6 +405,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = ExecOptions {
         batch_size: args.batch_size as usize,
         checkpointing: plan.checkpointing.clone(),
+        max_source_rate: args.job.max_rate,
         ..ExecOptions::default()
     };
     let cancel = CancelHandle::default();

@@ -128,11 +128,21 @@ impl Cluster {
     }
 
     fn submit(&self, query: &str, out: &str) -> String {
+        self.submit_with(query, out, &[])
+    }
+
+    /// Submits with a paced source, so that a failure injected after the first checkpoint
+    /// lands while the job runs, on any machine.
+    fn submit_paced(&self, query: &str, out: &str) -> String {
+        self.submit_with(query, out, &["--max-rate", "40000"])
+    }
+
+    fn submit_with(&self, query: &str, out: &str, extra: &[&str]) -> String {
         let job = repo().join(format!("jobs/nexmark/{query}.toml"));
         let input = format!("input={}", input().display());
         let output = format!("output={}/", self.dir.path().join(out).display());
         let ckpt = self.dir.path().join(format!("{out}-ckpt"));
-        let out = self.client(&[
+        let mut args = vec![
             "submit",
             job.to_str().unwrap(),
             "--param",
@@ -145,7 +155,9 @@ impl Cluster {
             "100ms",
             "--checkpoint-dir",
             ckpt.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = self.client(&args);
         assert!(
             out.status.success(),
             "{}",
@@ -231,38 +243,34 @@ fn q5_and_q8_on_two_workers_equal_flink() {
 
 #[test]
 fn a_killed_worker_loses_nothing() {
-    // A run may finish before the kill lands on a fast machine; then try again.
-    for round in 0..3 {
-        let mut cluster = Cluster::start(2);
-        let job = cluster.submit("q5", "q5");
-        if !cluster.wait_checkpoint(&job, 1) {
-            continue;
-        }
-        let mut victim = cluster.workers[1].take().unwrap();
-        victim.kill().unwrap(); // SIGKILL
-        victim.wait().unwrap();
-        let status = cluster.wait_finished(&job);
-        if status.contains("(0 restarts)") && round < 2 {
-            continue; // it had finished before the kill
-        }
-        assert!(!status.contains("(0 restarts)"), "{status}");
-        cluster.assert_output_equals_flink("q5", "q5");
-        let workers = cluster.client(&["workers"]);
-        assert_eq!(
-            String::from_utf8_lossy(&workers.stdout).lines().count(),
-            1,
-            "the killed worker is declared lost"
-        );
-        return;
-    }
-    panic!("the job finished before its first checkpoint, three times");
+    let mut cluster = Cluster::start(2);
+    let job = cluster.submit_paced("q5", "q5");
+    assert!(
+        cluster.wait_checkpoint(&job, 1),
+        "finished before a checkpoint"
+    );
+    let mut victim = cluster.workers[1].take().unwrap();
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let status = cluster.wait_finished(&job);
+    assert!(!status.contains("(0 restarts)"), "{status}");
+    cluster.assert_output_equals_flink("q5", "q5");
+    let workers = cluster.client(&["workers"]);
+    assert_eq!(
+        String::from_utf8_lossy(&workers.stdout).lines().count(),
+        1,
+        "the killed worker is declared lost"
+    );
 }
 
 #[test]
 fn a_killed_leader_is_replaced_and_rejoins() {
     let mut cluster = Cluster::start(2);
-    let job = cluster.submit("q8", "q8");
-    cluster.wait_checkpoint(&job, 1);
+    let job = cluster.submit_paced("q8", "q8");
+    assert!(
+        cluster.wait_checkpoint(&job, 1),
+        "finished before a checkpoint"
+    );
     let old = cluster.leader();
     let mut victim = cluster.coordinators[old - 1].take().unwrap();
     victim.kill().unwrap();
@@ -299,8 +307,11 @@ fn a_killed_leader_is_replaced_and_rejoins() {
 #[test]
 fn a_killed_follower_stops_nothing() {
     let mut cluster = Cluster::start(2);
-    let job = cluster.submit("q5", "q5");
-    cluster.wait_checkpoint(&job, 1);
+    let job = cluster.submit_paced("q5", "q5");
+    assert!(
+        cluster.wait_checkpoint(&job, 1),
+        "finished before a checkpoint"
+    );
     let leader = cluster.leader();
     let follower = if leader == 1 { 2 } else { 1 };
     let mut victim = cluster.coordinators[follower - 1].take().unwrap();

@@ -152,7 +152,11 @@ fn survives_kills(query: &str, parallelism: u32, seed: u64) {
             "the job kept finishing before it could be killed ({kills} kills, {resumed} resumed)"
         );
         let before = run.checkpoints_made();
-        let mut child = run.spawn(parallelism);
+        // Paced (100k rows in at least a second), so most kills land while the job runs.
+        let mut child = run
+            .command(parallelism, &["--max-rate", "100000"])
+            .spawn()
+            .expect("start eddy");
         // Mostly a random moment after this run completed a checkpoint of its own (so every
         // run makes progress), sometimes a random moment early in the run.
         if rng.below(4) > 0 {
@@ -221,7 +225,8 @@ fn rescales_reading(query: &str, from: u32, to: u32, generate: bool) {
         generate,
     };
     for _ in 0..5 {
-        if !run.kill_after_checkpoints(from, &[], 2) {
+        // Paced (100k rows in about 2 s), so the kill lands while the job runs on any machine.
+        if !run.kill_after_checkpoints(from, &["--max-rate", "50000"], 2) {
             run.start_over();
             continue;
         }

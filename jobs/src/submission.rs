@@ -26,6 +26,9 @@ pub struct Submission {
     /// Replace Nexmark file sources with the generator making this many events.
     pub generate_events: Option<u64>,
     pub generate_rate: u64,
+    /// Rows per second each source emits at most (a live replay); `None`: unpaced.
+    #[serde(default)]
+    pub max_source_rate: Option<u64>,
 }
 
 impl Submission {

@@ -219,6 +219,7 @@ pub fn prepare(
             checkpoints: checkpointing.then_some(link as Arc<dyn CheckpointLink>),
         }),
         live: Some(live),
+        max_source_rate: submission.max_source_rate,
         ..ExecOptions::default()
     };
     Ok(Prepared { running, options })

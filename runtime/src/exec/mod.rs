@@ -153,6 +153,9 @@ pub struct ExecOptions {
     pub placement: Option<Placement>,
     /// Counters of every operator subtask, updated while the job runs.
     pub live: Option<Arc<LiveStats>>,
+    /// Rows per second (wall clock) each source emits at most, over all its subtasks: replays
+    /// recorded input at a live pace. `None`: as fast as the job can take it.
+    pub max_source_rate: Option<u64>,
 }
 
 impl Default for ExecOptions {
@@ -163,6 +166,7 @@ impl Default for ExecOptions {
             checkpointing: None,
             placement: None,
             live: None,
+            max_source_rate: None,
         }
     }
 }
@@ -729,8 +733,24 @@ enum Head {
         out: Output,
         routes: Vec<Vec<Target>>,
         watermarks: Option<SourceWatermarks>,
+        pace: Option<Pace>,
     },
     Inputs(Inputs),
+}
+
+/// Holds a source subtask to a rate in wall-clock time.
+struct Pace {
+    rows_per_second: f64,
+    started: Instant,
+}
+
+impl Pace {
+    /// How long to wait before emitting more, having emitted `rows`; `None`: go on.
+    fn wait(&self, rows: u64) -> Option<Duration> {
+        let due = Duration::from_secs_f64(rows as f64 / self.rows_per_second);
+        due.checked_sub(self.started.elapsed())
+            .filter(|d| !d.is_zero())
+    }
 }
 
 /// One task subtask, ready to run on its thread.
@@ -776,6 +796,7 @@ impl Task {
             out,
             routes,
             watermarks,
+            pace,
         } = &mut self.head
         else {
             return Ok(());
@@ -814,6 +835,12 @@ impl Task {
                     ckpt.report(self.index, point, pending)?;
                     chain.barrier(id)?;
                 }
+            }
+            if let Some(wait) = pace.as_ref().and_then(|p| p.wait(self.source_records)) {
+                // Ahead of the pace: let what was emitted go, then look at triggers again soon.
+                chain.flush()?;
+                std::thread::sleep(wait.min(Duration::from_millis(5)));
+                continue;
             }
             let poll = source.poll(out).map_err(|e| ExecError::Task {
                 task: self.name.clone(),
@@ -1243,6 +1270,10 @@ pub fn execute(
                         out: Output::new(head.outputs.len()),
                         routes: source_routes,
                         watermarks,
+                        pace: options.max_source_rate.map(|rate| Pace {
+                            rows_per_second: rate.max(1) as f64 / f64::from(head.parallelism),
+                            started: Instant::now(),
+                        }),
                     }
                 }
                 _ => {
@@ -1468,6 +1499,24 @@ mod tests {
     use crate::operator::OpResult;
     use crate::types::{DataType, Field, Schema};
     use std::sync::atomic::AtomicI64;
+
+    #[test]
+    fn a_pace_holds_a_source_back_only_while_it_is_ahead() {
+        let fresh = Pace {
+            rows_per_second: 1000.0,
+            started: Instant::now(),
+        };
+        assert_eq!(fresh.wait(0), None);
+        let wait = fresh
+            .wait(500)
+            .expect("500 rows at 1000/s are due in 0.5 s");
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        let behind = Pace {
+            rows_per_second: 1000.0,
+            started: Instant::now() - Duration::from_secs(1),
+        };
+        assert_eq!(behind.wait(500), None, "behind the pace: no wait");
+    }
 
     /// Subtask 0 emits times 0..10 s, then idles until released; subtask 1 never has data.
     struct Scripted {
