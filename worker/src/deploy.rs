@@ -11,7 +11,7 @@ use eddy_runtime::checkpoint::storage::DirStorage;
 use eddy_runtime::checkpoint::{CheckpointId, CheckpointMetadata, CheckpointStore, UploadTarget};
 use eddy_runtime::exec::{
     commit_checkpoint_where, execute, task_layout, CancelHandle, CheckpointLink, ExecError,
-    ExecOptions, LiveStats, Placement,
+    ExecOptions, LiveStats, Placement, TaskHost,
 };
 use eddy_runtime::graph::{JobGraph, NodeId};
 use std::collections::{HashMap, HashSet};
@@ -146,6 +146,7 @@ pub fn prepare(
     inlets: Arc<Inlets>,
     acks: mpsc::UnboundedSender<CheckpointAck>,
     runtime: tokio::runtime::Handle,
+    host: Arc<dyn TaskHost>,
 ) -> Result<Prepared, String> {
     let submission: Submission = serde_json::from_slice(&request.job_json)
         .map_err(|e| format!("bad job description: {e}"))?;
@@ -220,6 +221,7 @@ pub fn prepare(
         }),
         live: Some(live),
         max_source_rate: submission.max_source_rate,
+        host: Some(host),
         ..ExecOptions::default()
     };
     Ok(Prepared { running, options })

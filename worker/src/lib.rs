@@ -1,10 +1,12 @@
 //! The worker process: registers with the coordinators, heartbeats, runs the task subtasks the
-//! leader deploys to it, and exchanges records with other workers over gRPC
+//! leader deploys to it as actix actors ([`actors`]), and exchanges records with other workers over gRPC
 //! ([`exchange`]: one stream per channel, credit-based flow control).
 
+pub mod actors;
 pub mod deploy;
 pub mod exchange;
 
+use actors::TaskActors;
 use deploy::{AttemptKey, Paths, Running};
 use eddy_proto::leader::Coordinators;
 use eddy_proto::v1::coordinator_control_client::CoordinatorControlClient;
@@ -15,6 +17,7 @@ use eddy_proto::v1::{
     DeployRequest, Empty, HeartbeatRequest, RegisterRequest, TaskStatus, TriggerRequest,
 };
 use eddy_runtime::checkpoint::{CheckpointMetadata, UploadTarget};
+use eddy_runtime::exec::TaskHost;
 use exchange::{ExchangeService, Inlets};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +49,8 @@ struct Shared {
     inlets: Arc<Inlets>,
     acks: mpsc::UnboundedSender<CheckpointAck>,
     runtime: tokio::runtime::Handle,
+    /// Where deployed tasks run.
+    actors: Arc<TaskActors>,
 }
 
 impl Shared {
@@ -137,6 +142,7 @@ impl WorkerControl for Control {
                     Arc::clone(&shared.inlets),
                     shared.acks.clone(),
                     shared.runtime.clone(),
+                    Arc::clone(&shared.actors) as Arc<dyn TaskHost>,
                 )
             })
             .await
@@ -248,13 +254,16 @@ pub struct WorkerHandle {
     pub addr: String,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    actors: Arc<TaskActors>,
 }
 
 impl WorkerHandle {
-    /// Stops serving and cancels every task.
+    /// Stops serving, cancels every task and stops the actor system.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        let actors = self.actors;
+        let _ = tokio::task::spawn_blocking(move || actors.stop()).await;
     }
 }
 
@@ -274,6 +283,7 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
         inlets: Arc::new(Inlets::default()),
         acks: acks_tx,
         runtime: tokio::runtime::Handle::current(),
+        actors: Arc::new(TaskActors::start()?),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = {
@@ -367,6 +377,7 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
         addr,
         shutdown: shutdown_tx,
         server,
+        actors: Arc::clone(&shared.actors),
     })
 }
 

@@ -13,7 +13,10 @@
 //! final watermark of +infinity, so bounded jobs flush every window.
 
 mod checkpointing;
+mod host;
 mod placement;
+
+pub use host::{Progress, TaskHost, TaskRun};
 
 pub use placement::{
     checkpoint_coordinator, task_layout, ChannelKey, CheckpointLink, CounterEntry, LiveStats,
@@ -156,6 +159,8 @@ pub struct ExecOptions {
     /// Rows per second (wall clock) each source emits at most, over all its subtasks: replays
     /// recorded input at a live pace. `None`: as fast as the job can take it.
     pub max_source_rate: Option<u64>,
+    /// Where tasks run: `None`, a thread each.
+    pub host: Option<Arc<dyn TaskHost>>,
 }
 
 impl Default for ExecOptions {
@@ -167,6 +172,7 @@ impl Default for ExecOptions {
             placement: None,
             live: None,
             max_source_rate: None,
+            host: None,
         }
     }
 }
@@ -734,6 +740,11 @@ enum Head {
         routes: Vec<Vec<Target>>,
         watermarks: Option<SourceWatermarks>,
         pace: Option<Pace>,
+        /// Since when the source has had nothing to emit, and whether it told downstream.
+        idle_since: Option<Instant>,
+        marked_idle: bool,
+        /// Polls since the last watermark.
+        polls: u32,
     },
     Inputs(Inputs),
 }
@@ -773,11 +784,17 @@ struct Task {
 }
 
 impl Task {
-    fn run(mut self) -> Result<Vec<(NodeId, u64, u64)>, ExecError> {
+    /// Runs at most `budget` rounds (a poll of the source, or one element of an input);
+    /// true when the task has finished.
+    fn step(&mut self, budget: u32) -> Result<bool, ExecError> {
         match &mut self.head {
-            Head::Source { .. } => self.run_source()?,
-            Head::Inputs(_) => self.run_inputs()?,
+            Head::Source { .. } => self.source_step(budget),
+            Head::Inputs(_) => self.inputs_step(budget),
         }
+    }
+
+    /// Records in and out per node of the task, once it finished.
+    fn counts(&self) -> Vec<(NodeId, u64, u64)> {
         let mut counts: Vec<(NodeId, u64, u64)> = self
             .chain
             .ops
@@ -787,24 +804,24 @@ impl Task {
         if matches!(self.head, Head::Source { .. }) {
             counts.push((self.head_node, 0, self.source_records));
         }
-        Ok(counts)
+        counts
     }
 
-    fn run_source(&mut self) -> Result<(), ExecError> {
+    fn source_step(&mut self, budget: u32) -> Result<bool, ExecError> {
         let Head::Source {
             source,
             out,
             routes,
             watermarks,
             pace,
+            idle_since,
+            marked_idle,
+            polls,
         } = &mut self.head
         else {
-            return Ok(());
+            return Ok(true);
         };
         let chain = &mut self.chain;
-        let mut idle_since: Option<Instant> = None;
-        let mut marked_idle = false;
-        let mut polls = 0u32;
         let snapshot_source = |source: &mut Box<dyn Source>, chain: &mut Chain, point| {
             let position = source.snapshot().map_err(|e| ExecError::Task {
                 task: self.name.clone(),
@@ -824,7 +841,7 @@ impl Task {
             pending.extend(chain.snapshot(point, self.subtask)?);
             Ok::<_, ExecError>(pending)
         };
-        loop {
+        for _ in 0..budget {
             if self.cancel.is_cancelled() {
                 return Err(ExecError::Cancelled);
             }
@@ -847,22 +864,22 @@ impl Task {
                 source: e,
             })?;
             let produced = !out.is_empty();
-            polls += 1;
+            *polls += 1;
             let new_watermark = watermarks.as_mut().and_then(|w| {
                 w.observe(out);
-                let due = polls >= WATERMARK_EVERY_POLLS || poll != SourcePoll::Ready;
+                let due = *polls >= WATERMARK_EVERY_POLLS || poll != SourcePoll::Ready;
                 due.then(|| w.advance()).flatten()
             });
             if new_watermark.is_some() {
-                polls = 0;
+                *polls = 0;
             }
             if produced {
                 self.source_records += out.len() as u64;
                 if let Some(c) = &self.source_counters {
                     SubtaskCounters::add(&c.records_out, out.len() as u64);
                 }
-                idle_since = None;
-                marked_idle = false;
+                *idle_since = None;
+                *marked_idle = false;
                 route_source(chain, routes, out)?;
             }
             if let Some(wm) = new_watermark {
@@ -875,9 +892,9 @@ impl Task {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     let timeout = watermarks.as_ref().and_then(|w| w.idle_timeout);
                     if let Some(timeout) = timeout {
-                        if !marked_idle && since.elapsed() >= timeout {
+                        if !*marked_idle && since.elapsed() >= timeout {
                             chain.idle()?;
-                            marked_idle = true;
+                            *marked_idle = true;
                         }
                     }
                     std::thread::sleep(Duration::from_millis(1));
@@ -893,18 +910,19 @@ impl Task {
                         let pending = snapshot_source(source, chain, point)?;
                         ckpt.report(self.index, point, pending)?;
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
             }
         }
+        Ok(false)
     }
 
-    fn run_inputs(&mut self) -> Result<(), ExecError> {
+    fn inputs_step(&mut self, budget: u32) -> Result<bool, ExecError> {
         let Head::Inputs(inputs) = &mut self.head else {
-            return Ok(());
+            return Ok(true);
         };
         let chain = &mut self.chain;
-        loop {
+        for _ in 0..budget {
             if self.cancel.is_cancelled() {
                 return Err(ExecError::Cancelled);
             }
@@ -915,7 +933,7 @@ impl Task {
                     let pending = chain.snapshot(point, self.subtask)?;
                     ckpt.report(self.index, point, pending)?;
                 }
-                return Ok(());
+                return Ok(true);
             }
             // Channels that delivered the barrier being aligned wait until all others have.
             let alive: Vec<usize> = (0..inputs.receivers.len())
@@ -1027,6 +1045,7 @@ impl Task {
                 chain.flush()?;
             }
         }
+        Ok(false)
     }
 }
 
@@ -1274,6 +1293,9 @@ pub fn execute(
                             rows_per_second: rate.max(1) as f64 / f64::from(head.parallelism),
                             started: Instant::now(),
                         }),
+                        idle_since: None,
+                        marked_idle: false,
+                        polls: 0,
                     }
                 }
                 _ => {
@@ -1326,7 +1348,7 @@ pub fn execute(
     drop(senders);
     drop(receivers);
 
-    let stats: Mutex<Vec<(NodeId, u64, u64)>> = Mutex::default();
+    let mut stats: Vec<(NodeId, u64, u64)> = Vec::new();
     let errors: Mutex<Vec<ExecError>> = Mutex::default();
     let targets = checkpointing::Targets::default();
     let fail = |error: ExecError| {
@@ -1353,41 +1375,32 @@ pub fn execute(
             )),
             _ => None,
         };
+        let (outcomes, outcome) = crossbeam_channel::unbounded();
         let mut handles = Vec::new();
         for task in tasks {
-            let name = task.name.clone();
-            let (stats, fail) = (&stats, &fail);
-            let spawned =
-                std::thread::Builder::new()
-                    .name(name.clone())
-                    .spawn_scoped(scope, move || {
-                        let result =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run()));
-                        match result {
-                            Ok(Ok(counts)) => stats
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .extend(counts),
-                            Ok(Err(e)) => fail(e),
-                            Err(panic) => fail(ExecError::Panic {
-                                task: name,
-                                message: panic
-                                    .downcast_ref::<String>()
-                                    .cloned()
-                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                    .unwrap_or_default(),
-                            }),
-                        }
-                    });
-            match spawned {
-                Ok(handle) => handles.push(handle),
-                Err(e) => {
-                    fail(ExecError::Build {
-                        node: "executor".into(),
-                        message: format!("cannot start a thread: {e}"),
-                    });
-                    break;
-                }
+            let run = TaskRun::new(task, outcomes.clone());
+            let launched = match &options.host {
+                Some(host) => host.launch(run),
+                None => std::thread::Builder::new()
+                    .name(run.name().to_string())
+                    .spawn_scoped(scope, move || run.run_to_end())
+                    .map(|handle| handles.push(handle))
+                    .map_err(|e| format!("cannot start a thread: {e}")),
+            };
+            if let Err(message) = launched {
+                fail(ExecError::Build {
+                    node: "executor".into(),
+                    message,
+                });
+                break;
+            }
+        }
+        drop(outcomes);
+        // Until every task reported (a task its host drops reports too).
+        for result in outcome.iter() {
+            match result {
+                Ok(counts) => stats.extend(counts),
+                Err(e) => fail(e),
             }
         }
         for handle in handles {
@@ -1417,7 +1430,7 @@ pub fn execute(
             ..Default::default()
         })
         .collect();
-    for (node, records_in, records_out) in stats.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for (node, records_in, records_out) in &stats {
         nodes[*node].records_in += records_in;
         nodes[*node].records_out += records_out;
     }
