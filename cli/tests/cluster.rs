@@ -30,6 +30,52 @@ struct Cluster {
     peers: Vec<String>,
     coordinators: Vec<Option<Child>>,
     workers: Vec<Option<Child>>,
+    /// Where each coordinator (by id - 1) and each worker serves Prometheus metrics.
+    coordinator_metrics: Vec<String>,
+    worker_metrics: Vec<String>,
+}
+
+/// The body of an HTTP GET of `path` at `addr` (std only; bounded by timeouts).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the first sample of `metric` whose labels contain every one of `labels`.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Resident memory of a process, in bytes (Linux).
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
 }
 
 impl Drop for Cluster {
@@ -57,6 +103,12 @@ impl Cluster {
             peers,
             coordinators: Vec::new(),
             workers: Vec::new(),
+            coordinator_metrics: (0..3)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+            worker_metrics: (0..workers)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
         };
         for id in 1..=3 {
             let child = cluster.spawn_coordinator(id);
@@ -68,6 +120,7 @@ impl Cluster {
                 .args(["--coordinators", &cluster.peers.join(",")])
                 .args(["--listen", "127.0.0.1:0", "--slots", "2"])
                 .args(["--heartbeat", "200ms"])
+                .args(["--metrics", &cluster.worker_metrics[i]])
                 .arg("--data-dir")
                 .arg(cluster.dir.path().join(format!("w{i}")))
                 .stdout(Stdio::null())
@@ -106,6 +159,7 @@ impl Cluster {
             .args(["--listen", &self.peers[id - 1]])
             .args(["--peers", &peers.join(",")])
             .args(["--worker-timeout", "1500ms"])
+            .args(["--metrics", &self.coordinator_metrics[id - 1]])
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("c{id}")))
             .stdout(Stdio::null())
@@ -236,6 +290,9 @@ fn q5_and_q8_on_two_workers_equal_flink() {
     let q8 = cluster.submit("q8", "q8");
     let status = cluster.wait_finished(&q5);
     assert!(status.contains("leader: "), "{status}");
+    // A finished job still shows what its tasks did.
+    assert!(!status.contains("records in: 0,"), "{status}");
+    assert!(status.contains(": finished, in "), "{status}");
     cluster.wait_finished(&q8);
     cluster.assert_output_equals_flink("q5", "q5");
     cluster.assert_output_equals_flink("q8", "q8");
@@ -354,4 +411,227 @@ fn clear_errors_for_unknown_jobs_and_unreachable_coordinators() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn every_node_serves_prometheus_metrics() {
+    let cluster = Cluster::start(2);
+    let job = cluster.submit_paced("q5", "q5");
+    assert!(
+        cluster.wait_checkpoint(&job, 2),
+        "finished before a checkpoint"
+    );
+    let leader = cluster.leader();
+    // Every coordinator: its Raft view, the same leader.
+    for (i, addr) in cluster.coordinator_metrics.iter().enumerate() {
+        let text = http_get(addr, "/metrics");
+        let node = format!("node=\"{}\"", i + 1);
+        assert!(
+            sample(&text, "eddy_raft_term", &[&node]).unwrap() >= 1.0,
+            "{text}"
+        );
+        assert!(sample(&text, "eddy_raft_commit_index", &[&node]).unwrap() >= 1.0);
+        assert_eq!(
+            sample(&text, "eddy_raft_leader", &[&node]),
+            Some(leader as f64),
+            "{text}"
+        );
+    }
+    // The leader: slots and checkpoints.
+    let text = http_get(&cluster.coordinator_metrics[leader - 1], "/metrics");
+    let job_label = format!("job=\"{job}\"");
+    assert_eq!(sample(&text, "eddy_slots_used", &[]), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "eddy_slots_free", &[]), Some(2.0), "{text}");
+    assert!(sample(&text, "eddy_checkpoint_size_bytes", &[&job_label]).unwrap() > 0.0);
+    assert!(sample(&text, "eddy_last_checkpoint", &[&job_label]).unwrap() >= 2.0);
+    assert!(
+        sample(
+            &text,
+            "eddy_checkpoint_duration_seconds_count",
+            &[&job_label]
+        )
+        .unwrap()
+            >= 2.0,
+        "{text}"
+    );
+    // The workers: per operator subtask and per channel, summed over both.
+    std::thread::sleep(Duration::from_millis(500)); // a heartbeat publishes task counters
+    let workers: Vec<String> = cluster
+        .worker_metrics
+        .iter()
+        .map(|a| http_get(a, "/metrics"))
+        .collect();
+    let total = |metric: &str, labels: &[&str]| -> f64 {
+        workers
+            .iter()
+            .flat_map(|text| {
+                text.lines()
+                    .filter(|l| l.starts_with(&format!("{metric}{{")))
+                    .filter(|l| labels.iter().all(|label| l.contains(label)))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    let source = [job_label.as_str(), "operator=\"events\""];
+    assert!(
+        total("eddy_records_out_total", &source) > 0.0,
+        "{workers:?}"
+    );
+    assert!(total("eddy_records_in_total", &[&job_label]) > 0.0);
+    assert!(total("eddy_busy_seconds", &[&job_label]) > 0.0);
+    for metric in ["eddy_backpressured_seconds", "eddy_exchange_credits"] {
+        assert!(
+            workers.iter().any(|t| t.contains(&format!("{metric}{{"))),
+            "{metric} missing"
+        );
+    }
+    // Two workers at parallelism 2: some channels cross between them.
+    let sent = total("eddy_exchange_sent_bytes_total", &[&job_label]);
+    let received = total("eddy_exchange_received_bytes_total", &[&job_label]);
+    assert!(
+        sent > 0.0 && received > 0.0,
+        "sent {sent}, received {received}"
+    );
+}
+
+#[test]
+fn a_slow_sink_holds_back_the_sources_over_grpc_and_memory_stays_flat() {
+    let cluster = Cluster::start(2);
+    // Two source subtasks (one per worker) feed one sink subtask: one stream crosses workers.
+    let job_file = cluster.dir.path().join("slow-sink.toml");
+    std::fs::write(
+        &job_file,
+        r#"name = "slow-sink"
+parallelism = 2
+
+[params]
+input = { description = "events" }
+output = { description = "where bids go" }
+
+[[source]]
+name = "events"
+connector = "file"
+format = "nexmark"
+path = "${input}"
+
+[[operator]]
+name = "bids"
+type = "select"
+input = "events.bid"
+columns = ["auction", "bidder", "price", "dateTime", "extra"]
+
+[[sink]]
+name = "out"
+input = "bids"
+parallelism = 1
+connector = "file"
+path = "${output}"
+"#,
+    )
+    .unwrap();
+    // The sink writes into a pipe this test reads slowly: a deliberately slow consumer.
+    let fifo = cluster.dir.path().join("bids.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let (fifo, read) = (fifo.clone(), read.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let Ok(mut pipe) = std::fs::File::open(&fifo) else {
+                return;
+            };
+            let mut buffer = vec![0u8; 16 * 1024];
+            let started = Instant::now();
+            // About 1.6 MB/s for at most 60 s; the end of the cluster closes the pipe.
+            while started.elapsed() < Duration::from_secs(60) {
+                match pipe.read(&mut buffer) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let lines = buffer[..n].iter().filter(|b| **b == b'\n').count();
+                        read.fetch_add(lines as u64, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let output = format!("output={}", fifo.display());
+    let out = cluster.client(&[
+        "submit",
+        job_file.to_str().unwrap(),
+        "--generate",
+        "1000000000",
+        "--param",
+        &output,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pids: Vec<u32> = cluster.workers.iter().flatten().map(|c| c.id()).collect();
+    // Bids that left the select but were not read yet: in buffers and channels.
+    let in_flight = || -> i64 {
+        let status = cluster.status(&job);
+        let emitted: i64 = status
+            .lines()
+            .filter(|l| l.trim_start().starts_with("bids["))
+            .filter_map(|l| l.rsplit("out ").next()?.trim().parse::<i64>().ok())
+            .sum();
+        emitted - read.load(std::sync::atomic::Ordering::SeqCst) as i64
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let early: u64 = pids.iter().map(|p| rss(*p)).sum();
+    let mut worst = 0;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        worst = worst.max(in_flight());
+    }
+    let late: u64 = pids.iter().map(|p| rss(*p)).sum();
+    let lines = read.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "in flight at most {worst}, read {lines}, rss {} -> {} MiB",
+        early >> 20,
+        late >> 20
+    );
+    assert!(lines > 0, "the sink wrote nothing");
+    // Channels hold a few dozen batches of 1024 rows at most; without backpressure the
+    // generator (millions of events per second) would be far ahead of a 1.6 MB/s reader.
+    assert!(worst < 150_000, "{worst} bids in flight ({lines} read)");
+    assert!(
+        late < early + (64 << 20),
+        "worker memory grew from {} MiB to {} MiB",
+        early >> 20,
+        late >> 20
+    );
+    // The stream between the workers waited for credits: backpressure crossed gRPC.
+    let waits: f64 = cluster
+        .worker_metrics
+        .iter()
+        .filter_map(|a| {
+            sample(
+                &http_get(a, "/metrics"),
+                "eddy_exchange_credit_waits_total",
+                &[&format!("job=\"{job}\"")],
+            )
+        })
+        .sum();
+    assert!(waits > 0.0, "no sender ever waited for a credit");
+    let cancelled = cluster.client(&["cancel", &job]);
+    assert!(cancelled.status.success());
+    drop(cluster);
+    // Should the sink never have opened the pipe, the reader still waits in `open`: a writer
+    // that comes and goes releases it (non-blocking, so it never waits itself).
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000; // Linux
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo);
+    }
+    reader.join().unwrap();
 }

@@ -148,14 +148,12 @@ impl ClientApi for Api {
     ) -> Result<Response<JobStatusResponse>, Status> {
         self.require_leader()?;
         let job = self.job(&request.into_inner().job_id)?;
-        let soft = self.leader.soft.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tasks: Vec<TaskStatus> = soft
-            .attempts
-            .get(&job.id)
-            .filter(|r| r.attempt == job.attempt)
-            .map(|r| r.metrics.values().flatten().cloned().collect())
-            .unwrap_or_default();
-        drop(soft);
+        let mut tasks = self
+            .leader
+            .soft
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .task_statuses(&job.id, job.attempt);
         tasks.sort_by(|a, b| (&a.name, a.subtask).cmp(&(&b.name, b.subtask)));
         // Records in: what operators took in; records out: what sources and operators emitted
         // (the sum over every operator subtask of the current attempt).
@@ -299,11 +297,7 @@ impl CoordinatorControl for Api {
             let mut soft = self.leader.soft.lock().unwrap_or_else(|e| e.into_inner());
             soft.heartbeats.insert(r.worker_id, Instant::now());
             for a in r.attempts {
-                if let Some(run) = soft.attempts.get_mut(&a.job_id) {
-                    if run.attempt == a.attempt {
-                        run.metrics.insert(r.worker_id, a.tasks);
-                    }
-                }
+                soft.record_metrics(&a.job_id, a.attempt, r.worker_id, a.tasks);
             }
         }
         Ok(Response::new(HeartbeatResponse { known }))
@@ -351,6 +345,11 @@ impl CoordinatorControl for Api {
             .get(&r.worker_id)
             .map(|w| w.addr.clone())
             .unwrap_or_default();
+        self.leader
+            .soft
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_metrics(&r.job_id, r.attempt, r.worker_id, r.tasks);
         self.leader
             .attempt_ended(&r.job_id, r.attempt, addr, r.failed, r.error)
             .await;

@@ -85,6 +85,36 @@ pub struct Soft {
     failures: HashMap<String, u32>,
     /// Checkpoint coordinator outputs still to act on: (job, attempt, outputs).
     pending: Vec<(String, u64, Vec<CoordinatorOutput>)>,
+    /// Task counters of the last attempt of each job whose attempt is over, so that `eddy
+    /// status` still shows what a finished job did (leader-local: a new leader has none).
+    pub ended: HashMap<String, Vec<TaskStatus>>,
+}
+
+impl Soft {
+    /// Counters a worker reported for its part of an attempt, if that attempt is current.
+    pub fn record_metrics(&mut self, job: &str, attempt: u64, worker: u64, tasks: Vec<TaskStatus>) {
+        if let Some(run) = self.attempts.get_mut(job) {
+            if run.attempt == attempt {
+                run.metrics.insert(worker, tasks);
+            }
+        }
+    }
+
+    /// Forgets the current attempt of `job`, keeping its counters.
+    fn forget_attempt(&mut self, job: &str) -> Option<AttemptRuntime> {
+        let runtime = self.attempts.remove(job)?;
+        let tasks = runtime.metrics.values().flatten().cloned().collect();
+        self.ended.insert(job.to_string(), tasks);
+        Some(runtime)
+    }
+
+    /// The counters of the current attempt of `job`, or of its last one.
+    pub fn task_statuses(&self, job: &str, attempt: u64) -> Vec<TaskStatus> {
+        match self.attempts.get(job) {
+            Some(r) if r.attempt == attempt => r.metrics.values().flatten().cloned().collect(),
+            _ => self.ended.get(job).cloned().unwrap_or_default(),
+        }
+    }
 }
 
 /// The leader's side of the coordinator, shared by its services and its loop.
@@ -232,7 +262,7 @@ impl Leader {
 
     /// Cancels the current attempt of a job on its workers and forgets it.
     async fn stop_attempt(&self, job: &JobRecord) {
-        let runtime = self.lock().attempts.remove(&job.id);
+        let runtime = self.lock().forget_attempt(&job.id);
         let workers: HashSet<String> = match &runtime {
             Some(r) => r.workers.clone(),
             None => {
@@ -470,7 +500,7 @@ impl Leader {
     }
 
     async fn finish(&self, job: &str) {
-        let runtime = self.lock().attempts.remove(job);
+        let runtime = self.lock().forget_attempt(job);
         let _ = self
             .propose(Command::SetJobState {
                 job: job.to_string(),
@@ -665,6 +695,8 @@ impl Leader {
                     .record(duration.as_secs_f64());
                 metrics::gauge!("eddy_last_checkpoint", "job" => job.to_string())
                     .set(record.id as f64);
+                metrics::gauge!("eddy_checkpoint_size_bytes", "job" => job.to_string())
+                    .set(metadata.size_bytes() as f64);
                 self.lock().failures.remove(job);
                 let json = serde_json::to_vec(metadata.as_ref()).unwrap_or_default();
                 let request = CompleteRequest {

@@ -90,15 +90,19 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     };
     let duties = {
         let leader = Arc::clone(&leader);
+        let id = config.id;
         let mut rx = shutdown_rx;
         tokio::spawn(async move {
             loop {
                 leader.tick().await;
                 let status = leader.raft.status();
-                metrics::gauge!("eddy_raft_term").set(status.term as f64);
-                metrics::gauge!("eddy_raft_leader").set(status.leader.unwrap_or(0) as f64);
-                metrics::gauge!("eddy_raft_commit_index").set(status.commit_index as f64);
-                metrics::gauge!("eddy_raft_is_leader").set(f64::from(u8::from(status.is_leader)));
+                // Labelled by node: `eddy local` runs three coordinators in one process.
+                let node = [("node", id.to_string())];
+                metrics::gauge!("eddy_raft_term", &node).set(status.term as f64);
+                metrics::gauge!("eddy_raft_leader", &node).set(status.leader.unwrap_or(0) as f64);
+                metrics::gauge!("eddy_raft_commit_index", &node).set(status.commit_index as f64);
+                metrics::gauge!("eddy_raft_is_leader", &node)
+                    .set(f64::from(u8::from(status.is_leader)));
                 if status.is_leader {
                     let state = leader.raft.state();
                     let total: u32 = state.workers.values().map(|w| w.slots).sum();

@@ -917,6 +917,9 @@ fn upload(
     let run = run_id();
     for name in names {
         let path = local.join(&name);
+        let size = std::fs::metadata(&path)
+            .map_err(io(format!("cannot read `{}`", path.display())))?
+            .len();
         let key = if name.ends_with(".sst") {
             match previous.get(&name).filter(|_| target.incremental) {
                 Some(key) => key.clone(),
@@ -940,7 +943,11 @@ fn upload(
         if name.ends_with(".sst") {
             now.insert(name.clone(), key.clone());
         }
-        files.push(StoredFile { local: name, key });
+        files.push(StoredFile {
+            local: name,
+            key,
+            size,
+        });
     }
     if target.incremental {
         *previous = now;

@@ -16,7 +16,6 @@ use eddy_runtime::exec::{ChannelKey, Network, Outlet};
 use eddy_runtime::types::Row;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -39,21 +38,37 @@ pub struct ChannelId {
     pub key: ChannelKey,
 }
 
-/// Byte and frame counts of the exchange, for metrics.
-#[derive(Debug, Default)]
-pub struct ExchangeStats {
-    pub bytes_sent: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub frames_sent: AtomicU64,
-    /// Sends that found no credit and had to wait.
-    pub credit_waits: AtomicU64,
+/// Prometheus metrics of one channel, labelled by job, consumer node and input, and subtasks.
+struct ChannelMetrics {
+    labels: Vec<(&'static str, String)>,
+}
+
+impl ChannelMetrics {
+    fn of(open: &ExchangeOpen) -> Self {
+        ChannelMetrics {
+            labels: vec![
+                ("job", open.job_id.clone()),
+                ("node", open.node.to_string()),
+                ("input", open.input.to_string()),
+                ("from", open.from_subtask.to_string()),
+                ("to", open.to_subtask.to_string()),
+            ],
+        }
+    }
+
+    fn counter(&self, name: &'static str) -> metrics::Counter {
+        metrics::counter!(name, &self.labels)
+    }
+
+    fn gauge(&self, name: &'static str) -> metrics::Gauge {
+        metrics::gauge!(name, &self.labels)
+    }
 }
 
 /// Receiving ends registered by deployed tasks, waiting for their streams.
 #[derive(Default)]
 pub struct Inlets {
     waiting: Mutex<HashMap<ChannelId, crossbeam_channel::Sender<Element>>>,
-    pub stats: ExchangeStats,
 }
 
 impl Inlets {
@@ -171,7 +186,8 @@ impl Exchange for ExchangeService {
         // Frames move into the task's blocking queue on a thread of their own; a credit goes
         // back for each frame the queue took.
         let (frames_tx, mut frames_rx) = mpsc::channel::<Element>(INITIAL_CREDITS as usize);
-        let inlets = Arc::clone(&self.inlets);
+        let bytes_received =
+            ChannelMetrics::of(&open).counter("eddy_exchange_received_bytes_total");
         std::thread::Builder::new()
             .name(format!("exchange-in-{}", id.key.node))
             .spawn(move || {
@@ -188,10 +204,7 @@ impl Exchange for ExchangeService {
                 match frames.message().await {
                     Ok(Some(ExchangeFrame { kind: Some(kind) })) => {
                         if let Kind::Batch(b) = &kind {
-                            inlets
-                                .stats
-                                .bytes_received
-                                .fetch_add(b.len() as u64, Ordering::Relaxed);
+                            bytes_received.increment(b.len() as u64);
                         }
                         match decode(kind) {
                             Ok(element) => {
@@ -247,9 +260,8 @@ impl Network for GrpcNetwork {
             from_subtask: key.from,
             to_subtask: key.to,
         };
-        let inlets = Arc::clone(&self.inlets);
         self.runtime.spawn(async move {
-            if let Err(e) = pump(addr.clone(), open, rx, &inlets.stats).await {
+            if let Err(e) = pump(addr.clone(), open, rx).await {
                 tracing::warn!(%addr, error = %e, "exchange stream to {addr} failed");
             }
         });
@@ -290,8 +302,12 @@ async fn pump(
     addr: String,
     open: ExchangeOpen,
     mut elements: mpsc::Receiver<Element>,
-    stats: &ExchangeStats,
 ) -> Result<(), String> {
+    let metrics = ChannelMetrics::of(&open);
+    let bytes_sent = metrics.counter("eddy_exchange_sent_bytes_total");
+    let frames_sent = metrics.counter("eddy_exchange_sent_frames_total");
+    let credit_waits = metrics.counter("eddy_exchange_credit_waits_total");
+    let credits = metrics.gauge("eddy_exchange_credits");
     let channel = connect(&addr).await?;
     let (frames_tx, frames_rx) = mpsc::channel::<ExchangeFrame>(1);
     frames_tx
@@ -300,7 +316,7 @@ async fn pump(
         })
         .await
         .map_err(|_| "stream closed".to_string())?;
-    let mut credits = ExchangeClient::new(channel)
+    let mut granted = ExchangeClient::new(channel)
         .max_decoding_message_size(eddy_proto::net::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(eddy_proto::net::MAX_MESSAGE_BYTES)
         .transfer(ReceiverStream::new(frames_rx))
@@ -310,10 +326,10 @@ async fn pump(
     let mut available: u32 = 0;
     while let Some(element) = elements.recv().await {
         if available == 0 {
-            stats.credit_waits.fetch_add(1, Ordering::Relaxed);
+            credit_waits.increment(1);
         }
         while available == 0 {
-            match credits.next().await {
+            match granted.next().await {
                 Some(Ok(c)) => available += c.frames,
                 Some(Err(s)) => return Err(s.message().to_string()),
                 None => return Err("the receiver closed the stream".into()),
@@ -325,12 +341,13 @@ async fn pump(
             .await
             .map_err(|_| "stream closed".to_string())?;
         available -= 1;
-        stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+        credits.set(f64::from(available));
+        bytes_sent.increment(bytes as u64);
+        frames_sent.increment(1);
     }
     // Every element sent: close our side and let the receiver drain.
     drop(frames_tx);
-    while let Some(Ok(_)) = credits.next().await {}
+    while let Some(Ok(_)) = granted.next().await {}
     Ok(())
 }
 

@@ -74,6 +74,7 @@ impl Shared {
         }
     }
 
+    /// Counters of every attempt here, for a heartbeat; also published as metrics.
     fn metrics(&self) -> Vec<AttemptMetrics> {
         let attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         attempts
@@ -81,35 +82,41 @@ impl Shared {
             .map(|((job, attempt), r)| AttemptMetrics {
                 job_id: job.clone(),
                 attempt: *attempt,
-                tasks: r
-                    .live
-                    .entries()
-                    .into_iter()
-                    .map(|e| {
-                        let records_in = e.counters.records_in.load(Ordering::Relaxed);
-                        let records_out = e.counters.records_out.load(Ordering::Relaxed);
-                        let labels = [
-                            ("job", job.clone()),
-                            ("operator", e.node.clone()),
-                            ("subtask", e.subtask.to_string()),
-                        ];
-                        metrics::counter!("eddy_records_in_total", &labels).absolute(records_in);
-                        metrics::counter!("eddy_records_out_total", &labels).absolute(records_out);
-                        metrics::counter!("eddy_busy_seconds_total", &labels)
-                            .absolute(e.counters.busy_ns.load(Ordering::Relaxed) / 1_000_000_000);
-                        metrics::gauge!("eddy_backpressured_seconds", &labels)
-                            .set(e.counters.backpressured_ns.load(Ordering::Relaxed) as f64 / 1e9);
-                        TaskStatus {
-                            name: e.node,
-                            subtask: e.subtask,
-                            worker: self.worker_id.load(Ordering::Relaxed),
-                            worker_addr: self.addr.clone(),
-                            state: "running".into(),
-                            records_in,
-                            records_out,
-                        }
-                    })
-                    .collect(),
+                tasks: self.task_statuses(job, r, "running"),
+            })
+            .collect()
+    }
+
+    /// The counters of this worker's operator subtasks of one attempt, published as Prometheus
+    /// metrics on the way.
+    fn task_statuses(&self, job: &str, running: &Running, state: &str) -> Vec<TaskStatus> {
+        running
+            .live
+            .entries()
+            .into_iter()
+            .map(|e| {
+                let records_in = e.counters.records_in.load(Ordering::Relaxed);
+                let records_out = e.counters.records_out.load(Ordering::Relaxed);
+                let labels = [
+                    ("job", job.to_string()),
+                    ("operator", e.node.clone()),
+                    ("subtask", e.subtask.to_string()),
+                ];
+                metrics::counter!("eddy_records_in_total", &labels).absolute(records_in);
+                metrics::counter!("eddy_records_out_total", &labels).absolute(records_out);
+                metrics::gauge!("eddy_busy_seconds", &labels)
+                    .set(e.counters.busy_ns.load(Ordering::Relaxed) as f64 / 1e9);
+                metrics::gauge!("eddy_backpressured_seconds", &labels)
+                    .set(e.counters.backpressured_ns.load(Ordering::Relaxed) as f64 / 1e9);
+                TaskStatus {
+                    name: e.node,
+                    subtask: e.subtask,
+                    worker: self.worker_id.load(Ordering::Relaxed),
+                    worker_addr: self.addr.clone(),
+                    state: state.into(),
+                    records_in,
+                    records_out,
+                }
             })
             .collect()
     }
@@ -170,8 +177,10 @@ impl WorkerControl for Control {
                 if failed {
                     tracing::warn!(job = %key.0, attempt = key.1, %error, "attempt failed here");
                 }
+                let state = if failed { "failed" } else { "finished" };
                 let report = AttemptEndedRequest {
                     worker_id: done.worker_id.load(Ordering::Relaxed),
+                    tasks: done.task_statuses(&key.0, &prepared.running, state),
                     job_id: key.0,
                     attempt: key.1,
                     failed,

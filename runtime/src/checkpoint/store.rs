@@ -81,6 +81,9 @@ pub struct StateDescriptor {
 pub struct StoredFile {
     pub local: String,
     pub key: String,
+    /// Bytes, for the checkpoint's size (0 in metadata written before sizes were recorded).
+    #[serde(default)]
+    pub size: u64,
 }
 
 /// The state of one subtask of one operator (or source, or sink) at a checkpoint.
@@ -128,6 +131,18 @@ impl CheckpointMetadata {
     /// The state of the operator called `name`.
     pub fn operator(&self, name: &str) -> Option<&OperatorState> {
         self.operators.iter().find(|o| o.name == name)
+    }
+
+    /// Bytes of state the checkpoint refers to: every keyed-state file (shared ones included)
+    /// and the operators' small state. What a restore reads.
+    pub fn size_bytes(&self) -> u64 {
+        let subtasks = self.operators.iter().flat_map(|o| &o.subtasks);
+        subtasks
+            .map(|s| {
+                let files: u64 = s.keyed.iter().flat_map(|k| &k.files).map(|f| f.size).sum();
+                files + s.state.to_string().len() as u64
+            })
+            .sum()
     }
 
     /// Every storage key the checkpoint refers to.
@@ -359,6 +374,7 @@ mod tests {
                             .map(|f| StoredFile {
                                 local: f.to_string(),
                                 key: CheckpointStore::shared_key(f),
+                                size: 0,
                             })
                             .collect(),
                     }),
