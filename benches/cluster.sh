@@ -2,7 +2,7 @@
 # The cluster against the single process, and how long failures interrupt a job, measured with
 # the release `eddy` binary on loopback.
 #
-# Usage: benches/cluster.sh [-e EVENTS] [-r RUNS] [QUERY...]   (default q5 q8)
+# Usage: benches/cluster.sh [-e EVENTS] [-r RUNS] [-f] [QUERY...]   (default q5 q8; -f: failures only)
 #
 # Throughput: each query runs at parallelism 2 on the Nexmark generator (EVENTS events, default
 # 5M), without checkpoints, interleaved RUNS times (default 3):
@@ -19,10 +19,10 @@
 #   worker   SIGKILL a worker; "checkpoint" is the time until the job, restarted on the
 #            remaining worker from its last checkpoint, completes a new one
 set -euo pipefail
-events=5000000; runs=3
-while getopts "e:r:" opt; do
+events=5000000; runs=3; throughput=1
+while getopts "e:r:f" opt; do
   case $opt in
-    e) events=$OPTARG ;; r) runs=$OPTARG ;;
+    e) events=$OPTARG ;; r) runs=$OPTARG ;; f) throughput=0 ;;
     *) sed -n '2,22p' "$0" >&2; exit 2 ;;
   esac
 done
@@ -78,9 +78,9 @@ exchange_bytes() {
   echo "$total"
 }
 
-echo "== throughput: $events generated events, parallelism 2, median of $runs"
+[ "$throughput" = 1 ] && echo "== throughput: $events generated events, parallelism 2, median of $runs" &&
 printf "%-6s %10s %10s %8s %14s\n" query run_s cluster_s ratio exchange_MB/s
-for q in $queries; do
+[ "$throughput" = 1 ] && for q in $queries; do
   : >"$work/$q.run"; : >"$work/$q.cluster"; : >"$work/$q.rate"
   for r in $(seq "$runs"); do
     t0=$(now)
@@ -99,7 +99,7 @@ for q in $queries; do
     after=$(exchange_bytes)
     echo "$t" >>"$work/$q.cluster"
     echo "($after - $before) / $t / 1000000" | bc -l >>"$work/$q.rate"
-    stop_cluster
+    stop_cluster 2>/dev/null
   done
   a=$(median <"$work/$q.run"); b=$(median <"$work/$q.cluster"); rate=$(median <"$work/$q.rate")
   printf "%-6s %10.2f %10.2f %8.3f %14.1f\n" "$q" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$rate"
@@ -127,7 +127,7 @@ for r in $(seq "$runs"); do
     if [ "$victim" = leader ]; then
       leader=$("$eddy" list | sed -n 's/^leader: //p')
       t0=$(now); kill -9 "${coord_pids[$((leader - 1))]}"
-      until new=$("$eddy" list --timeout 1s 2>/dev/null | sed -n 's/^leader: //p') && [ -n "$new" ] && [ "$new" != "$leader" ]; do sleep 0.02; done
+      until new=$("$eddy" list --timeout 300ms 2>/dev/null | sed -n 's/^leader: //p') && [ -n "$new" ] && [ "$new" != "$leader" ]; do sleep 0.02; done
       echo "$(now) - $t0" | bc -l >>"$work/answer"
     else
       t0=$(now); kill -9 "${worker_pids[1]}"
@@ -135,7 +135,7 @@ for r in $(seq "$runs"); do
     # Checkpoints recorded before the kill (a new leader knows them from the Raft log).
     last=$("$eddy" status "$job" | sed -n 's/^last checkpoint: \([0-9]*\)$/\1/p')
     wait_checkpoint_above "$last" "$t0" >>"$work/$victim"
-    stop_cluster
+    stop_cluster 2>/dev/null
   done
 done
 printf "leader killed: new leader answers after %.2f s, job checkpoints again after %.2f s\n" \

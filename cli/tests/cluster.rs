@@ -635,3 +635,55 @@ path = "${output}"
     }
     reader.join().unwrap();
 }
+
+#[test]
+fn a_savepoint_stops_the_job_and_eddy_run_continues_it() {
+    let cluster = Cluster::start(2);
+    let job = cluster.submit_paced("q8", "q8");
+    assert!(
+        cluster.wait_checkpoint(&job, 1),
+        "finished before a checkpoint"
+    );
+    let savepoints = cluster.dir.path().join("sp");
+    let out = cluster.client(&[
+        "savepoint",
+        &job,
+        "--dir",
+        savepoints.to_str().unwrap(),
+        "--stop",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("savepoint "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `status --wait` ends at the cancellation (with exit code 1: the job did not finish).
+    let out = cluster.client(&["status", &job, "--wait", "--wait-timeout", "30s"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains(": cancelled"), "{status}");
+    // The savepoint has the format of `eddy run`'s: a single process finishes the job from it,
+    // into the same output directory, and the whole output is Flink's.
+    let child = eddy()
+        .current_dir(cluster.dir.path())
+        .arg("run")
+        .arg(repo().join("jobs/nexmark/q8.toml"))
+        .arg("--param")
+        .arg(format!("input={}", input().display()))
+        .arg("--param")
+        .arg(format!(
+            "output={}/",
+            cluster.dir.path().join("q8").display()
+        ))
+        .args(["--checkpoint-dir", "after-savepoint/", "--from-savepoint"])
+        .arg(&savepoints)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    cluster.assert_output_equals_flink("q8", "q8");
+}

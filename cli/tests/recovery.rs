@@ -373,7 +373,7 @@ fn a_checkpoint_of_another_job_or_a_corrupt_one_is_refused() {
 fn stop_with_savepoint(run: &Run, savepoints: &str) -> String {
     for _ in 0..3 {
         let mut child = run
-            .command(1, &["--savepoint-dir", savepoints])
+            .command(1, &["--savepoint-dir", savepoints, "--max-rate", "100000"])
             .spawn()
             .unwrap();
         let started = Instant::now();

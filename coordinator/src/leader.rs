@@ -83,6 +83,10 @@ pub struct Soft {
     restart: HashMap<String, String>,
     /// Consecutive failed attempts without progress.
     failures: HashMap<String, u32>,
+    /// Per job, the last attempt whose end the leader already acted on: it counted its failure
+    /// or stopped it itself. Further reports of its end (every worker of the attempt sends one;
+    /// a cancelled attempt reports "cancelled") change nothing.
+    settled: HashMap<String, u64>,
     /// Checkpoint coordinator outputs still to act on: (job, attempt, outputs).
     pending: Vec<(String, u64, Vec<CoordinatorOutput>)>,
     /// Task counters of the last attempt of each job whose attempt is over, so that `eddy
@@ -262,7 +266,11 @@ impl Leader {
 
     /// Cancels the current attempt of a job on its workers and forgets it.
     async fn stop_attempt(&self, job: &JobRecord) {
-        let runtime = self.lock().forget_attempt(&job.id);
+        let runtime = {
+            let mut soft = self.lock();
+            soft.settled.insert(job.id.clone(), job.attempt);
+            soft.forget_attempt(&job.id)
+        };
         let workers: HashSet<String> = match &runtime {
             Some(r) => r.workers.clone(),
             None => {
@@ -452,6 +460,10 @@ impl Leader {
         }
         let failures = {
             let mut soft = self.lock();
+            if soft.settled.get(job) == Some(&attempt) {
+                return;
+            }
+            soft.settled.insert(job.to_string(), attempt);
             let n = soft.failures.entry(job.to_string()).or_insert(0);
             *n += 1;
             *n

@@ -764,7 +764,7 @@ impl Pace {
     }
 }
 
-/// One task subtask, ready to run on its thread.
+/// One task subtask, ready for its host (a thread or an actor) to step.
 struct Task {
     name: String,
     /// Index of the task subtask in the job, for checkpoint reports.
