@@ -230,22 +230,17 @@ pub fn run_job(
     let compile_options = CompileOptions {
         params,
         parallelism: Some(parallelism),
+        generate: match input {
+            Input::Generator { events } => Some(GeneratorSpec {
+                events: Some(*events),
+                rate: RATE_PER_SEC as u64,
+                base_time: BASE_TIME_MS as i64,
+                throttle: false,
+            }),
+            Input::File { .. } => None,
+        },
     };
     let mut graph = compile_file(job, &compile_options).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Input::Generator { events } = input {
-        let spec = GeneratorSpec {
-            events: Some(*events),
-            rate: RATE_PER_SEC as u64,
-            base_time: BASE_TIME_MS as i64,
-            throttle: false,
-        };
-        if eddy_jobs::use_nexmark_generator(&mut graph, spec) == 0 {
-            bail!(
-                "{} has no Nexmark file source to replace with the generator",
-                job.display()
-            );
-        }
-    }
     use_blackhole_sinks(&mut graph);
     let dead_letter_path = std::env::temp_dir().join(format!(
         "eddy-bench-dead-letter-{}.jsonl",
@@ -328,6 +323,7 @@ mod tests {
         let options = CompileOptions {
             params: BTreeMap::from([("input".to_string(), "in.jsonl".to_string())]),
             parallelism: None,
+            generate: None,
         };
         let mut graph = compile_file(&job, &options).unwrap();
         assert_eq!(use_blackhole_sinks(&mut graph), 1);

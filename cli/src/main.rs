@@ -15,7 +15,6 @@ use eddy_runtime::exec::{
     commit_checkpoint, execute, CancelHandle, CheckpointSettings, ExecOptions,
 };
 use eddy_runtime::graph::{GeneratorSpec, JobGraph, NodeKind, SinkConnector};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -166,36 +165,17 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 struct BadJob(String);
 
 fn load(args: &JobArgs) -> Result<JobGraph, BadJob> {
-    let mut params: BTreeMap<String, String> = args.params.iter().cloned().collect();
-    if args.generate.is_some() {
-        // The generator replaces the input file; a placeholder keeps `${input}` satisfied.
-        params
-            .entry("input".into())
-            .or_insert_with(|| "<generated>".into());
-    }
     let options = CompileOptions {
-        params,
+        params: args.params.iter().cloned().collect(),
         parallelism: args.parallelism,
+        generate: args.generate.map(|events| GeneratorSpec {
+            events: Some(events),
+            rate: args.rate,
+            base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
+            throttle: false,
+        }),
     };
-    let mut graph = compile_file(&args.job, &options).map_err(|e| BadJob(e.to_string()))?;
-    if let Some(events) = args.generate {
-        let replaced = eddy_jobs::use_nexmark_generator(
-            &mut graph,
-            GeneratorSpec {
-                events: Some(events),
-                rate: args.rate,
-                base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
-                throttle: false,
-            },
-        );
-        if replaced == 0 {
-            return Err(BadJob(format!(
-                "error: --generate needs a Nexmark file source, and {} has none",
-                args.job.display()
-            )));
-        }
-    }
-    Ok(graph)
+    compile_file(&args.job, &options).map_err(|e| BadJob(e.to_string()))
 }
 
 /// A run that cannot start: exit code 2, with this message.

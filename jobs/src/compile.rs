@@ -25,6 +25,9 @@ pub struct CompileOptions {
     pub params: BTreeMap<String, String>,
     /// `--parallelism N`: replaces the job's default parallelism.
     pub parallelism: Option<u32>,
+    /// `--generate N`: the job's Nexmark file sources read the built-in generator instead (its
+    /// `input` parameter then needs no value). A job without such a source is refused.
+    pub generate: Option<GeneratorSpec>,
 }
 
 /// The base time of generated Nexmark events when the job does not set one: that of the shared
@@ -46,6 +49,29 @@ pub fn compile_file(
 
 /// Compiles job text; `file` names it in errors.
 pub fn compile_str(file: &str, text: &str, options: &CompileOptions) -> Result<JobGraph, JobError> {
+    let Some(spec) = &options.generate else {
+        return compile_text(file, text, options);
+    };
+    // The generator replaces the input file; a placeholder keeps `${input}` satisfied.
+    let mut params = options.params.clone();
+    params
+        .entry("input".into())
+        .or_insert_with(|| "<generated>".into());
+    let options = CompileOptions {
+        params,
+        ..options.clone()
+    };
+    let mut graph = compile_text(file, text, &options)?;
+    if crate::use_nexmark_generator(&mut graph, spec.clone()) == 0 {
+        return Err(JobError::new(
+            file,
+            "--generate needs a Nexmark file source, and this job has none",
+        ));
+    }
+    Ok(graph)
+}
+
+fn compile_text(file: &str, text: &str, options: &CompileOptions) -> Result<JobGraph, JobError> {
     let first: JobFile = parse_toml(file, text)?;
     let substituted = substitute(file, text, &first, &options.params)?;
     let job: JobFile = parse_toml(file, &substituted)?;

@@ -3,7 +3,7 @@
 //! it when a deployment reaches them. Compilation is deterministic, so every node numbers nodes
 //! and tasks the same way.
 
-use crate::{compile_str, use_nexmark_generator, CompileOptions, JobError};
+use crate::{compile_str, CompileOptions, JobError};
 use eddy_runtime::graph::{GeneratorSpec, JobGraph};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,34 +34,16 @@ pub struct Submission {
 impl Submission {
     /// The job graph, as `eddy run` would build it from the same file and flags.
     pub fn compile(&self) -> Result<JobGraph, JobError> {
-        let mut params = self.params.clone();
-        if self.generate_events.is_some() {
-            params
-                .entry("input".into())
-                .or_insert_with(|| "<generated>".into());
-        }
         let options = CompileOptions {
-            params,
+            params: self.params.clone(),
             parallelism: self.parallelism,
+            generate: self.generate_events.map(|events| GeneratorSpec {
+                events: Some(events),
+                rate: self.generate_rate.max(1),
+                base_time: crate::DEFAULT_NEXMARK_BASE_TIME,
+                throttle: false,
+            }),
         };
-        let mut graph = compile_str(&self.job_path, &self.job_text, &options)?;
-        if let Some(events) = self.generate_events {
-            let replaced = use_nexmark_generator(
-                &mut graph,
-                GeneratorSpec {
-                    events: Some(events),
-                    rate: self.generate_rate.max(1),
-                    base_time: crate::DEFAULT_NEXMARK_BASE_TIME,
-                    throttle: false,
-                },
-            );
-            if replaced == 0 {
-                return Err(JobError::new(
-                    &self.job_path,
-                    "--generate needs a Nexmark file source, and this job has none",
-                ));
-            }
-        }
-        Ok(graph)
+        compile_str(&self.job_path, &self.job_text, &options)
     }
 }

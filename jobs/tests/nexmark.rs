@@ -52,6 +52,7 @@ fn check(query: &str, parallelism: u32) {
         .into_iter()
         .collect(),
         parallelism: Some(parallelism),
+        generate: None,
     };
     let job = repo().join(format!("nexmark/{query}.toml"));
     let graph = compile_file(&job, &options).unwrap_or_else(|e| panic!("{e}"));

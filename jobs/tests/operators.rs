@@ -60,6 +60,7 @@ fn execute_job(text: &str, input: &str, parallelism: u32, dir: &Path) {
             .into_iter()
             .collect(),
         parallelism: Some(parallelism),
+        generate: None,
     };
     let graph = compile_str("test.toml", text, &options).unwrap_or_else(|e| panic!("{e}"));
     let factory = Factory::new(RunSettings {

@@ -132,7 +132,7 @@ impl Handler<Step> for TaskActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eddy_jobs::{compile_file, use_nexmark_generator, CompileOptions};
+    use eddy_jobs::{compile_file, CompileOptions};
     use eddy_operators::{Factory, RunSettings};
     use eddy_runtime::exec::{execute, CancelHandle, ExecOptions, JobStats};
     use eddy_runtime::graph::{GeneratorSpec, JobGraph};
@@ -142,26 +142,19 @@ mod tests {
     /// Nexmark q5 over `events` generated events, writing to `output`.
     fn q5_graph(events: u64, parallelism: u32, output: &Path) -> JobGraph {
         let options = CompileOptions {
-            params: [
-                ("input".to_string(), "<generated>".to_string()),
-                ("output".to_string(), output.display().to_string()),
-            ]
-            .into_iter()
-            .collect(),
+            params: [("output".to_string(), output.display().to_string())]
+                .into_iter()
+                .collect(),
             parallelism: Some(parallelism),
-        };
-        let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/nexmark/q5.toml");
-        let mut graph = compile_file(&job, &options).unwrap();
-        use_nexmark_generator(
-            &mut graph,
-            GeneratorSpec {
+            generate: Some(GeneratorSpec {
                 events: Some(events),
                 rate: 1000,
                 base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
                 throttle: false,
-            },
-        );
-        graph
+            }),
+        };
+        let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/nexmark/q5.toml");
+        compile_file(&job, &options).unwrap()
     }
 
     /// Runs q5 over 20k events at parallelism 2; returns its stats and sorted rows.
