@@ -2,7 +2,7 @@
 //! service workers call. On a follower every call answers "not the leader" with the leader's
 //! address (see `eddy_proto::leader`), and clients follow it.
 
-use crate::leader::{decode_subtasks, Leader};
+use crate::leader::{decode_subtasks, CountersFrom, Leader};
 use crate::raft::ProposeError;
 use crate::state::{Command, CommandResult, JobRecord, JobSpec};
 use eddy_proto::leader::not_leader;
@@ -297,7 +297,13 @@ impl CoordinatorControl for Api {
             let mut soft = self.leader.soft.lock().unwrap_or_else(|e| e.into_inner());
             soft.heartbeats.insert(r.worker_id, Instant::now());
             for a in r.attempts {
-                soft.record_metrics(&a.job_id, a.attempt, r.worker_id, a.tasks);
+                soft.record_metrics(
+                    &a.job_id,
+                    a.attempt,
+                    r.worker_id,
+                    a.tasks,
+                    CountersFrom::Heartbeat,
+                );
             }
         }
         Ok(Response::new(HeartbeatResponse { known }))
@@ -349,7 +355,13 @@ impl CoordinatorControl for Api {
             .soft
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record_metrics(&r.job_id, r.attempt, r.worker_id, r.tasks);
+            .record_metrics(
+                &r.job_id,
+                r.attempt,
+                r.worker_id,
+                r.tasks,
+                CountersFrom::End,
+            );
         self.leader
             .attempt_ended(&r.job_id, r.attempt, addr, r.failed, r.error)
             .await;

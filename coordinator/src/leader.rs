@@ -71,6 +71,45 @@ pub struct AttemptRuntime {
     savepoint_dir: Option<String>,
     /// Latest task counters by worker.
     pub metrics: HashMap<u64, Vec<TaskStatus>>,
+    /// Workers whose final counters arrived with the end of their part: a heartbeat built
+    /// earlier and delivered later must not overwrite them.
+    final_metrics: HashSet<u64>,
+}
+
+impl AttemptRuntime {
+    /// A just-deployed attempt: nothing ended, no checkpoint or savepoint in flight.
+    fn new(
+        attempt: u64,
+        task_addrs: Vec<String>,
+        workers: HashSet<String>,
+        checkpoints: Option<CheckpointCoordinator>,
+        interval: Duration,
+    ) -> Self {
+        AttemptRuntime {
+            attempt,
+            task_addrs,
+            workers,
+            checkpoints,
+            interval,
+            next_tick: Instant::now() + interval,
+            ended_ok: HashSet::new(),
+            final_checkpoint_done: false,
+            savepoint_waiters: Vec::new(),
+            stop_after_savepoint: false,
+            savepoint_dir: None,
+            metrics: HashMap::new(),
+            final_metrics: HashSet::new(),
+        }
+    }
+}
+
+/// Where a worker's task counters come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountersFrom {
+    /// A periodic heartbeat: a snapshot of tasks that may still be running.
+    Heartbeat,
+    /// The report that the worker's part of the attempt ended: its final counters.
+    End,
 }
 
 /// Leader-local state.
@@ -96,12 +135,29 @@ pub struct Soft {
 
 impl Soft {
     /// Counters a worker reported for its part of an attempt, if that attempt is current.
-    pub fn record_metrics(&mut self, job: &str, attempt: u64, worker: u64, tasks: Vec<TaskStatus>) {
-        if let Some(run) = self.attempts.get_mut(job) {
-            if run.attempt == attempt {
-                run.metrics.insert(worker, tasks);
+    /// Once a worker's final counters arrived, its heartbeats change nothing.
+    pub fn record_metrics(
+        &mut self,
+        job: &str,
+        attempt: u64,
+        worker: u64,
+        tasks: Vec<TaskStatus>,
+        from: CountersFrom,
+    ) {
+        let Some(run) = self.attempts.get_mut(job) else {
+            return;
+        };
+        if run.attempt != attempt {
+            return;
+        }
+        match from {
+            CountersFrom::Heartbeat if run.final_metrics.contains(&worker) => return,
+            CountersFrom::Heartbeat => {}
+            CountersFrom::End => {
+                run.final_metrics.insert(worker);
             }
         }
+        run.metrics.insert(worker, tasks);
     }
 
     /// Forgets the current attempt of `job`, keeping its counters.
@@ -393,20 +449,13 @@ impl Leader {
         let job_json = serde_json::to_vec(&job.spec).map_err(|e| e.to_string())?;
         self.lock().attempts.insert(
             job.id.clone(),
-            AttemptRuntime {
+            AttemptRuntime::new(
                 attempt,
-                task_addrs: task_addrs.clone(),
-                workers: per_worker.keys().cloned().collect(),
+                task_addrs.clone(),
+                per_worker.keys().cloned().collect(),
                 checkpoints,
                 interval,
-                next_tick: Instant::now() + interval,
-                ended_ok: HashSet::new(),
-                final_checkpoint_done: false,
-                savepoint_waiters: Vec::new(),
-                stop_after_savepoint: false,
-                savepoint_dir: None,
-                metrics: HashMap::new(),
-            },
+            ),
         );
         tracing::info!(job = %job.id, attempt, restore_checkpoint, "deploying");
         let mut failed = None;
@@ -759,4 +808,37 @@ impl Leader {
 /// Decodes an acknowledgement's subtask states.
 pub fn decode_subtasks(json: &[u8]) -> Result<Vec<ReportedSubtask>, String> {
     serde_json::from_slice(json).map_err(|e| format!("bad acknowledgement: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, records_in: u64) -> Vec<TaskStatus> {
+        vec![TaskStatus {
+            name: "q5".into(),
+            subtask: 0,
+            worker: 1,
+            worker_addr: "127.0.0.1:1".into(),
+            state: state.into(),
+            records_in,
+            records_out: 0,
+        }]
+    }
+
+    #[test]
+    fn a_late_heartbeat_does_not_overwrite_final_counters() {
+        let mut soft = Soft::default();
+        let workers = HashSet::from(["127.0.0.1:1".to_string()]);
+        let run = AttemptRuntime::new(1, Vec::new(), workers, None, Duration::from_secs(1));
+        soft.attempts.insert("job-1".into(), run);
+        soft.record_metrics("job-1", 1, 1, status("running", 5), CountersFrom::Heartbeat);
+        soft.record_metrics("job-1", 1, 1, status("finished", 9), CountersFrom::End);
+        soft.record_metrics("job-1", 1, 1, status("running", 7), CountersFrom::Heartbeat);
+        // Counters of another attempt are not this one's.
+        soft.record_metrics("job-1", 2, 1, status("running", 1), CountersFrom::End);
+        assert_eq!(soft.task_statuses("job-1", 1), status("finished", 9));
+        soft.forget_attempt("job-1");
+        assert_eq!(soft.task_statuses("job-1", 1), status("finished", 9));
+    }
 }
