@@ -112,6 +112,11 @@ pub struct SubmitArgs {
     /// Completed checkpoints to keep.
     #[arg(long, default_value_t = 3)]
     pub retain_checkpoints: u32,
+    /// Start from the latest savepoint in DIR (written by `eddy savepoint` or `eddy run
+    /// --savepoint-dir`), e.g. to move a job between a cluster and a single process or to
+    /// change its parallelism; every worker and coordinator must reach DIR.
+    #[arg(long, value_name = "DIR")]
+    pub from_savepoint: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -389,6 +394,11 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         generate_rate: args.job.rate,
         retain_checkpoints: args.retain_checkpoints,
         max_source_rate: args.job.max_rate.unwrap_or(0),
+        from_savepoint: args
+            .from_savepoint
+            .as_ref()
+            .map(absolute)
+            .unwrap_or_default(),
     };
     let rt = runtime()?;
     match rt.block_on(call(&args.client, |mut c| {

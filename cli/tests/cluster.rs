@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 fn eddy() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    cmd.env("RUST_LOG", "warn,openraft=error");
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("EDDY_TEST_LOG").unwrap_or("warn,openraft=error".into()),
+    );
     cmd
 }
 
@@ -124,7 +127,7 @@ impl Cluster {
                 .arg("--data-dir")
                 .arg(cluster.dir.path().join(format!("w{i}")))
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::inherit())
                 .spawn()
                 .unwrap();
             cluster.workers.push(Some(child));
@@ -163,7 +166,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("c{id}")))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap()
     }
@@ -188,7 +191,9 @@ impl Cluster {
     /// Submits with a paced source, so that a failure injected after the first checkpoint
     /// lands while the job runs, on any machine.
     fn submit_paced(&self, query: &str, out: &str) -> String {
-        self.submit_with(query, out, &["--max-rate", "40000"])
+        // 5 s for the 100k events: a debug build on a loaded 2-core machine must still reach a
+        // checkpoint well before the end.
+        self.submit_with(query, out, &["--max-rate", "20000"])
     }
 
     fn submit_with(&self, query: &str, out: &str, extra: &[&str]) -> String {
@@ -203,13 +208,17 @@ impl Cluster {
             &input,
             "--param",
             &output,
-            "--parallelism",
-            "2",
-            "--checkpoint-interval",
-            "100ms",
-            "--checkpoint-dir",
-            ckpt.to_str().unwrap(),
         ];
+        // Defaults, unless `extra` sets them.
+        for (flag, value) in [
+            ("--parallelism", "2"),
+            ("--checkpoint-interval", "100ms"),
+            ("--checkpoint-dir", ckpt.to_str().unwrap()),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         let out = self.client(&args);
         assert!(
@@ -251,21 +260,23 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no leader in: {text}"))
     }
 
-    /// Waits until checkpoint >= `n` of `job` completed (or the job ended).
-    fn wait_checkpoint(&self, job: &str, n: u64) -> bool {
+    /// Waits until checkpoint >= `n` of `job` completed; fails if the job ends first.
+    fn wait_checkpoint(&self, job: &str, n: u64) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
             let s = self.status(job);
-            if s.contains(": finished") {
-                return false;
-            }
+            let job_line = s.lines().next().unwrap_or_default();
+            assert!(
+                !job_line.ends_with(": finished"),
+                "finished before checkpoint {n}:\n{s}"
+            );
             let last = s
                 .lines()
                 .find_map(|l| l.strip_prefix("last checkpoint: "))
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(0);
             if last >= n {
-                return true;
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -302,10 +313,7 @@ fn q5_and_q8_on_two_workers_equal_flink() {
 fn a_killed_worker_loses_nothing() {
     let mut cluster = Cluster::start(2);
     let job = cluster.submit_paced("q5", "q5");
-    assert!(
-        cluster.wait_checkpoint(&job, 1),
-        "finished before a checkpoint"
-    );
+    cluster.wait_checkpoint(&job, 1);
     let mut victim = cluster.workers[1].take().unwrap();
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
@@ -324,10 +332,7 @@ fn a_killed_worker_loses_nothing() {
 fn a_killed_leader_is_replaced_and_rejoins() {
     let mut cluster = Cluster::start(2);
     let job = cluster.submit_paced("q8", "q8");
-    assert!(
-        cluster.wait_checkpoint(&job, 1),
-        "finished before a checkpoint"
-    );
+    cluster.wait_checkpoint(&job, 1);
     let old = cluster.leader();
     let mut victim = cluster.coordinators[old - 1].take().unwrap();
     victim.kill().unwrap();
@@ -365,10 +370,7 @@ fn a_killed_leader_is_replaced_and_rejoins() {
 fn a_killed_follower_stops_nothing() {
     let mut cluster = Cluster::start(2);
     let job = cluster.submit_paced("q5", "q5");
-    assert!(
-        cluster.wait_checkpoint(&job, 1),
-        "finished before a checkpoint"
-    );
+    cluster.wait_checkpoint(&job, 1);
     let leader = cluster.leader();
     let follower = if leader == 1 { 2 } else { 1 };
     let mut victim = cluster.coordinators[follower - 1].take().unwrap();
@@ -417,10 +419,7 @@ fn clear_errors_for_unknown_jobs_and_unreachable_coordinators() {
 fn every_node_serves_prometheus_metrics() {
     let cluster = Cluster::start(2);
     let job = cluster.submit_paced("q5", "q5");
-    assert!(
-        cluster.wait_checkpoint(&job, 2),
-        "finished before a checkpoint"
-    );
+    cluster.wait_checkpoint(&job, 2);
     let leader = cluster.leader();
     // Every coordinator: its Raft view, the same leader.
     for (i, addr) in cluster.coordinator_metrics.iter().enumerate() {
@@ -634,4 +633,67 @@ path = "${output}"
             .open(&fifo);
     }
     reader.join().unwrap();
+}
+
+#[test]
+fn a_stopped_job_resumes_from_its_savepoint() {
+    let cluster = Cluster::start(2);
+    let job = cluster.submit_paced("q8", "q8");
+    cluster.wait_checkpoint(&job, 1);
+    let savepoints = cluster.dir.path().join("sp");
+    let out = cluster.client(&[
+        "savepoint",
+        &job,
+        "--dir",
+        savepoints.to_str().unwrap(),
+        "--stop",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("savepoint "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `status --wait` ends at the cancellation (exit code 1: the job did not finish).
+    let out = cluster.client(&["status", &job, "--wait", "--wait-timeout", "30s"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.lines().next().unwrap().contains(": cancelled"),
+        "{status}"
+    );
+    // A savepoint of another job is refused at submission, naming both jobs.
+    let out = cluster.client(&[
+        "submit",
+        repo().join("jobs/nexmark/q5.toml").to_str().unwrap(),
+        "--param",
+        &format!("input={}", input().display()),
+        "--param",
+        "output=elsewhere/",
+        "--checkpoint-interval",
+        "100ms",
+        "--from-savepoint",
+        savepoints.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("belongs to job `nexmark-q8`"),
+        "{stderr}"
+    );
+    // The same job, resubmitted from the savepoint at another parallelism, continues into the
+    // same output: the whole committed output is Flink's answer, nothing lost or twice.
+    let resumed = cluster.submit_with(
+        "q8",
+        "q8",
+        &[
+            "--parallelism",
+            "1",
+            "--checkpoint-dir",
+            cluster.dir.path().join("resumed-ckpt").to_str().unwrap(),
+            "--from-savepoint",
+            savepoints.to_str().unwrap(),
+        ],
+    );
+    let status = cluster.wait_finished(&resumed);
+    assert!(status.contains("parallelism 1"), "{status}");
+    cluster.assert_output_equals_flink("q8", "q8");
 }

@@ -4,7 +4,7 @@
 
 use crate::leader::{decode_subtasks, CountersFrom, Leader};
 use crate::raft::ProposeError;
-use crate::state::{Command, CommandResult, JobRecord, JobSpec};
+use crate::state::{CheckpointRecord, Command, CommandResult, JobRecord, JobSpec};
 use eddy_proto::leader::not_leader;
 use eddy_proto::v1::client_api_server::ClientApi;
 use eddy_proto::v1::coordinator_control_server::CoordinatorControl;
@@ -116,12 +116,21 @@ impl ClientApi for Api {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let from_savepoint = if r.from_savepoint.is_empty() {
+            None
+        } else {
+            Some(
+                savepoint_to_start_from(&r.from_savepoint, &graph, at_ms)
+                    .map_err(Status::invalid_argument)?,
+            )
+        };
         match self
             .propose(Command::SubmitJob {
                 name: graph.name.clone(),
                 spec,
                 parallelism,
                 at_ms,
+                from_savepoint,
             })
             .await?
         {
@@ -367,4 +376,37 @@ impl CoordinatorControl for Api {
             .await;
         Ok(Response::new(Empty {}))
     }
+}
+
+/// The latest savepoint in `dir`, if it is one `graph` can start from; else why not, naming the
+/// directory and what to do.
+fn savepoint_to_start_from(
+    dir: &str,
+    graph: &eddy_runtime::graph::JobGraph,
+    at_ms: u64,
+) -> Result<CheckpointRecord, String> {
+    if !std::path::Path::new(dir).is_dir() {
+        return Err(format!(
+            "savepoint directory `{dir}` does not exist (check --from-savepoint; it must be reachable from the coordinators)"
+        ));
+    }
+    let store = crate::leader::open_store(dir)?;
+    let metadata = store
+        .latest()
+        .map_err(|e| format!("cannot read the savepoint in `{dir}`: {e}"))?
+        .ok_or_else(|| format!("`{dir}` holds no completed savepoint (check --from-savepoint)"))?;
+    if metadata.job != graph.name {
+        return Err(format!(
+            "savepoint {} in `{dir}` belongs to job `{}`, not `{}`",
+            metadata.checkpoint, metadata.job, graph.name
+        ));
+    }
+    eddy_operators::checkpointing::check_fits(graph, &metadata)?;
+    Ok(CheckpointRecord {
+        id: metadata.checkpoint,
+        completed_at_ms: at_ms,
+        finished: metadata.finished,
+        location: dir.to_string(),
+        savepoint: true,
+    })
 }

@@ -191,7 +191,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn open_store(dir: &str) -> Result<CheckpointStore, String> {
+pub(crate) fn open_store(dir: &str) -> Result<CheckpointStore, String> {
     let storage = DirStorage::new(Path::new(dir))
         .map_err(|e| format!("cannot use checkpoint directory `{dir}`: {e}"))?;
     Ok(CheckpointStore::new(Arc::new(storage)))

@@ -116,6 +116,9 @@ pub enum Command {
         spec: JobSpec,
         parallelism: u32,
         at_ms: u64,
+        /// The savepoint the job starts from, checked against the job when it was submitted.
+        #[serde(default)]
+        from_savepoint: Option<CheckpointRecord>,
     },
     /// A new attempt is deployed on these slots.
     StartAttempt {
@@ -187,6 +190,7 @@ impl ClusterState {
                 spec,
                 parallelism,
                 at_ms,
+                from_savepoint,
             } => {
                 self.next_job += 1;
                 let id = format!("job-{}", self.next_job);
@@ -201,8 +205,8 @@ impl ClusterState {
                         attempt: 0,
                         slots: Vec::new(),
                         parallelism: *parallelism,
-                        last_checkpoint: None,
-                        max_checkpoint_id: 0,
+                        last_checkpoint: from_savepoint.clone(),
+                        max_checkpoint_id: from_savepoint.as_ref().map_or(0, |c| c.id),
                         restarts: 0,
                         submitted_at_ms: *at_ms,
                     },
@@ -313,6 +317,7 @@ mod tests {
             spec: JobSpec::default(),
             parallelism: 2,
             at_ms: 0,
+            from_savepoint: None,
         }) {
             CommandResult::JobSubmitted(id) => id,
             other => panic!("{other:?}"),

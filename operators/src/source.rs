@@ -224,6 +224,10 @@ impl Source for FileSource {
         Ok(SourcePoll::Ready)
     }
 
+    fn input_position(&self) -> Option<u64> {
+        Some(self.line_index)
+    }
+
     fn snapshot(&mut self) -> OpResult<serde_json::Value> {
         Ok(self.splits.snapshot(self.line_index))
     }
@@ -396,6 +400,10 @@ impl Source for GeneratorSource {
             }
         }
         Ok(SourcePoll::Ready)
+    }
+
+    fn input_position(&self) -> Option<u64> {
+        Some(self.next)
     }
 
     fn snapshot(&mut self) -> OpResult<serde_json::Value> {

@@ -139,6 +139,14 @@ pub trait Source: Send {
         ))
     }
 
+    /// How far into the whole input this subtask has read: records of every split, its own and
+    /// other subtasks', kept or dropped. A paced source (`--max-rate`) advances by this, so a
+    /// source that drops most records (q8 keeps 8% of Nexmark's events) still takes the input's
+    /// time. `None`: pace by the rows emitted.
+    fn input_position(&self) -> Option<u64> {
+        None
+    }
+
     /// Called once when the source has finished or the job stops: release files, report counts.
     fn close(&mut self) -> OpResult {
         Ok(())

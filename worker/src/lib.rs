@@ -17,6 +17,7 @@ use eddy_proto::v1::{
     DeployRequest, Empty, HeartbeatRequest, RegisterRequest, TaskStatus, TriggerRequest,
 };
 use eddy_runtime::checkpoint::{CheckpointMetadata, UploadTarget};
+use eddy_runtime::exec::ExecError;
 use eddy_runtime::exec::TaskHost;
 use exchange::{ExchangeService, Inlets};
 use std::collections::HashMap;
@@ -170,14 +171,17 @@ impl WorkerControl for Control {
                 // The attempt stays known until the leader cancels it: the commit of its final
                 // checkpoint arrives after its tasks ended.
                 done.inlets.drop_attempt(&key.0, key.1);
-                let (failed, error) = match result {
-                    Ok(()) => (false, String::new()),
-                    Err(e) => (true, e.to_string()),
+                // A cancelled part did not finish either: it is reported as failed (the leader
+                // ignores the ends of attempts it stopped itself), but it is not worth a warning.
+                let (state, failed, error) = match result {
+                    Ok(()) => ("finished", false, String::new()),
+                    Err(ExecError::Cancelled) => ("cancelled", true, ExecError::Cancelled.to_string()),
+                    Err(e) => {
+                        let error = e.to_string();
+                        tracing::warn!(job = %key.0, attempt = key.1, %error, "attempt failed here");
+                        ("failed", true, error)
+                    }
                 };
-                if failed {
-                    tracing::warn!(job = %key.0, attempt = key.1, %error, "attempt failed here");
-                }
-                let state = if failed { "failed" } else { "finished" };
                 let report = AttemptEndedRequest {
                     worker_id: done.worker_id.load(Ordering::Relaxed),
                     tasks: done.task_statuses(&key.0, &prepared.running, state),

@@ -749,15 +749,31 @@ enum Head {
     Inputs(Inputs),
 }
 
-/// Holds a source subtask to a rate in wall-clock time.
+/// Holds a source subtask to a rate of the whole input in wall-clock time.
 struct Pace {
+    /// Records of the whole input per second (every subtask reads at this rate).
     rows_per_second: f64,
     started: Instant,
+    /// Subtasks of the source.
+    subtasks: u32,
+    /// The input position at the first look: a restored source goes on from there, not from 0.
+    origin: Option<u64>,
 }
 
 impl Pace {
-    /// How long to wait before emitting more, having emitted `rows`; `None`: go on.
-    fn wait(&self, rows: u64) -> Option<Duration> {
+    fn new(rows_per_second: u64, subtasks: u32) -> Self {
+        Pace {
+            rows_per_second: rows_per_second.max(1) as f64,
+            started: Instant::now(),
+            subtasks,
+            origin: None,
+        }
+    }
+
+    /// How long to wait before reading more, at `position` in the input; `None`: go on.
+    fn wait(&mut self, position: u64) -> Option<Duration> {
+        let origin = *self.origin.get_or_insert(position);
+        let rows = position.saturating_sub(origin);
         let due = Duration::from_secs_f64(rows as f64 / self.rows_per_second);
         due.checked_sub(self.started.elapsed())
             .filter(|d| !d.is_zero())
@@ -853,7 +869,15 @@ impl Task {
                     chain.barrier(id)?;
                 }
             }
-            if let Some(wait) = pace.as_ref().and_then(|p| p.wait(self.source_records)) {
+            let wait = pace.as_mut().and_then(|p| {
+                // Without a position in the input, the rows this subtask emitted stand for its
+                // share of it.
+                let position = source
+                    .input_position()
+                    .unwrap_or(self.source_records * u64::from(p.subtasks));
+                p.wait(position)
+            });
+            if let Some(wait) = wait {
                 // Ahead of the pace: let what was emitted go, then look at triggers again soon.
                 chain.flush()?;
                 std::thread::sleep(wait.min(Duration::from_millis(5)));
@@ -1289,10 +1313,9 @@ pub fn execute(
                         out: Output::new(head.outputs.len()),
                         routes: source_routes,
                         watermarks,
-                        pace: options.max_source_rate.map(|rate| Pace {
-                            rows_per_second: rate.max(1) as f64 / f64::from(head.parallelism),
-                            started: Instant::now(),
-                        }),
+                        pace: options
+                            .max_source_rate
+                            .map(|rate| Pace::new(rate, head.parallelism)),
                         idle_since: None,
                         marked_idle: false,
                         polls: 0,
@@ -1515,19 +1538,16 @@ mod tests {
 
     #[test]
     fn a_pace_holds_a_source_back_only_while_it_is_ahead() {
-        let fresh = Pace {
-            rows_per_second: 1000.0,
-            started: Instant::now(),
-        };
-        assert_eq!(fresh.wait(0), None);
+        // A restored source starts at its checkpointed position: the pace counts from there.
+        let mut fresh = Pace::new(1000, 1);
+        assert_eq!(fresh.wait(70_000), None);
         let wait = fresh
-            .wait(500)
+            .wait(70_500)
             .expect("500 rows at 1000/s are due in 0.5 s");
         assert!(wait <= Duration::from_millis(500), "{wait:?}");
-        let behind = Pace {
-            rows_per_second: 1000.0,
-            started: Instant::now() - Duration::from_secs(1),
-        };
+        let mut behind = Pace::new(1000, 1);
+        behind.started -= Duration::from_secs(1);
+        assert_eq!(behind.wait(0), None);
         assert_eq!(behind.wait(500), None, "behind the pace: no wait");
     }
 
