@@ -83,8 +83,9 @@ pub(crate) struct JobArgs {
         requires = "generate"
     )]
     pub(crate) rate: u64,
-    /// Emit at most N rows per second from each source, over all its subtasks (wall clock):
-    /// replays recorded input at a live pace, e.g. for a demo or to watch a job under load.
+    /// Read at most N records of each source's input per second (wall clock), records the job
+    /// drops included: replays recorded input at a live pace, e.g. for a demo or to watch a job
+    /// under load.
     #[arg(long, value_name = "ROWS_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_rate: Option<u64>,
 }

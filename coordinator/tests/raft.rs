@@ -163,6 +163,7 @@ fn submit(name: &str) -> Command {
         spec: JobSpec::default(),
         parallelism: 2,
         at_ms: 1,
+        from_savepoint: None,
     }
 }
 
