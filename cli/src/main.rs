@@ -439,6 +439,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     SinkConnector::File { path } => format!("written to {path}"),
                     SinkConnector::Stdout => "printed".into(),
                     SinkConnector::Blackhole => "discarded".into(),
+                    SinkConnector::Postgres { table, .. } => {
+                        format!("in PostgreSQL table {table}")
+                    }
                 };
                 eprintln!("sink `{}`: {rows} changes in, result {place}", node.name);
             }

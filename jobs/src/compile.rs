@@ -765,17 +765,72 @@ impl<'a> Compiler<'a> {
             },
             "stdout" => SinkConnector::Stdout,
             "blackhole" => SinkConnector::Blackhole,
+            "postgres" => {
+                let needs = |field: &Option<Str>, what: &str| {
+                    field.as_ref().map(|v| v.get_ref().clone()).ok_or_else(|| {
+                        self.err(
+                            span.clone(),
+                            format!("sink `{name}` needs `{what}` (connector \"postgres\")"),
+                        )
+                    })
+                };
+                let key = s
+                    .key
+                    .as_ref()
+                    .map(|k| k.get_ref().clone())
+                    .unwrap_or_default();
+                if let Some(k) = &s.key {
+                    for column in k.get_ref() {
+                        if input.schema.index_of(column).is_none() {
+                            return Err(self
+                                .err(
+                                    k.span(),
+                                    format!(
+                                        "sink `{name}`: key column `{column}` is not in its input"
+                                    ),
+                                )
+                                .help(format!(
+                                    "the input's columns: {}",
+                                    input
+                                        .schema
+                                        .fields
+                                        .iter()
+                                        .map(|f| f.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )));
+                        }
+                    }
+                }
+                if input.updating && key.is_empty() {
+                    return Err(self
+                        .err(span.clone(), format!("sink `{name}`: its input is an updating result, so the table needs `key`"))
+                        .help("e.g. key = [\"window_start\", \"product_id\"]: the columns that identify a result row"));
+                }
+                SinkConnector::Postgres {
+                    url: needs(&s.url, "url")?,
+                    table: needs(&s.table, "table")?,
+                    key,
+                }
+            }
             other => {
                 return Err(self
                     .err(
                         s.connector.span(),
                         format!("unknown sink connector `{other}`"),
                     )
-                    .help("use \"file\", \"stdout\" or \"blackhole\""))
+                    .help("use \"file\", \"stdout\", \"blackhole\" or \"postgres\""))
             }
         };
+        // Rows of one key must reach one subtask, in order.
+        let keyed_columns = match &connector {
+            SinkConnector::Postgres { key, .. } if !key.is_empty() => Some(key.clone()),
+            _ => None,
+        };
         // A retraction must reach the subtask that holds the row it retracts.
-        let partitioning = if input.updating && parallelism > 1 {
+        let partitioning = if let (Some(key), true) = (&keyed_columns, parallelism > 1) {
+            Partitioning::Hash(key.iter().map(|c| quote(c)).collect())
+        } else if input.updating && parallelism > 1 {
             Partitioning::Hash(input.schema.fields.iter().map(|f| quote(&f.name)).collect())
         } else {
             forward(nodes, &input, parallelism)

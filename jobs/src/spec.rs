@@ -152,8 +152,14 @@ pub struct WindowDecl {
 pub struct SinkDecl {
     pub name: Str,
     pub input: Str,
-    /// `file`, `stdout` or `blackhole`.
+    /// `file`, `stdout`, `blackhole` or `postgres`.
     pub connector: Str,
     pub path: Option<Str>,
+    /// postgres: the connection URL or libpq string.
+    pub url: Option<Str>,
+    /// postgres: the table, which must exist.
+    pub table: Option<Str>,
+    /// postgres: the table's key, for an upserted (updating) result.
+    pub key: Option<Spanned<Vec<String>>>,
     pub parallelism: Option<Spanned<i64>>,
 }

@@ -15,6 +15,7 @@ mod join;
 mod pushdown;
 mod session_window;
 mod sink;
+mod sink_postgres;
 mod source;
 mod stateless;
 mod top_n;
@@ -25,7 +26,9 @@ use checkpointing::{Restored, StateBackendChoice};
 use dead_letter::DeadLetters;
 use eddy_runtime::checkpoint::SubtaskState;
 use eddy_runtime::exec::TaskFactory;
-use eddy_runtime::graph::{JobGraph, JoinKind, NodeId, NodeKind, WindowSpec};
+use eddy_runtime::graph::{
+    JobGraph, JoinKind, NodeId, NodeKind, SinkConnector, SinkSpec, WindowSpec,
+};
 use eddy_runtime::keygroup::KeyGroupRange;
 use eddy_runtime::operator::{Operator, Source};
 use eddy_runtime::state::{KeyedStateBackend, MemoryBackend};
@@ -130,6 +133,20 @@ impl Factory {
             }
             NodeKind::Select { columns } => Box::new(stateless::Select::new(graph, id, columns)?),
             NodeKind::KeyBy { .. } | NodeKind::Union => Box::new(stateless::PassThrough),
+            NodeKind::Sink(spec) if matches!(spec.connector, SinkConnector::Postgres { .. }) => {
+                let from = self
+                    .settings
+                    .restore
+                    .as_ref()
+                    .map_or(0, |r| r.metadata.checkpoint);
+                Box::new(sink_postgres::PgSink::new(
+                    graph,
+                    id,
+                    subtask,
+                    from,
+                    self.settings.exactly_once,
+                )?)
+            }
             NodeKind::Sink(spec) => {
                 // Every old subtask's state: the sink keeps the table rows of its key groups.
                 let restored: Vec<&SubtaskState> = match &self.settings.restore {
@@ -263,6 +280,9 @@ impl TaskFactory for Factory {
 
     fn commit(&self, graph: &JobGraph, node: NodeId, state: &SubtaskState) -> Result<(), String> {
         match graph.nodes[node].kind {
+            NodeKind::Sink(SinkSpec {
+                connector: SinkConnector::Postgres { .. },
+            }) => sink_postgres::commit(graph, node, state),
             NodeKind::Sink(_) => sink::commit(state),
             _ => Ok(()),
         }

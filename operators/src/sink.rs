@@ -76,7 +76,8 @@ impl SinkFiles {
                 }
             }
             SinkConnector::Stdout => Destination::Stdout,
-            SinkConnector::Blackhole => Destination::Blackhole,
+            // PostgreSQL sinks never share a destination (`sink_postgres` builds them).
+            SinkConnector::Blackhole | SinkConnector::Postgres { .. } => Destination::Blackhole,
         };
         SinkFiles {
             destination: Mutex::new((destination, parallelism)),
@@ -162,7 +163,7 @@ pub fn is_special(connector: &SinkConnector) -> bool {
         SinkConnector::File { path } => {
             std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
         }
-        SinkConnector::Stdout | SinkConnector::Blackhole => true,
+        SinkConnector::Stdout | SinkConnector::Blackhole | SinkConnector::Postgres { .. } => true,
     }
 }
 

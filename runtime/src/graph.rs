@@ -318,4 +318,13 @@ pub enum SinkConnector {
     Stdout,
     /// Discards rows (benchmarks).
     Blackhole,
+    /// Rows into a PostgreSQL table, exactly once with checkpointing.
+    Postgres {
+        /// libpq connection string or URL.
+        url: String,
+        /// The table (optionally `schema.table`); it must exist.
+        table: String,
+        /// Empty: append. Else the table's key: one row per key, upserted and deleted.
+        key: Vec<String>,
+    },
 }

@@ -1,0 +1,436 @@
+//! Exactly-once output into PostgreSQL.
+//!
+//! A sink subtask stages its rows in `eddy_sink_stage` (a regular, logged table) as JSON, tagged
+//! with its run (one per subtask instance) and the epoch: the id of the checkpoint whose barrier
+//! follows them. Staging is a plain `COPY`, committed at once, so it survives a crash of Eddy or
+//! of PostgreSQL but nobody reads it. When checkpoint N completes, [`commit`] moves the run's
+//! rows of epochs ≤ N into the target table, deletes them from the stage and records N in
+//! `eddy_sink_commits`, all in one transaction. A commit that finds N (or later) recorded does
+//! nothing, so the commit after a restore, which repeats the last one, never writes a row twice.
+//! Rows staged after the last completed checkpoint are never committed: the replay produces
+//! them again under a new run.
+//!
+//! Rows are mapped to columns by name with `jsonb_populate_record`, so PostgreSQL converts the
+//! JSON values to the column types (timestamps as `YYYY-MM-DD HH:MM:SS.sss`, numbers, text).
+//! A table with a key is upserted (`INSERT … ON CONFLICT (key) DO UPDATE`), and a deletion of a
+//! key deletes its row: that is how an updating result (a KPI per window that is corrected by
+//! late events) stays one row per key.
+//!
+//! The target table must exist: its DDL belongs to the job's schema migrations, not to the sink.
+
+pub mod testing;
+
+use postgres::{Client, NoTls};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+
+/// Why PostgreSQL output failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("cannot connect to PostgreSQL at `{url}`: {source}")]
+    Connect {
+        url: String,
+        source: postgres::Error,
+    },
+    #[error("table `{table}` does not exist at `{url}`; create it first (a job's tables come with its schema migrations)")]
+    NoTable { table: String, url: String },
+    #[error("table `{table}` has no column{} {}; its columns are: {}", if missing.len() > 1 { "s" } else { "" }, missing.join(", "), columns.join(", "))]
+    MissingColumns {
+        table: String,
+        missing: Vec<String>,
+        columns: Vec<String>,
+    },
+    #[error("PostgreSQL {action} for table `{table}` failed: {source}")]
+    Query {
+        action: &'static str,
+        table: String,
+        source: postgres::Error,
+    },
+    #[error("PostgreSQL {action} for table `{table}` failed: {source}")]
+    Io {
+        action: &'static str,
+        table: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where a sink writes and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// A libpq connection string or URL.
+    pub url: String,
+    /// The table, optionally schema-qualified (`warehouse.fact_orders`).
+    pub table: String,
+    /// The sink's columns, in the order of the JSON rows.
+    pub columns: Vec<String>,
+    /// Empty: append every row. Else: one row per key, upserted, deleted by a deletion.
+    pub key: Vec<String>,
+}
+
+/// What a staged row does to its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Appends the row, or replaces the row of its key.
+    Upsert,
+    /// Removes the row of its key (tables with a key only).
+    Delete,
+}
+
+impl Op {
+    fn code(self) -> u8 {
+        match self {
+            Op::Upsert => b'0',
+            Op::Delete => b'1',
+        }
+    }
+}
+
+/// `password=…` and `user:password@` hidden, for messages and logs.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            if let Some((user, _)) = auth.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `name` or `schema.name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    name.split('.')
+        .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn connect(url: &str) -> Result<Client, PgError> {
+    Client::connect(url, NoTls).map_err(|source| PgError::Connect {
+        url: redact(url),
+        source,
+    })
+}
+
+/// Creates Eddy's own tables once per database, under an advisory lock so that subtasks
+/// starting together do not race on `CREATE TABLE`.
+fn ensure_eddy_tables(client: &mut Client, table: &str) -> Result<(), PgError> {
+    let query = |source| PgError::Query {
+        action: "setup of eddy_sink_stage",
+        table: table.to_string(),
+        source,
+    };
+    let mut tx = client.transaction().map_err(query)?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(7231837465);
+         CREATE TABLE IF NOT EXISTS eddy_sink_stage (
+             sink text NOT NULL,
+             run text NOT NULL,
+             epoch bigint NOT NULL,
+             seq bigserial,
+             op \"char\" NOT NULL,
+             row jsonb NOT NULL);
+         CREATE INDEX IF NOT EXISTS eddy_sink_stage_run ON eddy_sink_stage (sink, run, epoch);
+         CREATE TABLE IF NOT EXISTS eddy_sink_commits (
+             sink text NOT NULL,
+             run text NOT NULL,
+             epoch bigint NOT NULL,
+             committed_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (sink, run));",
+    )
+    .map_err(query)?;
+    tx.commit().map_err(query)
+}
+
+/// Checks that the target table exists with every sink column.
+fn check_table(client: &mut Client, target: &Target) -> Result<(), PgError> {
+    let rows = client
+        .query(
+            "SELECT attname FROM pg_attribute
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
+             ORDER BY attnum",
+            &[&quote_ident(&target.table)],
+        )
+        .map_err(|source| PgError::Query {
+            action: "lookup",
+            table: target.table.clone(),
+            source,
+        })?;
+    if rows.is_empty() {
+        return Err(PgError::NoTable {
+            table: target.table.clone(),
+            url: redact(&target.url),
+        });
+    }
+    let columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let missing: Vec<String> = target
+        .columns
+        .iter()
+        .chain(&target.key)
+        .filter(|c| !columns.contains(c))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(PgError::MissingColumns {
+            table: target.table.clone(),
+            missing,
+            columns,
+        });
+    }
+    Ok(())
+}
+
+/// One sink subtask's connection: stages rows under its run.
+pub struct Stager {
+    client: Client,
+    target: Target,
+    sink: String,
+    run: String,
+    /// Rows waiting for the next `flush`, in `COPY` text format without the epoch column.
+    buffer: Vec<u8>,
+    rows: usize,
+}
+
+impl Stager {
+    /// Connects for sink `sink` (unique per job and sink node) as run `run` (unique per subtask
+    /// instance), checking that the target table fits.
+    pub fn connect(target: Target, sink: &str, run: &str) -> Result<Stager, PgError> {
+        let mut client = connect(&target.url)?;
+        ensure_eddy_tables(&mut client, &target.table)?;
+        check_table(&mut client, &target)?;
+        Ok(Stager {
+            client,
+            target,
+            sink: sink.to_string(),
+            run: run.to_string(),
+            buffer: Vec::with_capacity(1 << 20),
+            rows: 0,
+        })
+    }
+
+    /// Rows buffered since the last flush.
+    pub fn buffered(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes buffered since the last flush.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Buffers one row, given as a JSON object.
+    pub fn push(&mut self, op: Op, json: &[u8]) {
+        self.buffer.push(op.code());
+        self.buffer.push(b'\t');
+        for &b in json {
+            match b {
+                b'\\' => self.buffer.extend_from_slice(b"\\\\"),
+                b'\n' => self.buffer.extend_from_slice(b"\\n"),
+                b'\r' => self.buffer.extend_from_slice(b"\\r"),
+                b'\t' => self.buffer.extend_from_slice(b"\\t"),
+                _ => self.buffer.push(b),
+            }
+        }
+        self.buffer.push(b'\n');
+        self.rows += 1;
+    }
+
+    /// Stages the buffered rows as part of `epoch` (durable when this returns).
+    pub fn flush(&mut self, epoch: u64) -> Result<(), PgError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let io = |source| PgError::Io {
+            action: "staging",
+            table: self.target.table.clone(),
+            source,
+        };
+        // Constant columns by defaults of a temporary view would be neater; a prefix per line
+        // is simple and cheap next to the JSON.
+        let prefix = format!(
+            "{}\t{}\t{epoch}\t",
+            copy_text(&self.sink),
+            copy_text(&self.run)
+        );
+        let mut data = Vec::with_capacity(self.buffer.len() + self.rows * prefix.len());
+        for line in self.buffer.split_inclusive(|&b| b == b'\n') {
+            data.extend_from_slice(prefix.as_bytes());
+            data.extend_from_slice(line);
+        }
+        let mut writer = self
+            .client
+            .copy_in("COPY eddy_sink_stage (sink, run, epoch, op, row) FROM STDIN")
+            .map_err(|source| PgError::Query {
+                action: "staging",
+                table: self.target.table.clone(),
+                source,
+            })?;
+        writer.write_all(&data).map_err(io)?;
+        writer.finish().map_err(|source| PgError::Query {
+            action: "staging",
+            table: self.target.table.clone(),
+            source,
+        })?;
+        self.buffer.clear();
+        self.rows = 0;
+        Ok(())
+    }
+
+    /// Commits this run's staged rows up to `epoch` on this connection (no checkpoints: the
+    /// end of a batch is the commit).
+    pub fn commit(&mut self, epoch: u64) -> Result<(), PgError> {
+        commit_on(&mut self.client, &self.target, &self.sink, &self.run, epoch)
+    }
+}
+
+/// Text for a `COPY` text-format field.
+fn copy_text(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+}
+
+/// Publishes the rows run `run` of sink `sink` staged up to `epoch` into the target, once:
+/// a repeated commit of the same or an older epoch changes nothing. Connections are kept per
+/// URL between commits.
+pub fn commit(target: &Target, sink: &str, run: &str, epoch: u64) -> Result<(), PgError> {
+    static CLIENTS: OnceLock<Mutex<HashMap<String, Client>>> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Mutex::default);
+    let cached = clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&target.url);
+    let mut client = match cached {
+        Some(c) if !c.is_closed() => c,
+        _ => connect(&target.url)?,
+    };
+    let result = commit_on(&mut client, target, sink, run, epoch);
+    if result.is_ok() {
+        clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(target.url.clone(), client);
+    }
+    result
+}
+
+fn commit_on(
+    client: &mut Client,
+    target: &Target,
+    sink: &str,
+    run: &str,
+    epoch: u64,
+) -> Result<(), PgError> {
+    let query = |source| PgError::Query {
+        action: "commit",
+        table: target.table.clone(),
+        source,
+    };
+    let epoch = epoch as i64;
+    let mut tx = client.transaction().map_err(query)?;
+    tx.execute(
+        "INSERT INTO eddy_sink_commits (sink, run, epoch) VALUES ($1, $2, 0)
+         ON CONFLICT (sink, run) DO NOTHING",
+        &[&sink, &run],
+    )
+    .map_err(query)?;
+    let done: i64 = tx
+        .query_one(
+            "SELECT epoch FROM eddy_sink_commits WHERE sink = $1 AND run = $2 FOR UPDATE",
+            &[&sink, &run],
+        )
+        .map_err(query)?
+        .get(0);
+    if done >= epoch {
+        return tx.commit().map_err(query);
+    }
+    let table = quote_ident(&target.table);
+    let columns: Vec<String> = target.columns.iter().map(|c| quote_ident(c)).collect();
+    let cols = columns.join(", ");
+    let r_cols = columns
+        .iter()
+        .map(|c| format!("r.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let staged = "s.sink = $1 AND s.run = $2 AND s.epoch <= $3";
+    if target.key.is_empty() {
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} ({cols})
+                 SELECT {r_cols} FROM eddy_sink_stage s
+                 CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, s.row) r
+                 WHERE {staged} ORDER BY s.seq"
+            ),
+            &[&sink, &run, &epoch],
+        )
+        .map_err(query)?;
+    } else {
+        let keys: Vec<String> = target.key.iter().map(|c| quote_ident(c)).collect();
+        let key_json = target
+            .key
+            .iter()
+            .map(|k| format!("s.row -> '{}'", k.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The last change of each key in these epochs decides.
+        let last = format!(
+            "SELECT DISTINCT ON ({key_json}) s.op, s.row FROM eddy_sink_stage s
+             WHERE {staged} ORDER BY {key_json}, s.seq DESC"
+        );
+        let key_match = keys
+            .iter()
+            .map(|k| format!("t.{k} IS NOT DISTINCT FROM r.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        tx.execute(
+            &format!(
+                "DELETE FROM {table} t USING ({last}) l
+                 CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, l.row) r
+                 WHERE l.op = '1' AND {key_match}"
+            ),
+            &[&sink, &run, &epoch],
+        )
+        .map_err(query)?;
+        let updates = columns
+            .iter()
+            .filter(|c| !keys.contains(c))
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect::<Vec<_>>();
+        let on_conflict = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} ({cols})
+                 SELECT {r_cols} FROM ({last}) l
+                 CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, l.row) r
+                 WHERE l.op = '0'
+                 ON CONFLICT ({}) {on_conflict}",
+                keys.join(", ")
+            ),
+            &[&sink, &run, &epoch],
+        )
+        .map_err(query)?;
+    }
+    tx.execute(
+        "DELETE FROM eddy_sink_stage s WHERE s.sink = $1 AND s.run = $2 AND s.epoch <= $3",
+        &[&sink, &run, &epoch],
+    )
+    .map_err(query)?;
+    tx.execute(
+        "UPDATE eddy_sink_commits SET epoch = $3, committed_at = now() WHERE sink = $1 AND run = $2",
+        &[&sink, &run, &epoch],
+    )
+    .map_err(query)?;
+    tx.commit().map_err(query)
+}

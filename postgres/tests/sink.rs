@@ -1,0 +1,138 @@
+//! Staging and commits against a real PostgreSQL server.
+
+use eddy_postgres::testing::PgServer;
+use eddy_postgres::{commit, Op, PgError, Stager, Target};
+
+fn target(server: &PgServer, table: &str, key: &[&str]) -> Target {
+    Target {
+        url: server.url(),
+        table: table.into(),
+        columns: vec!["w".into(), "n".into(), "at".into()],
+        key: key.iter().map(|k| k.to_string()).collect(),
+    }
+}
+
+fn rows(server: &PgServer, sql: &str) -> Vec<(i64, Option<f64>)> {
+    server
+        .client()
+        .query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[test]
+fn rows_appear_once_when_their_checkpoint_commits_and_never_twice() {
+    let server = PgServer::start().unwrap();
+    server
+        .client()
+        .batch_execute(
+            "CREATE TABLE out (id bigserial, w bigint, n double precision, at timestamp)",
+        )
+        .unwrap();
+    let t = target(&server, "out", &[]);
+    let mut stager = Stager::connect(t.clone(), "job/sink", "run-1").unwrap();
+    stager.push(
+        Op::Upsert,
+        br#"{"w":1,"n":1.5,"at":"2026-01-01 00:00:01.000"}"#,
+    );
+    stager.push(
+        Op::Upsert,
+        br#"{"w":2,"n":null,"at":"2026-01-01 00:00:02.000"}"#,
+    );
+    stager.flush(1).unwrap();
+    stager.push(
+        Op::Upsert,
+        br#"{"w":3,"n":"3e0","at":"2026-01-01 00:00:03.000"}"#,
+    );
+    stager.flush(2).unwrap();
+    let query = "SELECT w, n FROM out ORDER BY w";
+    assert!(rows(&server, query).is_empty(), "staged rows are invisible");
+    commit(&t, "job/sink", "run-1", 1).unwrap();
+    assert_eq!(rows(&server, query), vec![(1, Some(1.5)), (2, None)]);
+    // A restore repeats the commit of the checkpoint it restores: nothing changes.
+    commit(&t, "job/sink", "run-1", 1).unwrap();
+    assert_eq!(rows(&server, query).len(), 2);
+    commit(&t, "job/sink", "run-1", 2).unwrap();
+    commit(&t, "job/sink", "run-1", 2).unwrap();
+    assert_eq!(
+        rows(&server, query),
+        vec![(1, Some(1.5)), (2, None), (3, Some(3.0))]
+    );
+    let staged: i64 = server
+        .client()
+        .query_one("SELECT count(*) FROM eddy_sink_stage", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(staged, 0, "committed rows leave the stage");
+}
+
+#[test]
+fn a_keyed_table_keeps_the_last_change_of_each_key() {
+    let server = PgServer::start().unwrap();
+    server
+        .client()
+        .batch_execute("CREATE TABLE kpi (w bigint PRIMARY KEY, n double precision, at timestamp)")
+        .unwrap();
+    let t = target(&server, "kpi", &["w"]);
+    let mut stager = Stager::connect(t.clone(), "job/kpi", "run-1").unwrap();
+    stager.push(Op::Upsert, br#"{"w":1,"n":1,"at":null}"#);
+    stager.push(Op::Upsert, br#"{"w":1,"n":2,"at":null}"#);
+    stager.push(Op::Upsert, br#"{"w":2,"n":5,"at":null}"#);
+    stager.flush(1).unwrap();
+    stager.commit(1).unwrap();
+    stager.push(Op::Upsert, br#"{"w":1,"n":3,"at":null}"#);
+    stager.push(Op::Delete, br#"{"w":2,"n":5,"at":null}"#);
+    stager.push(Op::Upsert, br#"{"w":3,"n":7,"at":null}"#);
+    stager.flush(2).unwrap();
+    stager.commit(2).unwrap();
+    assert_eq!(
+        rows(&server, "SELECT w, n FROM kpi ORDER BY w"),
+        vec![(1, Some(3.0)), (3, Some(7.0))]
+    );
+}
+
+#[test]
+fn a_missing_table_or_column_is_named() {
+    let server = PgServer::start().unwrap();
+    let err = Stager::connect(target(&server, "nowhere", &[]), "s", "r")
+        .err()
+        .unwrap();
+    assert!(matches!(err, PgError::NoTable { .. }), "{err}");
+    assert!(
+        err.to_string().contains("`nowhere` does not exist"),
+        "{err}"
+    );
+    server
+        .client()
+        .batch_execute("CREATE TABLE half (w bigint)")
+        .unwrap();
+    let err = Stager::connect(target(&server, "half", &[]), "s", "r")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("no columns n, at; its columns are: w"),
+        "{err}"
+    );
+    let err = Stager::connect(
+        Target {
+            url: "postgresql://eddy:secret@127.0.0.1:1/postgres".into(),
+            ..target(&server, "half", &[])
+        },
+        "s",
+        "r",
+    )
+    .err()
+    .unwrap();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot connect to PostgreSQL at"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret"),
+        "the password is not shown: {text}"
+    );
+}
