@@ -697,3 +697,48 @@ fn a_stopped_job_resumes_from_its_savepoint() {
     assert!(status.contains("parallelism 1"), "{status}");
     cluster.assert_output_equals_flink("q8", "q8");
 }
+
+#[test]
+fn a_killed_worker_writes_nothing_twice_into_postgres() {
+    let server = eddy_postgres::testing::PgServer::start().unwrap();
+    server
+        .client()
+        .batch_execute("CREATE TABLE q8 (id bigint, name text, stime timestamp(3))")
+        .unwrap();
+    let mut cluster = Cluster::start(2);
+    let job = common::q8_into_postgres(cluster.dir.path());
+    let ckpt = cluster.dir.path().join("pg-ckpt");
+    let out = cluster.client(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--param",
+        &format!("input={}", input().display()),
+        "--param",
+        &format!("pg={}", server.url()),
+        "--parallelism",
+        "2",
+        "--checkpoint-interval",
+        "100ms",
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+        "--max-rate",
+        "20000",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    cluster.wait_checkpoint(&id, 1);
+    let mut victim = cluster.workers[0].take().unwrap();
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let status = cluster.wait_finished(&id);
+    assert!(!status.contains("(0 restarts)"), "{status}");
+    let actual = cluster.dir.path().join("q8-table.jsonl");
+    common::dump_q8_table(&server, &actual);
+    if let Err(diff) = eddy_jobs::compare::compare_files(&common::expected("q8"), &actual) {
+        panic!("the q8 table differs from Flink's answer: {diff}");
+    }
+}

@@ -1,5 +1,7 @@
 //! What the process-level tests share: the Nexmark input, bounded waiting, and the comparison of
 //! committed output with Flink's answer.
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
 
 use eddy_jobs::compare::compare_files;
 use eddy_operators::format::write_nexmark_events;
@@ -78,4 +80,34 @@ pub fn assert_committed_equals_flink(out: &Path, query: &str, scratch: &Path) {
     if let Err(diff) = compare_files(&expected(query), scratch) {
         panic!("{query}: committed output differs from Flink's: {diff}");
     }
+}
+
+/// q8 with its file sink replaced by the PostgreSQL sink.
+pub fn q8_into_postgres(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("jobs/nexmark/q8.toml")).unwrap();
+    let (graph, _) = text.split_once("[[sink]]").unwrap();
+    let job = format!(
+        "{graph}[[sink]]\nname = \"result\"\ninput = \"q8\"\nconnector = \"postgres\"\nurl = \"${{pg}}\"\ntable = \"q8\"\n"
+    )
+    .replace(
+        "output = { description = \"the result file (JSON lines)\", default = \"q8.jsonl\" }",
+        "pg = { description = \"PostgreSQL URL\" }",
+    );
+    let path = dir.join("q8-pg.toml");
+    std::fs::write(&path, job).unwrap();
+    path
+}
+
+/// The table as JSON lines, in Flink's format.
+pub fn dump_q8_table(server: &eddy_postgres::testing::PgServer, to: &Path) {
+    let rows = server
+        .client()
+        .query(
+            "SELECT json_build_object('id', id, 'name', name,
+                 'stime', to_char(stime, 'YYYY-MM-DD HH24:MI:SS.MS'))::text FROM q8",
+            &[],
+        )
+        .unwrap();
+    let lines: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    std::fs::write(to, lines.join("\n") + "\n").unwrap();
 }
