@@ -17,8 +17,7 @@ use eddy_proto::v1::{
     DeployRequest, Empty, HeartbeatRequest, RegisterRequest, TaskStatus, TriggerRequest,
 };
 use eddy_runtime::checkpoint::{CheckpointMetadata, UploadTarget};
-use eddy_runtime::exec::ExecError;
-use eddy_runtime::exec::TaskHost;
+use eddy_runtime::exec::{ExecError, TaskHost};
 use exchange::{ExchangeService, Inlets};
 use std::collections::HashMap;
 use std::path::PathBuf;
