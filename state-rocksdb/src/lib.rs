@@ -217,6 +217,37 @@ fn write_back(db: &Db, cache: &mut impl Flush) {
     }
 }
 
+/// The parts of a write-back cache that eviction changes.
+struct CacheParts<'a, S> {
+    groups: &'a mut [FxHashMap<Key, S>],
+    len: &'a mut usize,
+    limit: usize,
+    /// Whether the cache holds the whole table (no lookups in RocksDB needed).
+    complete: &'a mut bool,
+}
+
+/// A table with a write-back cache of slots per key group, evicted when it holds too much.
+trait WriteBackCache: Flush + Sized {
+    type Slot: Cached;
+
+    fn db(&self) -> Arc<Db>;
+
+    fn cache(&mut self) -> CacheParts<'_, Self::Slot>;
+
+    /// Over its limit, writes every change back to RocksDB and evicts what was not used since
+    /// the last eviction; the cache then no longer holds the whole table.
+    fn evict_if_full(&mut self) {
+        let c = self.cache();
+        if *c.len <= c.limit {
+            return;
+        }
+        write_back(&self.db(), self);
+        let c = self.cache();
+        *c.len = evict(c.groups, c.limit);
+        *c.complete = false;
+    }
+}
+
 /// Second chance (the clock algorithm), after a write-back: keeps the entries used since the
 /// last eviction, so hot keys stay decoded; if they are still more than half the cache, drops
 /// everything. Returns the size left.
@@ -333,13 +364,38 @@ impl<U: StateData> Table<U> {
         self.evict_if_full();
         result
     }
+}
 
-    fn evict_if_full(&mut self) {
-        if self.len > self.limit {
-            let db = Arc::clone(&self.db);
-            write_back(&db, self);
-            self.len = evict(&mut self.groups, self.limit);
-            self.complete = false;
+impl<U: StateData> WriteBackCache for Table<U> {
+    type Slot = Slot<U>;
+
+    fn db(&self) -> Arc<Db> {
+        Arc::clone(&self.db)
+    }
+
+    fn cache(&mut self) -> CacheParts<'_, Slot<U>> {
+        CacheParts {
+            groups: &mut self.groups,
+            len: &mut self.len,
+            limit: self.limit,
+            complete: &mut self.complete,
+        }
+    }
+}
+
+impl<T: StateData> WriteBackCache for ListTable<T> {
+    type Slot = ListSlot<T>;
+
+    fn db(&self) -> Arc<Db> {
+        Arc::clone(&self.db)
+    }
+
+    fn cache(&mut self) -> CacheParts<'_, ListSlot<T>> {
+        CacheParts {
+            groups: &mut self.groups,
+            len: &mut self.len,
+            limit: self.limit,
+            complete: &mut self.complete,
         }
     }
 }
@@ -529,15 +585,6 @@ impl<T: StateData> ListTable<T> {
         let slot = self.groups[i].get_mut(key).expect("inserted above");
         slot.used = true;
         slot
-    }
-
-    fn evict_if_full(&mut self) {
-        if self.len > self.limit {
-            let db = Arc::clone(&self.db);
-            write_back(&db, self);
-            self.len = evict(&mut self.groups, self.limit);
-            self.complete = false;
-        }
     }
 }
 
