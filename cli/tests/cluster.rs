@@ -7,6 +7,7 @@
 mod common;
 
 use common::{assert_committed_equals_flink, input, repo, wait_bounded};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -198,16 +199,22 @@ impl Cluster {
 
     fn submit_with(&self, query: &str, out: &str, extra: &[&str]) -> String {
         let job = repo().join(format!("jobs/nexmark/{query}.toml"));
-        let input = format!("input={}", input().display());
         let output = format!("output={}/", self.dir.path().join(out).display());
         let ckpt = self.dir.path().join(format!("{out}-ckpt"));
+        self.submit_job(&job, &output, &ckpt, extra)
+    }
+
+    /// Submits `job` over the shared input with one more parameter, checkpoints in `ckpt`
+    /// every 100 ms at parallelism 2 (unless `extra` says otherwise); returns the job id.
+    fn submit_job(&self, job: &Path, param: &str, ckpt: &Path, extra: &[&str]) -> String {
+        let input = format!("input={}", input().display());
         let mut args = vec![
             "submit",
             job.to_str().unwrap(),
             "--param",
             &input,
             "--param",
-            &output,
+            param,
         ];
         // Defaults, unless `extra` sets them.
         for (flag, value) in [
@@ -707,29 +714,12 @@ fn a_killed_worker_writes_nothing_twice_into_postgres() {
         .unwrap();
     let mut cluster = Cluster::start(2);
     let job = common::q8_into_postgres(cluster.dir.path());
-    let ckpt = cluster.dir.path().join("pg-ckpt");
-    let out = cluster.client(&[
-        "submit",
-        job.to_str().unwrap(),
-        "--param",
-        &format!("input={}", input().display()),
-        "--param",
+    let id = cluster.submit_job(
+        &job,
         &format!("pg={}", server.url()),
-        "--parallelism",
-        "2",
-        "--checkpoint-interval",
-        "100ms",
-        "--checkpoint-dir",
-        ckpt.to_str().unwrap(),
-        "--max-rate",
-        "20000",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &cluster.dir.path().join("pg-ckpt"),
+        &["--max-rate", "20000"],
     );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     cluster.wait_checkpoint(&id, 1);
     let mut victim = cluster.workers[0].take().unwrap();
     victim.kill().unwrap(); // SIGKILL
