@@ -52,6 +52,13 @@ pub struct RunSettings {
     pub restore: Option<Restored>,
 }
 
+impl RunSettings {
+    /// The id of the checkpoint the run starts from; 0 for a fresh start.
+    pub fn restored_checkpoint(&self) -> u64 {
+        self.restore.as_ref().map_or(0, |r| r.metadata.checkpoint)
+    }
+}
+
 impl Default for RunSettings {
     fn default() -> Self {
         RunSettings {
@@ -134,16 +141,11 @@ impl Factory {
             NodeKind::Select { columns } => Box::new(stateless::Select::new(graph, id, columns)?),
             NodeKind::KeyBy { .. } | NodeKind::Union => Box::new(stateless::PassThrough),
             NodeKind::Sink(spec) if matches!(spec.connector, SinkConnector::Postgres { .. }) => {
-                let from = self
-                    .settings
-                    .restore
-                    .as_ref()
-                    .map_or(0, |r| r.metadata.checkpoint);
                 Box::new(sink_postgres::PgSink::new(
                     graph,
                     id,
                     subtask,
-                    from,
+                    self.settings.restored_checkpoint(),
                     self.settings.exactly_once,
                 )?)
             }
@@ -177,11 +179,7 @@ impl Factory {
                         Arc::new(SinkFiles::new(&spec.connector, node.parallelism))
                     })))
                 };
-                let from = self
-                    .settings
-                    .restore
-                    .as_ref()
-                    .map_or(0, |r| r.metadata.checkpoint);
+                let from = self.settings.restored_checkpoint();
                 Box::new(sink::Sink::new(graph, id, range, output, from, &restored)?)
             }
             _ => {
