@@ -480,7 +480,8 @@ pub fn timestamp_to_string(ts: Timestamp) -> String {
     s
 }
 
-/// Parses `YYYY-MM-DD HH:MM:SS[.fff]` or `YYYY-MM-DDTHH:MM:SS[.fff][Z]` (UTC) into milliseconds.
+/// Parses `YYYY-MM-DD HH:MM:SS[.fff]` or RFC 3339 `YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM)` into
+/// milliseconds since the epoch, UTC. Without an offset the time is taken as UTC.
 pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
     let b = text.as_bytes();
     if b.len() < 10 {
@@ -502,7 +503,7 @@ pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
-    let (mut hour, mut minute, mut second, mut millis) = (0, 0, 0, 0);
+    let (mut hour, mut minute, mut second, mut millis, mut offset_ms) = (0, 0, 0, 0, 0i64);
     if b.len() > 10 {
         if !(b[10] == b' ' || b[10] == b'T') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
             return None;
@@ -524,12 +525,34 @@ pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
             millis = ms;
             rest = &rest[1 + digits..];
         }
-        if !(rest.is_empty() || rest == b"Z") {
-            return None;
-        }
+        // RFC 3339's offset: `Z`, or `+HH:MM` / `-HH:MM` (the time is converted to UTC).
+        offset_ms = match rest {
+            [] | [b'Z' | b'z'] => 0,
+            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let digits = [*h1, *h2, *m1, *m2];
+                if !digits.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                let d = |i: usize| (digits[i] - b'0') as i64;
+                let (h, m) = (d(0) * 10 + d(1), d(2) * 10 + d(3));
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                let ms = (h * 60 + m) * 60_000;
+                if *sign == b'+' {
+                    ms
+                } else {
+                    -ms
+                }
+            }
+            _ => return None,
+        };
         if hour > 23 || minute > 59 || second > 59 {
             return None;
         }
+    }
+    if day > days_in_month(year, month) {
+        return None;
     }
     let days = days_from_civil(year, month, day);
     Some(
@@ -537,8 +560,19 @@ pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
             + hour as i64 * 3_600_000
             + minute as i64 * 60_000
             + second as i64 * 1000
-            + millis as i64,
+            + millis as i64
+            - offset_ms,
     )
+}
+
+/// Days in a month of the proleptic Gregorian calendar.
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Parses a duration such as `4s`, `500ms`, `10 s`, `2min`, `1h`, `1d` into milliseconds.
@@ -570,6 +604,18 @@ mod tests {
         assert_eq!(parse_timestamp("1969-12-31T23:59:59.5Z"), Some(-500));
         assert_eq!(timestamp_to_string(-500), "1969-12-31 23:59:59.500");
         assert_eq!(parse_timestamp("2026-13-01 00:00:00"), None);
+        assert_eq!(parse_timestamp("2026-02-30 00:00:00"), None);
+        assert!(parse_timestamp("2024-02-29T00:00:00Z").is_some());
+        // RFC 3339 offsets are converted to UTC.
+        assert_eq!(
+            parse_timestamp("2026-01-01T02:30:00.250+02:30"),
+            parse_timestamp("2026-01-01 00:00:00.250")
+        );
+        assert_eq!(
+            parse_timestamp("2025-12-31T19:00:00-05:00"),
+            parse_timestamp("2026-01-01 00:00:00")
+        );
+        assert_eq!(parse_timestamp("2026-01-01T00:00:00+2:00"), None);
         assert_eq!(parse_timestamp("2026-01-01 00:00:0x"), None);
         for days in [-800_000i64, -1, 0, 1, 20_000, 2_000_000] {
             let (y, m, d) = civil_from_days(days);
