@@ -239,6 +239,7 @@ pub fn run_job(
             }),
             Input::File { .. } => None,
         },
+        topic_files: None,
     };
     let mut graph = compile_file(job, &compile_options).map_err(|e| anyhow::anyhow!("{e}"))?;
     use_blackhole_sinks(&mut graph);
@@ -332,6 +333,7 @@ mod tests {
             params: BTreeMap::from([("input".to_string(), "in.jsonl".to_string())]),
             parallelism: None,
             generate: None,
+            topic_files: None,
         };
         let mut graph = compile_file(&job, &options).unwrap();
         assert_eq!(use_blackhole_sinks(&mut graph), 1);

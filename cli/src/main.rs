@@ -175,6 +175,7 @@ fn load(args: &JobArgs) -> Result<JobGraph, BadJob> {
             base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
             throttle: false,
         }),
+        topic_files: None,
     };
     compile_file(&args.job, &options).map_err(|e| BadJob(e.to_string()))
 }

@@ -28,6 +28,9 @@ pub struct CompileOptions {
     /// `--generate N`: the job's Nexmark file sources read the built-in generator instead (its
     /// `input` parameter then needs no value). A job without such a source is refused.
     pub generate: Option<GeneratorSpec>,
+    /// `--topics-from DIR`: the job's Kafka sources read files of their topics from DIR
+    /// instead (reprocessing history; see [`crate::use_topic_files`]).
+    pub topic_files: Option<std::path::PathBuf>,
 }
 
 /// The base time of generated Nexmark events when the job does not set one: that of the shared
@@ -49,6 +52,27 @@ pub fn compile_file(
 
 /// Compiles job text; `file` names it in errors.
 pub fn compile_str(file: &str, text: &str, options: &CompileOptions) -> Result<JobGraph, JobError> {
+    let mut graph = compile_generated(file, text, options)?;
+    if let Some(dir) = &options.topic_files {
+        match crate::use_topic_files(&mut graph, dir) {
+            Ok(0) => {
+                return Err(JobError::new(
+                    file,
+                    "--topics-from needs a Kafka source, and this job has none",
+                ))
+            }
+            Ok(_) => {}
+            Err(message) => return Err(JobError::new(file, message)),
+        }
+    }
+    Ok(graph)
+}
+
+fn compile_generated(
+    file: &str,
+    text: &str,
+    options: &CompileOptions,
+) -> Result<JobGraph, JobError> {
     let Some(spec) = &options.generate else {
         return compile_text(file, text, options);
     };
@@ -611,38 +635,13 @@ impl<'a> Compiler<'a> {
                         nexmark_ports(),
                     ),
                     "json" => {
-                        let columns = s.columns.as_ref().ok_or_else(|| {
-                            self.err(
-                                span.clone(),
-                                format!("source `{name}` with format \"json\" needs `columns`"),
-                            )
-                            .help("columns = [{ name = \"user_id\", type = \"BIGINT\" }, ...]")
-                        })?;
-                        let mut specs = Vec::new();
-                        let mut fields = Vec::new();
-                        for c in columns {
-                            let c = c.get_ref();
-                            let data_type = parse_type(c.data_type.get_ref()).ok_or_else(|| {
-                                self.err(c.data_type.span(), format!("unknown type `{}`", c.data_type.get_ref()))
-                                    .help("use BIGINT, DOUBLE, DECIMAL(p, s), STRING, BOOLEAN or TIMESTAMP")
-                            })?;
-                            fields.push(Field::new(c.name.get_ref().clone(), data_type));
-                            specs.push(JsonColumnSpec {
-                                name: c.name.get_ref().clone(),
-                                data_type,
-                                path: c.path.as_ref().map(|p| p.get_ref().clone()),
-                            });
-                        }
+                        let (format, port) = self.json_format(&s, &span, &name)?;
                         (
                             SourceConnector::File {
                                 path: path.into_inner(),
-                                format: FileFormat::Json { columns: specs },
+                                format,
                             },
-                            vec![Port {
-                                name: String::new(),
-                                schema: Arc::new(Schema::new(fields)),
-                                updating: false,
-                            }],
+                            vec![port],
                         )
                     }
                     other => {
@@ -685,15 +684,67 @@ impl<'a> Compiler<'a> {
                     nexmark_ports(),
                 )
             }
+            "kafka" => {
+                let format = s
+                    .format
+                    .clone()
+                    .unwrap_or_else(|| Spanned::new(0..0, "json".into()));
+                if format.get_ref() != "json" {
+                    return Err(self
+                        .err(format.span(), format!("Kafka source `{name}`: format `{}` is not supported", format.get_ref()))
+                        .help("Kafka records are read as JSON with declared `columns` (format = \"json\")"));
+                }
+                let (format, port) = self.json_format(&s, &span, &name)?;
+                let start = match s.start.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+                    None | Some(("earliest", _)) => KafkaStart::Earliest,
+                    Some(("latest", _)) => KafkaStart::Latest,
+                    Some((other, at)) => {
+                        return Err(self
+                            .err(at, format!("`start`: unknown position `{other}`"))
+                            .help("use \"earliest\" (the oldest record kept) or \"latest\" (only new records)"))
+                    }
+                };
+                let end_when_idle = s
+                    .end_when_idle
+                    .as_ref()
+                    .map(|d| self.positive_duration(d, "end_when_idle"))
+                    .transpose()?;
+                (
+                    SourceConnector::Kafka(KafkaSourceSpec {
+                        brokers: require(&s.brokers, "brokers")?.into_inner(),
+                        topic: require(&s.topic, "topic")?.into_inner(),
+                        format,
+                        start,
+                        end_when_idle,
+                    }),
+                    vec![port],
+                )
+            }
             other => {
                 return Err(self
                     .err(
                         s.connector.span(),
                         format!("unknown source connector `{other}`"),
                     )
-                    .help("use \"file\" or \"nexmark-generator\""))
+                    .help("use \"file\", \"kafka\" or \"nexmark-generator\""))
             }
         };
+        if s.connector.get_ref() != "kafka" {
+            let kafka_only = [
+                ("brokers", s.brokers.as_ref().map(|v| v.span())),
+                ("topic", s.topic.as_ref().map(|v| v.span())),
+                ("start", s.start.as_ref().map(|v| v.span())),
+                ("end_when_idle", s.end_when_idle.as_ref().map(|v| v.span())),
+            ];
+            if let Some((field, Some(at))) = kafka_only.into_iter().find(|(_, at)| at.is_some()) {
+                return Err(self
+                    .err(
+                        at,
+                        format!("source `{name}`: `{field}` is a setting of connector \"kafka\""),
+                    )
+                    .help("remove it, or set connector = \"kafka\""));
+            }
+        }
         let watermark = match &s.watermark {
             Some(w) => {
                 let w = w.get_ref();
@@ -737,6 +788,103 @@ impl<'a> Compiler<'a> {
                 watermark,
             }),
         })
+    }
+
+    /// The `json` format of a source: its declared columns, an optional unnested array, and
+    /// the schema of its one output port.
+    fn json_format(
+        &self,
+        s: &SourceDecl,
+        span: &Range<usize>,
+        name: &str,
+    ) -> Result<(FileFormat, Port), JobError> {
+        let columns = s.columns.as_ref().ok_or_else(|| {
+            self.err(
+                span.clone(),
+                format!("source `{name}` with format \"json\" needs `columns`"),
+            )
+            .help("columns = [{ name = \"user_id\", type = \"BIGINT\" }, ...]")
+        })?;
+        let mut specs = Vec::new();
+        let mut fields = Vec::new();
+        for c in columns {
+            let c = c.get_ref();
+            let data_type = parse_type(c.data_type.get_ref()).ok_or_else(|| {
+                self.err(
+                    c.data_type.span(),
+                    format!("unknown type `{}`", c.data_type.get_ref()),
+                )
+                .help("use BIGINT, DOUBLE, DECIMAL(p, s), STRING, BOOLEAN or TIMESTAMP")
+            })?;
+            fields.push(Field::new(c.name.get_ref().clone(), data_type));
+            specs.push(JsonColumnSpec {
+                name: c.name.get_ref().clone(),
+                data_type,
+                path: c.path.as_ref().map(|p| p.get_ref().clone()),
+            });
+        }
+        let unnest = match &s.unnest {
+            Some(u) => {
+                let u = u.get_ref();
+                let path = u.path.get_ref().clone();
+                let prefix = format!("{path}.");
+                let reads_element = specs
+                    .iter()
+                    .any(|c| c.path.as_deref().unwrap_or(&c.name).starts_with(&prefix));
+                if !reads_element {
+                    return Err(self
+                        .err(
+                            u.path.span(),
+                            format!("source `{name}`: no column reads the elements of `{path}`"),
+                        )
+                        .help(format!("give a column path = \"{path}.field\"")));
+                }
+                if let Some(c) = specs
+                    .iter()
+                    .find(|c| c.path.as_deref().unwrap_or(&c.name) == path)
+                {
+                    return Err(self
+                        .err(
+                            u.path.span(),
+                            format!(
+                                "source `{name}`: column `{}` reads the array `{path}` itself",
+                                c.name
+                            ),
+                        )
+                        .help(format!(
+                            "read the elements' fields instead (path = \"{path}.field\")"
+                        )));
+                }
+                if let Some(ordinal) = &u.ordinal {
+                    if fields.iter().any(|f| &f.name == ordinal.get_ref()) {
+                        return Err(self.err(
+                            ordinal.span(),
+                            format!(
+                                "source `{name}`: `{}` is already a column",
+                                ordinal.get_ref()
+                            ),
+                        ));
+                    }
+                    fields.push(Field::new(ordinal.get_ref().clone(), DataType::BigInt));
+                }
+                Some(UnnestSpec {
+                    path,
+                    ordinal: u.ordinal.as_ref().map(|o| o.get_ref().clone()),
+                })
+            }
+            None => None,
+        };
+        Ok((
+            FileFormat::Json {
+                columns: specs,
+                unnest,
+            },
+            Port {
+                name: String::new(),
+                schema: Arc::new(Schema::new(fields)),
+                updating: false,
+            },
+        ))
     }
 
     fn build_sink(

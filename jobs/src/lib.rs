@@ -36,4 +36,39 @@ pub fn use_nexmark_generator(graph: &mut JobGraph, spec: GeneratorSpec) -> usize
     }
     replaced
 }
+
+/// Replaces every Kafka source of a compiled job with a file source reading what the topic
+/// holds from `dir`: `<topic>.jsonl`, `<topic>.jsonl.gz` or a directory `<topic>/` (what `eddy
+/// gen ecommerce --to file:DIR` writes, or an archive of the topic). The same job then
+/// reprocesses history as a bounded run, with the same parsing, watermarks and operators.
+/// Returns how many sources were replaced, or the topic that has no file.
+pub fn use_topic_files(graph: &mut JobGraph, dir: &std::path::Path) -> Result<usize, String> {
+    let mut replaced = 0;
+    for node in &mut graph.nodes {
+        if let NodeKind::Source(source) = &mut node.kind {
+            if let SourceConnector::Kafka(kafka) = &source.connector {
+                let candidates = [
+                    dir.join(format!("{}.jsonl", kafka.topic)),
+                    dir.join(format!("{}.jsonl.gz", kafka.topic)),
+                    dir.join(&kafka.topic),
+                ];
+                let Some(path) = candidates.iter().find(|p| p.exists()) else {
+                    return Err(format!(
+                        "source `{}`: no file for topic `{}` in `{}` (expected {t}.jsonl, {t}.jsonl.gz or a directory {t}/)",
+                        node.name,
+                        kafka.topic,
+                        dir.display(),
+                        t = kafka.topic
+                    ));
+                };
+                source.connector = SourceConnector::File {
+                    path: path.display().to_string(),
+                    format: kafka.format.clone(),
+                };
+                replaced += 1;
+            }
+        }
+    }
+    Ok(replaced)
+}
 pub mod compare;

@@ -57,7 +57,25 @@ pub struct SourceDecl {
     pub rate: Option<Spanned<i64>>,
     pub base_time: Option<Str>,
     pub throttle: Option<bool>,
+    // kafka
+    /// `host:port`, comma-separated.
+    pub brokers: Option<Str>,
+    pub topic: Option<Str>,
+    /// `earliest` or `latest`: where to begin without a checkpoint.
+    pub start: Option<Str>,
+    /// A duration: finish once every partition is read to its end and quiet this long.
+    pub end_when_idle: Option<Str>,
+    /// json: one row per element of an array.
+    pub unnest: Option<Spanned<UnnestDecl>>,
     pub watermark: Option<Spanned<WatermarkDecl>>,
+}
+
+/// `unnest = { path = "items", ordinal = "line_number" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnnestDecl {
+    pub path: Str,
+    pub ordinal: Option<Str>,
 }
 
 /// A column of a JSON source.

@@ -43,6 +43,7 @@ impl Submission {
                 base_time: crate::DEFAULT_NEXMARK_BASE_TIME,
                 throttle: false,
             }),
+            topic_files: None,
         };
         compile_str(&self.job_path, &self.job_text, &options)
     }

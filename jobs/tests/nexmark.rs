@@ -56,6 +56,7 @@ fn check(query: &str, parallelism: u32) {
         .collect(),
         parallelism: Some(parallelism),
         generate: None,
+        topic_files: None,
     };
     let job = repo().join(format!("nexmark/{query}.toml"));
     let graph = compile_file(&job, &options).unwrap_or_else(|e| panic!("{e}"));

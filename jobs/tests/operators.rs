@@ -61,6 +61,7 @@ fn execute_job(text: &str, input: &str, parallelism: u32, dir: &Path) {
             .collect(),
         parallelism: Some(parallelism),
         generate: None,
+        topic_files: None,
     };
     let graph = compile_str("test.toml", text, &options).unwrap_or_else(|e| panic!("{e}"));
     let factory = Factory::new(RunSettings {

@@ -17,6 +17,7 @@ mod session_window;
 mod sink;
 mod sink_postgres;
 mod source;
+mod source_kafka;
 mod stateless;
 mod top_n;
 mod window_aggregate;

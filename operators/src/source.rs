@@ -11,9 +11,13 @@ use crate::dead_letter::DeadLetters;
 use crate::format::{event_to_row, generator_config, JsonColumn, JsonParser, NexmarkParser};
 use crate::pushdown::required_columns;
 use eddy_runtime::checkpoint::SubtaskState;
-use eddy_runtime::graph::{FileFormat, GeneratorSpec, JobGraph, NodeId, NodeKind, SourceConnector};
+use eddy_runtime::graph::{
+    FileFormat, GeneratorSpec, JobGraph, JsonColumnSpec, NodeId, NodeKind, SourceConnector,
+    UnnestSpec,
+};
 use eddy_runtime::keygroup::KeyGroupRange;
 use eddy_runtime::operator::{OpResult, OperatorError, Output, Source, SourcePoll};
+use eddy_runtime::types::Row;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -36,8 +40,11 @@ pub fn build(
         return Err(format!("`{}` is not a source", node.name));
     };
     let range = KeyGroupRange::of_subtask(subtask, node.parallelism, graph.max_parallelism);
-    let splits = Splits::new(range, graph.max_parallelism, restored.unwrap_or_default())
-        .map_err(|e| format!("source `{}`: {e}", node.name))?;
+    // Files and the generator split records by index; Kafka splits by partition.
+    let splits = || {
+        Splits::new(range, graph.max_parallelism, restored.unwrap_or_default())
+            .map_err(|e| format!("source `{}`: {e}", node.name))
+    };
     // Ports nobody reads are not parsed at all, and columns nobody reads are not decoded.
     let needed: Vec<Option<Vec<bool>>> = (0..node.outputs.len())
         .map(|port| {
@@ -58,25 +65,36 @@ pub fn build(
         .collect();
     let nexmark_columns =
         || -> [Option<Vec<bool>>; 3] { std::array::from_fn(|t| needed.get(t).cloned().flatten()) };
+    let json_parser = |columns: &[JsonColumnSpec], unnest: &Option<UnnestSpec>| {
+        let parser = JsonParser::new(
+            columns
+                .iter()
+                .map(|c| JsonColumn {
+                    name: c.name.clone(),
+                    data_type: c.data_type,
+                    path: c.path.clone(),
+                })
+                .collect(),
+            needed
+                .first()
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| vec![true; columns.len()]),
+        );
+        match unnest {
+            Some(u) => parser
+                .with_unnest(&u.path, u.ordinal.is_some())
+                .map_err(|e| format!("source `{}`: {e}", node.name)),
+            None => Ok(parser),
+        }
+    };
     match &spec.connector {
         SourceConnector::File { path, format } => {
             let parser = match format {
                 FileFormat::Nexmark => LineParser::Nexmark(NexmarkParser::new(nexmark_columns())),
-                FileFormat::Json { columns } => LineParser::Json(JsonParser::new(
-                    columns
-                        .iter()
-                        .map(|c| JsonColumn {
-                            name: c.name.clone(),
-                            data_type: c.data_type,
-                            path: c.path.clone(),
-                        })
-                        .collect(),
-                    needed
-                        .first()
-                        .cloned()
-                        .flatten()
-                        .unwrap_or_else(|| vec![true; columns.len()]),
-                )),
+                FileFormat::Json { columns, unnest } => {
+                    LineParser::Json(json_parser(columns, unnest)?)
+                }
             };
             let files = list_files(Path::new(path)).map_err(|e| e.to_string())?;
             Ok(Box::new(FileSource {
@@ -84,17 +102,44 @@ pub fn build(
                 files,
                 current: None,
                 parser,
-                splits,
+                splits: splits()?,
                 line_index: 0,
                 dead_letters: Arc::clone(dead_letters),
                 buffer: Vec::with_capacity(1024),
+                rows: Vec::new(),
             }))
         }
         SourceConnector::NexmarkGenerator(spec) => Ok(Box::new(GeneratorSource::new(
             spec,
-            splits,
+            splits()?,
             nexmark_columns(),
         ))),
+        SourceConnector::Kafka(kafka) => {
+            let FileFormat::Json { columns, unnest } = &kafka.format else {
+                return Err(format!(
+                    "source `{}`: Kafka records must be JSON with declared columns",
+                    node.name
+                ));
+            };
+            let parser = json_parser(columns, unnest)?;
+            let time_column = spec
+                .watermark
+                .as_ref()
+                .and_then(|w| node.outputs[0].schema.index_of(&w.column));
+            let source = crate::source_kafka::KafkaSource::new(
+                &node.name,
+                kafka,
+                parser,
+                spec.watermark.as_ref(),
+                time_column,
+                range,
+                graph.max_parallelism,
+                restored.unwrap_or_default(),
+                dead_letters,
+            )
+            .map_err(|e| format!("source `{}`: {e}", node.name))?;
+            Ok(Box::new(source))
+        }
     }
 }
 
@@ -168,6 +213,8 @@ struct FileSource {
     line_index: u64,
     dead_letters: Arc<DeadLetters>,
     buffer: Vec<u8>,
+    /// Rows of one JSON line (several with an unnested array).
+    rows: Vec<Row>,
 }
 
 impl Source for FileSource {
@@ -210,11 +257,18 @@ impl Source for FileSource {
                 LineParser::Nexmark(p) => {
                     p.parse(line).map(|r| r.map(|(t, row)| (t as usize, row)))
                 }
-                LineParser::Json(p) => p.parse(line).map(|row| Some((0, row))),
+                LineParser::Json(p) => {
+                    self.rows.clear();
+                    p.parse_many(line, &mut self.rows).map(|()| None)
+                }
             };
             match parsed {
                 Ok(Some((port, row))) => out.emit(port, row),
-                Ok(None) => {}
+                Ok(None) => {
+                    for row in self.rows.drain(..) {
+                        out.emit(0, row);
+                    }
+                }
                 Err(e) => self
                     .dead_letters
                     .record(&self.name, &file.display, file.line, &e.to_string(), line)

@@ -259,6 +259,34 @@ pub enum SourceConnector {
     File { path: String, format: FileFormat },
     /// The built-in Nexmark generator (crate `nexmark`); subtask i generates events i, i+P, ...
     NexmarkGenerator(GeneratorSpec),
+    /// A Kafka topic. Partitions are spread evenly over the splits; checkpoints hold
+    /// each partition's next offset and largest event time, so a restored job reads every
+    /// record once and its watermarks resume where they were.
+    Kafka(KafkaSourceSpec),
+}
+
+/// Settings of a Kafka source.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KafkaSourceSpec {
+    /// `host:port`, comma-separated.
+    pub brokers: String,
+    pub topic: String,
+    /// How a record's value becomes rows (JSON with declared columns).
+    pub format: FileFormat,
+    /// Where to begin in a partition when no checkpoint says.
+    pub start: KafkaStart,
+    /// Finish once every partition has been read to its end and stayed quiet this long (ms):
+    /// a backfill or a test over a topic being loaded. `None`: read forever.
+    pub end_when_idle: Option<i64>,
+}
+
+/// Where a Kafka source without a checkpoint begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KafkaStart {
+    /// The oldest record the broker keeps.
+    Earliest,
+    /// After the last record at the start: only new records.
+    Latest,
 }
 
 /// Line formats of the file source.
@@ -267,7 +295,22 @@ pub enum FileFormat {
     /// Nexmark's nested events; ports person, auction, bid.
     Nexmark,
     /// Flat or nested JSON objects with declared columns; one port.
-    Json { columns: Vec<JsonColumnSpec> },
+    Json {
+        columns: Vec<JsonColumnSpec>,
+        /// One row per element of this array (columns under its path read the element).
+        #[serde(default)]
+        unnest: Option<UnnestSpec>,
+    },
+}
+
+/// Turns each element of an array inside a JSON record into a row of its own (an order's
+/// items into order lines): columns whose path starts with the array's path read the element,
+/// the others the record; `ordinal` names an extra BIGINT column with the element's position,
+/// from 1. An empty or null array gives no row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnnestSpec {
+    pub path: String,
+    pub ordinal: Option<String>,
 }
 
 /// A declared column of a JSON-lines source.

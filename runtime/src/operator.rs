@@ -147,6 +147,13 @@ pub trait Source: Send {
         None
     }
 
+    /// The watermark of a source that tracks event time itself (per Kafka partition, restored
+    /// from its checkpoint): the executor sends this instead of "largest time emitted minus the
+    /// delay", also before the first poll. `None`: the executor tracks it.
+    fn watermark(&self) -> Option<Timestamp> {
+        None
+    }
+
     /// Called once when the source has finished or the job stops: release files, report counts.
     fn close(&mut self) -> OpResult {
         Ok(())

@@ -160,6 +160,7 @@ mod tests {
                 base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
                 throttle: false,
             }),
+            topic_files: None,
         };
         let job = crate_dir().join("../jobs/nexmark/q5.toml");
         compile_file(&job, &options).unwrap()

@@ -47,6 +47,8 @@ struct Node {
     key: Box<[u8]>,
     columns: Vec<usize>,
     children: Vec<Node>,
+    /// The array whose elements become rows of their own; its children are read per element.
+    unnest: bool,
 }
 
 impl Node {
@@ -81,6 +83,17 @@ pub struct JsonParser {
     columns: Vec<JsonColumn>,
     root: Node,
     scratch: Vec<u8>,
+    /// With an unnested array: whether an ordinal column follows the declared ones.
+    unnest: Option<Unnest>,
+    /// The elements of the unnested array of the line being parsed, one value slot per column.
+    elements: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Clone)]
+struct Unnest {
+    ordinal: bool,
+    /// Columns read from the elements (below the array's path).
+    element_columns: Vec<usize>,
 }
 
 impl JsonParser {
@@ -103,7 +116,67 @@ impl JsonParser {
             columns,
             root,
             scratch: Vec::new(),
+            unnest: None,
+            elements: Vec::new(),
         }
+    }
+
+    /// Makes each element of the array at `path` (dotted) a row of its own; columns whose path
+    /// lies below it read the element. With `ordinal`, a BIGINT column after the declared ones
+    /// holds the element's position from 1.
+    pub fn with_unnest(mut self, path: &str, ordinal: bool) -> Result<Self, FormatError> {
+        let prefix = format!("{path}.");
+        let element_columns: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.path.as_deref().unwrap_or(&c.name).starts_with(&prefix))
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(c) = self
+            .columns
+            .iter()
+            .find(|c| c.path.as_deref().unwrap_or(&c.name) == path)
+        {
+            return Err(FormatError(format!(
+                "column `{}` reads the unnested array `{path}` itself; read its elements' fields (`{path}.field`)",
+                c.name
+            )));
+        }
+        let mut node = &mut self.root;
+        for key in path.split('.') {
+            node = node.child(key);
+        }
+        node.unnest = true;
+        self.unnest = Some(Unnest {
+            ordinal,
+            element_columns,
+        });
+        Ok(self)
+    }
+
+    /// Parses one line into its rows: one, or with an unnested array one per element.
+    pub fn parse_many(&mut self, line: &[u8], rows: &mut Vec<Row>) -> Result<(), FormatError> {
+        let Some(unnest) = &self.unnest else {
+            rows.push(self.parse(line)?);
+            return Ok(());
+        };
+        let ordinal = unnest.ordinal;
+        let row = self.parse(line)?;
+        let elements = std::mem::take(&mut self.elements);
+        let element_columns = &self.unnest.as_ref().expect("checked above").element_columns;
+        for (i, element) in elements.iter().enumerate() {
+            let mut values = row.values.clone();
+            for &c in element_columns {
+                values[c] = element[c].clone();
+            }
+            if ordinal {
+                values.push(Value::Int(i as i64 + 1));
+            }
+            rows.push(Row::insert(values));
+        }
+        self.elements = elements;
+        Ok(())
     }
 
     /// The schema of the rows: every declared column, wanted or not, so column indexes in the
@@ -131,12 +204,14 @@ impl JsonParser {
             )));
         }
         let mut values = vec![Value::Null; self.columns.len()];
+        self.elements.clear();
         parse_object(
             &mut sc,
             &self.root,
             &self.columns,
             &mut values,
             &mut self.scratch,
+            &mut self.elements,
         )?;
         if !sc.at_end() {
             return Err(sc.error("unexpected text after the JSON object").into());
@@ -152,6 +227,7 @@ fn parse_object(
     columns: &[JsonColumn],
     values: &mut [Value],
     scratch: &mut Vec<u8>,
+    elements: &mut Vec<Vec<Value>>,
 ) -> Result<(), FormatError> {
     sc.expect(b'{', "expected '{'")?;
     if sc.peek_ws() == Some(b'}') {
@@ -181,10 +257,14 @@ fn parse_object(
                     values[i] = read_value(sc, column.data_type, scratch)
                         .map_err(|e| e.named(&column.name))?;
                 }
-                if !child.children.is_empty() {
+                if child.unnest {
+                    sc.reset(start);
+                    elements.clear();
+                    parse_elements(sc, child, columns, scratch, elements, key)?;
+                } else if !child.children.is_empty() {
                     sc.reset(start);
                     match sc.peek() {
-                        Some(b'{') => parse_object(sc, child, columns, values, scratch)?,
+                        Some(b'{') => parse_object(sc, child, columns, values, scratch, elements)?,
                         _ if sc.null() => {
                             // A null parent leaves everything below it NULL; undo values set
                             // by an earlier duplicate of this key.
@@ -210,6 +290,57 @@ fn parse_object(
                 return Ok(());
             }
             _ => return Err(sc.error("expected ',' or '}' after a value").into()),
+        }
+    }
+}
+
+/// Reads the unnested array at the cursor: each element object fills a value slot per column.
+fn parse_elements(
+    sc: &mut Scanner<'_>,
+    node: &Node,
+    columns: &[JsonColumn],
+    scratch: &mut Vec<u8>,
+    elements: &mut Vec<Vec<Value>>,
+    key: &[u8],
+) -> Result<(), FormatError> {
+    let start = sc.pos();
+    if sc.null() {
+        return Ok(());
+    }
+    let path = || String::from_utf8_lossy(key).into_owned();
+    if sc.peek() != Some(b'[') {
+        let name = node.first_column().map_or("", |i| columns[i].name.as_str());
+        return Err(sc
+            .mismatch(start, &format!("an array at key '{}'", path()))
+            .named(name));
+    }
+    sc.advance(1);
+    if sc.peek_ws() == Some(b']') {
+        sc.advance(1);
+        return Ok(());
+    }
+    let mut none = Vec::new();
+    loop {
+        let mut values = vec![Value::Null; columns.len()];
+        match sc.peek_ws() {
+            Some(b'{') => parse_object(sc, node, columns, &mut values, scratch, &mut none)?,
+            _ if sc.null() => {}
+            _ => {
+                let at = sc.pos();
+                let name = node.first_column().map_or("", |i| columns[i].name.as_str());
+                return Err(sc
+                    .mismatch(at, &format!("an object in the array '{}'", path()))
+                    .named(name));
+            }
+        }
+        elements.push(values);
+        match sc.peek_ws() {
+            Some(b',') => sc.advance(1),
+            Some(b']') => {
+                sc.advance(1);
+                return Ok(());
+            }
+            _ => return Err(sc.error("expected ',' or ']' in an array").into()),
         }
     }
 }
@@ -373,5 +504,64 @@ mod tests {
             cols[1],
             JsonColumn::new("b", DataType::String).with_path("x.y")
         );
+    }
+
+    #[test]
+    fn an_unnested_array_gives_a_row_per_element() {
+        let columns = vec![
+            JsonColumn::new("order_id", DataType::String).with_path("event_id"),
+            JsonColumn::new("product_id", DataType::String).with_path("items.product_id"),
+            JsonColumn::new("quantity", DataType::BigInt).with_path("items.quantity"),
+            JsonColumn::new("currency", DataType::String),
+        ];
+        let mut p = JsonParser::new(columns, vec![true; 4])
+            .with_unnest("items", true)
+            .unwrap();
+        let mut rows = Vec::new();
+        p.parse_many(
+            br#"{"event_id":"o1","items":[{"product_id":"a","quantity":2},{"quantity":1,"product_id":"b","x":[1]}],"currency":"EUR"}"#,
+            &mut rows,
+        )
+        .unwrap();
+        let text = |r: &Row| format!("{:?}", r.values);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            text(&rows[0]),
+            format!(
+                "{:?}",
+                vec![
+                    Value::str("o1"),
+                    Value::str("a"),
+                    Value::Int(2),
+                    Value::str("EUR"),
+                    Value::Int(1)
+                ]
+            )
+        );
+        assert_eq!(rows[1].values[1], Value::str("b"));
+        assert_eq!(rows[1].values[4], Value::Int(2));
+        rows.clear();
+        p.parse_many(br#"{"event_id":"o2","items":[]}"#, &mut rows)
+            .unwrap();
+        p.parse_many(br#"{"event_id":"o3","items":null}"#, &mut rows)
+            .unwrap();
+        assert!(rows.is_empty(), "no items, no rows");
+        let e = p
+            .parse_many(br#"{"event_id":"o4","items":{"a":1}}"#, &mut rows)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("expected an array at key 'items'"),
+            "{e}"
+        );
+        let e = p
+            .parse_many(
+                br#"{"event_id":"o5","items":[{"quantity":"x"}]}"#,
+                &mut rows,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("quantity"), "{e}");
+        let bad = JsonParser::new(vec![JsonColumn::new("items", DataType::String)], vec![true])
+            .with_unnest("items", false);
+        assert!(bad.is_err());
     }
 }

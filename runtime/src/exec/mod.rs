@@ -724,7 +724,11 @@ impl SourceWatermarks {
         if self.max_seen == MIN_TIMESTAMP {
             return None;
         }
-        let wm = self.max_seen.saturating_sub(self.delay);
+        self.advance_to(self.max_seen.saturating_sub(self.delay))
+    }
+
+    /// `wm` if it is ahead of the last watermark emitted (a source's own watermark).
+    fn advance_to(&mut self, wm: Timestamp) -> Option<Timestamp> {
         (wm > self.emitted).then(|| {
             self.emitted = wm;
             wm
@@ -883,6 +887,13 @@ impl Task {
                 std::thread::sleep(wait.min(Duration::from_millis(5)));
                 continue;
             }
+            // A restored source with its own watermark resumes it before emitting anything,
+            // so that what was late before the restore is late after it.
+            if let Some(w) = watermarks.as_mut().filter(|w| w.emitted == MIN_TIMESTAMP) {
+                if let Some(wm) = source.watermark().and_then(|wm| w.advance_to(wm)) {
+                    chain.watermark(wm)?;
+                }
+            }
             let poll = source.poll(out).map_err(|e| ExecError::Task {
                 task: self.name.clone(),
                 source: e,
@@ -890,9 +901,16 @@ impl Task {
             let produced = !out.is_empty();
             *polls += 1;
             let new_watermark = watermarks.as_mut().and_then(|w| {
-                w.observe(out);
+                let own = source.watermark();
+                if own.is_none() {
+                    w.observe(out);
+                }
                 let due = *polls >= WATERMARK_EVERY_POLLS || poll != SourcePoll::Ready;
-                due.then(|| w.advance()).flatten()
+                due.then(|| match own {
+                    Some(wm) => w.advance_to(wm),
+                    None => w.advance(),
+                })
+                .flatten()
             });
             if new_watermark.is_some() {
                 *polls = 0;

@@ -1,0 +1,619 @@
+//! Kafka for Eddy, over the pure-Rust `rskafka` client (no librdkafka, no C build).
+//!
+//! - [`Kafka`]: a connection to a cluster; creates topics and finds partitions and offsets.
+//! - [`Producer`]: appends records with `acks=all`, batching concurrent sends per partition;
+//!   a send returns only once the broker has the record, which is what lets the ingest API
+//!   acknowledge an event without ever losing it.
+//! - [`Reader`]: reads a set of partitions from given offsets on a background thread, for a
+//!   source subtask whose checkpoints hold the offsets (exactly-once input).
+//! - [`testing::Broker`]: a real broker (tansu) on a free loopback port, for tests.
+//!
+//! Keys are assigned to partitions as Kafka's Java client does (murmur2), so records written by
+//! Eddy and by other Kafka clients agree on where a key lives.
+
+pub mod testing;
+
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::producer::aggregator::RecordAggregator;
+use rskafka::client::producer::{BatchProducer, BatchProducerBuilder};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use rskafka::record::RecordAndOffset;
+
+/// Why a Kafka operation failed; names the brokers or the topic.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("cannot reach Kafka at `{brokers}`: {message} (check the address, and that the broker runs)")]
+    Connect { brokers: String, message: String },
+    #[error("Kafka topic `{topic}` does not exist at `{brokers}`; create it first (`eddy serve` creates the topics it writes)")]
+    NoTopic { topic: String, brokers: String },
+    #[error("Kafka {action} on `{topic}` failed: {message}")]
+    Request {
+        action: &'static str,
+        topic: String,
+        message: String,
+    },
+    #[error("Kafka partition {topic}/{partition} no longer holds offset {offset} (its oldest is {earliest}): records were deleted before they were read")]
+    OffsetGone {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        earliest: i64,
+    },
+}
+
+/// How long requests are retried before an operation fails (broker down, topic missing).
+const RETRY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A connection to a Kafka cluster.
+pub struct Kafka {
+    brokers: String,
+    client: Client,
+    partitions: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+}
+
+impl Kafka {
+    /// Connects to `brokers`: `host:port`, comma-separated for several.
+    pub async fn connect(brokers: &str) -> Result<Kafka, KafkaError> {
+        let list: Vec<String> = brokers
+            .split(',')
+            .map(|b| b.trim().trim_start_matches("kafka://").to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if list.is_empty() {
+            return Err(KafkaError::Connect {
+                brokers: brokers.into(),
+                message: "no broker address given (e.g. 127.0.0.1:9092)".into(),
+            });
+        }
+        let backoff = rskafka::BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+            deadline: Some(RETRY_DEADLINE),
+        };
+        let connect = ClientBuilder::new(list)
+            .client_id("eddy")
+            .backoff_config(backoff)
+            .build();
+        let client = tokio::time::timeout(RETRY_DEADLINE, connect)
+            .await
+            .map_err(|_| KafkaError::Connect {
+                brokers: brokers.into(),
+                message: format!("no answer within {} s", RETRY_DEADLINE.as_secs()),
+            })?
+            .map_err(|e| KafkaError::Connect {
+                brokers: brokers.into(),
+                message: e.to_string(),
+            })?;
+        Ok(Kafka {
+            brokers: brokers.into(),
+            client,
+            partitions: Mutex::default(),
+        })
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    fn request_error(action: &'static str, topic: &str, e: impl std::fmt::Display) -> KafkaError {
+        KafkaError::Request {
+            action,
+            topic: topic.into(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The number of partitions of each existing topic.
+    pub async fn topics(&self) -> Result<BTreeMap<String, i32>, KafkaError> {
+        let topics = self
+            .client
+            .list_topics()
+            .await
+            .map_err(|e| Self::request_error("metadata", "*", e))?;
+        Ok(topics
+            .into_iter()
+            .map(|t| (t.name, t.partitions.len() as i32))
+            .collect())
+    }
+
+    /// The number of partitions of `topic`, which must exist.
+    pub async fn partition_count(&self, topic: &str) -> Result<i32, KafkaError> {
+        match self.topics().await?.get(topic) {
+            Some(&n) if n > 0 => Ok(n),
+            _ => Err(KafkaError::NoTopic {
+                topic: topic.into(),
+                brokers: self.brokers.clone(),
+            }),
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions unless it exists; returns its partition
+    /// count (an existing topic keeps its own).
+    pub async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<i32, KafkaError> {
+        if let Some(&n) = self.topics().await?.get(topic) {
+            return Ok(n);
+        }
+        let controller = self
+            .client
+            .controller_client()
+            .map_err(|e| Self::request_error("create", topic, e))?;
+        if let Err(e) = controller.create_topic(topic, partitions, 1, 10_000).await {
+            // Someone else may have created it meanwhile.
+            if !self.topics().await?.contains_key(topic) {
+                return Err(Self::request_error("create", topic, e));
+            }
+        }
+        // Metadata catches up with a creation shortly after.
+        for _ in 0..100 {
+            if let Some(&n) = self.topics().await?.get(topic) {
+                if n > 0 {
+                    return Ok(n);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(KafkaError::NoTopic {
+            topic: topic.into(),
+            brokers: self.brokers.clone(),
+        })
+    }
+
+    /// The client of one partition, cached.
+    pub async fn partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionClient>, KafkaError> {
+        let key = (topic.to_string(), partition);
+        if let Some(c) = self.lock_partitions().get(&key) {
+            return Ok(Arc::clone(c));
+        }
+        let client = self
+            .client
+            .partition_client(topic, partition, UnknownTopicHandling::Error)
+            .await
+            .map_err(|e| Self::request_error("partition lookup", topic, e))?;
+        let client = Arc::new(client);
+        self.lock_partitions().insert(key, Arc::clone(&client));
+        Ok(client)
+    }
+
+    fn lock_partitions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<PartitionClient>>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The offset after the last record of each partition of `topic` (its high watermark).
+    pub async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, KafkaError> {
+        let n = self.partition_count(topic).await?;
+        let mut ends = Vec::with_capacity(n as usize);
+        for p in 0..n {
+            let client = self.partition(topic, p).await?;
+            ends.push(
+                client
+                    .get_offset(OffsetAt::Latest)
+                    .await
+                    .map_err(|e| Self::request_error("offset lookup", topic, e))?,
+            );
+        }
+        Ok(ends)
+    }
+}
+
+/// Kafka's murmur2 hash (as in the Java client's `Utils.murmur2`).
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h = SEED ^ len as u32;
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= (tail[2] as u32) << 16;
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The partition of a key among `partitions`, as Kafka's default partitioner chooses it.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1) as u32) as i32
+}
+
+/// Appends records; each send completes once the broker has acknowledged it (`acks=all`).
+/// Concurrent sends to one partition share a request (a linger of 2 ms), so many small HTTP
+/// requests still make few large Kafka requests.
+pub struct Producer {
+    kafka: Arc<Kafka>,
+    partitions: Mutex<HashMap<String, i32>>,
+    batchers: Mutex<HashMap<(String, i32), Arc<BatchProducer<RecordAggregator>>>>,
+    linger: Duration,
+}
+
+/// Requests are flushed at this size.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+impl Producer {
+    pub fn new(kafka: Arc<Kafka>) -> Producer {
+        Producer {
+            kafka,
+            partitions: Mutex::default(),
+            batchers: Mutex::default(),
+            linger: Duration::from_millis(2),
+        }
+    }
+
+    pub fn kafka(&self) -> &Arc<Kafka> {
+        &self.kafka
+    }
+
+    async fn partitions_of(&self, topic: &str) -> Result<i32, KafkaError> {
+        if let Some(&n) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
+            return Ok(n);
+        }
+        let n = self.kafka.partition_count(topic).await?;
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    async fn batcher(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<BatchProducer<RecordAggregator>>, KafkaError> {
+        let key = (topic.to_string(), partition);
+        if let Some(b) = self
+            .batchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Arc::clone(b));
+        }
+        let client = self.kafka.partition(topic, partition).await?;
+        let batcher = Arc::new(
+            BatchProducerBuilder::new(client)
+                .with_linger(self.linger)
+                .with_compression(Compression::NoCompression)
+                .build(RecordAggregator::new(MAX_BATCH_BYTES)),
+        );
+        Ok(Arc::clone(
+            self.batchers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key)
+                .or_insert(batcher),
+        ))
+    }
+
+    /// Appends one record to the partition of its key (round-robin by value hash without a
+    /// key); returns the partition and offset once the broker has it.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<(i32, i64), KafkaError> {
+        let partitions = self.partitions_of(topic).await?;
+        let partition = partition_for(key.unwrap_or(&value), partitions);
+        self.send_to(topic, partition, key, value).await
+    }
+
+    /// Appends one record to a given partition.
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<(i32, i64), KafkaError> {
+        let batcher = self.batcher(topic, partition).await?;
+        let record = Record {
+            key: key.map(<[u8]>::to_vec),
+            value: Some(value),
+            headers: BTreeMap::new(),
+            timestamp: now(),
+        };
+        let offset = batcher
+            .produce(record)
+            .await
+            .map_err(|e| Kafka::request_error("produce", topic, e))?;
+        Ok((partition, offset))
+    }
+}
+
+/// The wall-clock time, as record timestamps carry it.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Records of one partition read by a [`Reader`].
+#[derive(Debug)]
+pub struct Fetched {
+    pub partition: i32,
+    pub records: Vec<RecordAndOffset>,
+    /// The partition's high watermark at the fetch: the reader is caught up when the offset
+    /// after the last record equals it.
+    pub high_watermark: i64,
+}
+
+/// What a [`Reader`] delivers.
+#[derive(Debug)]
+pub enum ReaderEvent {
+    Records(Fetched),
+    /// A partition had nothing new: it is caught up at this offset.
+    CaughtUp {
+        partition: i32,
+        offset: i64,
+    },
+    /// Reading failed for good (the job should fail with this).
+    Failed(KafkaError),
+}
+
+/// Reads partitions of one topic from given offsets on a background thread with its own small
+/// async runtime, a bounded queue ahead of the consumer: fetching overlaps processing, and a
+/// slow consumer stops the fetching (backpressure). Dropping the reader stops the thread.
+pub struct Reader {
+    events: tokio::sync::mpsc::Receiver<ReaderEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Bytes asked for per fetch, per partition.
+const FETCH_BYTES: i32 = 1 << 20;
+
+impl Reader {
+    /// Starts reading `topic` at `brokers`: each `(partition, offset)` from that offset on.
+    pub fn start(brokers: &str, topic: &str, from: Vec<(i32, i64)>) -> Result<Reader, KafkaError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4 * from.len().max(1));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Kafka::request_error("reader start", topic, e))?;
+        let (brokers, topic) = (brokers.to_string(), topic.to_string());
+        // Connecting happens on the thread; its errors arrive as the first event.
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-{topic}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = stop_rx => {}
+                        _ = read_all(brokers, topic, from, tx) => {}
+                    }
+                });
+            })
+            .map_err(|e| KafkaError::Request {
+                action: "reader start",
+                topic: String::new(),
+                message: e.to_string(),
+            })?;
+        Ok(Reader {
+            events: rx,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The next event if one is ready; `None` when nothing has arrived yet.
+    pub fn try_next(&mut self) -> Option<ReaderEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.events.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn read_all(
+    brokers: String,
+    topic: String,
+    from: Vec<(i32, i64)>,
+    tx: tokio::sync::mpsc::Sender<ReaderEvent>,
+) {
+    let kafka = match Kafka::connect(&brokers).await {
+        Ok(k) => Arc::new(k),
+        Err(e) => {
+            let _ = tx.send(ReaderEvent::Failed(e)).await;
+            return;
+        }
+    };
+    if let Err(e) = kafka.partition_count(&topic).await {
+        let _ = tx.send(ReaderEvent::Failed(e)).await;
+        return;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (partition, offset) in from {
+        let (kafka, topic, tx) = (Arc::clone(&kafka), topic.clone(), tx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = read_partition(&kafka, &topic, partition, offset, &tx).await {
+                let _ = tx.send(ReaderEvent::Failed(e)).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn read_partition(
+    kafka: &Kafka,
+    topic: &str,
+    partition: i32,
+    mut offset: i64,
+    tx: &tokio::sync::mpsc::Sender<ReaderEvent>,
+) -> Result<(), KafkaError> {
+    let client = kafka.partition(topic, partition).await?;
+    let mut failures = 0u32;
+    loop {
+        match client.fetch_records(offset, 1..FETCH_BYTES, 200).await {
+            Ok((records, high_watermark)) => {
+                failures = 0;
+                // A fetch may start inside a batch; skip what lies before the offset.
+                let records: Vec<RecordAndOffset> =
+                    records.into_iter().filter(|r| r.offset >= offset).collect();
+                let event = match records.last() {
+                    Some(last) => {
+                        offset = last.offset + 1;
+                        ReaderEvent::Records(Fetched {
+                            partition,
+                            records,
+                            high_watermark,
+                        })
+                    }
+                    None => ReaderEvent::CaughtUp { partition, offset },
+                };
+                if tx.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("OffsetOutOfRange") {
+                    let earliest = client.get_offset(OffsetAt::Earliest).await.unwrap_or(-1);
+                    if earliest > offset {
+                        return Err(KafkaError::OffsetGone {
+                            topic: topic.into(),
+                            partition,
+                            offset,
+                            earliest,
+                        });
+                    }
+                }
+                failures += 1;
+                if failures >= 30 {
+                    return Err(Kafka::request_error("fetch", topic, e));
+                }
+                tracing::warn!(topic, partition, offset, error = %e, "Kafka fetch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * failures as u64)).await;
+            }
+        }
+    }
+}
+
+/// Where a reader without a checkpoint starts in a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+}
+
+/// The first offset of each partition for a fresh start.
+pub async fn start_offsets(
+    kafka: &Kafka,
+    topic: &str,
+    partitions: &[i32],
+    at: StartAt,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    let mut result = Vec::with_capacity(partitions.len());
+    for &p in partitions {
+        let client = kafka.partition(topic, p).await?;
+        let which = match at {
+            StartAt::Earliest => OffsetAt::Earliest,
+            StartAt::Latest => OffsetAt::Latest,
+        };
+        let offset = client
+            .get_offset(which)
+            .await
+            .map_err(|e| Kafka::request_error("offset lookup", topic, e))?;
+        result.push((p, offset));
+    }
+    Ok(result)
+}
+
+/// A current-thread runtime for blocking callers (sources, sinks, the CLI) to run one async
+/// Kafka operation.
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, KafkaError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| KafkaError::Request {
+            action: "runtime start",
+            topic: String::new(),
+            message: e.to_string(),
+        })?;
+    Ok(runtime.block_on(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_land_where_the_java_client_puts_them() {
+        // The cases of Kafka's own UtilsTest.testMurmur2 (Java ints).
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (data, expected) in cases {
+            assert_eq!(
+                murmur2(data) as i32,
+                expected,
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        let spread: std::collections::HashSet<i32> = (0..100)
+            .map(|i| partition_for(format!("s{i}").as_bytes(), 4))
+            .collect();
+        assert_eq!(spread.len(), 4);
+    }
+}

@@ -1,0 +1,141 @@
+//! The producer and reader against a real broker (tansu on loopback).
+
+use eddy_kafka::testing::Broker;
+use eddy_kafka::{block_on, Kafka, Producer, Reader, ReaderEvent, StartAt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reads until every partition is caught up at its end offset; (partition, offset, value).
+fn read_to_end(
+    broker: &str,
+    topic: &str,
+    from: Vec<(i32, i64)>,
+    ends: &[i64],
+) -> Vec<(i32, i64, String)> {
+    let mut reader = Reader::start(broker, topic, from.clone()).unwrap();
+    let mut next: BTreeMap<i32, i64> = from.into_iter().collect();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next.iter().any(|(&p, &o)| o < ends[p as usize]) {
+        assert!(Instant::now() < deadline, "reading stalled at {next:?}");
+        match reader.try_next() {
+            Some(ReaderEvent::Records(f)) => {
+                for r in f.records {
+                    assert_eq!(
+                        r.offset, next[&f.partition],
+                        "offsets in order, none skipped"
+                    );
+                    next.insert(f.partition, r.offset + 1);
+                    got.push((
+                        f.partition,
+                        r.offset,
+                        String::from_utf8(r.record.value.unwrap()).unwrap(),
+                    ));
+                }
+            }
+            Some(ReaderEvent::CaughtUp { .. }) => {}
+            Some(ReaderEvent::Failed(e)) => panic!("{e}"),
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    got
+}
+
+#[test]
+fn acknowledged_records_are_read_once_in_order_and_from_any_offset() {
+    let broker = Broker::start().expect("a Kafka broker");
+    let address = broker.address();
+    let topic = "events";
+    let (ends, sent) = block_on(async {
+        let kafka = Arc::new(Kafka::connect(&address).await.unwrap());
+        assert_eq!(kafka.ensure_topic(topic, 3).await.unwrap(), 3);
+        assert_eq!(
+            kafka.ensure_topic(topic, 5).await.unwrap(),
+            3,
+            "an existing topic keeps its partitions"
+        );
+        let producer = Arc::new(Producer::new(Arc::clone(&kafka)));
+        // Concurrent sends, as from many HTTP requests; each returns with its offset.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..3000 {
+            let producer = Arc::clone(&producer);
+            tasks.spawn(async move {
+                let key = format!("session-{}", i % 50);
+                let (p, o) = producer
+                    .send(
+                        topic,
+                        Some(key.as_bytes()),
+                        format!("{{\"n\":{i}}}").into_bytes(),
+                    )
+                    .await
+                    .unwrap();
+                (i, key, p, o)
+            });
+        }
+        let mut sent = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            sent.push(r.unwrap());
+        }
+        (kafka.end_offsets(topic).await.unwrap(), sent)
+    })
+    .unwrap();
+    assert_eq!(ends.iter().sum::<i64>(), 3000);
+    // One key, one partition.
+    let mut partition_of = BTreeMap::new();
+    for (_, key, p, _) in &sent {
+        assert_eq!(*partition_of.entry(key.clone()).or_insert(*p), *p);
+    }
+    let all = read_to_end(&address, topic, vec![(0, 0), (1, 0), (2, 0)], &ends);
+    assert_eq!(all.len(), 3000);
+    let mut values: Vec<&str> = all.iter().map(|(_, _, v)| v.as_str()).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 3000, "no record twice");
+    for (i, _, p, o) in &sent {
+        assert!(
+            all.contains(&(*p, *o, format!("{{\"n\":{i}}}"))),
+            "acknowledged record {i} is where its offset says"
+        );
+    }
+    // Resuming from checkpointed offsets reads exactly the rest.
+    let middle: Vec<(i32, i64)> = (0..3).map(|p| (p, ends[p as usize] / 2)).collect();
+    let rest = read_to_end(&address, topic, middle.clone(), &ends);
+    let expected: usize = (0..3).map(|p| (ends[p] - ends[p] / 2) as usize).sum();
+    assert_eq!(rest.len(), expected);
+    assert!(rest.iter().all(|(p, o, _)| *o >= middle[*p as usize].1));
+    let starts = block_on(async {
+        let kafka = Kafka::connect(&address).await.unwrap();
+        eddy_kafka::start_offsets(&kafka, topic, &[0, 1, 2], StartAt::Latest)
+            .await
+            .unwrap()
+    })
+    .unwrap();
+    assert_eq!(starts.iter().map(|(_, o)| *o).collect::<Vec<_>>(), ends);
+}
+
+#[test]
+fn unreachable_brokers_and_missing_topics_are_named() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let started = Instant::now();
+    let e = block_on(Kafka::connect(&dead))
+        .unwrap()
+        .err()
+        .expect("no broker there");
+    assert!(
+        e.to_string()
+            .contains(&format!("cannot reach Kafka at `{dead}`")),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(40));
+    let broker = Broker::start().expect("a Kafka broker");
+    let e = block_on(async {
+        let kafka = Kafka::connect(&broker.address()).await.unwrap();
+        kafka.partition_count("nope").await.unwrap_err()
+    })
+    .unwrap();
+    assert!(e.to_string().contains("topic `nope` does not exist"), "{e}");
+}
