@@ -392,6 +392,12 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         generate_events: args.job.generate.unwrap_or(0),
         generate_rate: args.job.rate,
+        topics_from: args
+            .job
+            .topics_from
+            .as_ref()
+            .map(absolute)
+            .unwrap_or_default(),
         retain_checkpoints: args.retain_checkpoints,
         max_source_rate: args.job.max_rate.unwrap_or(0),
         from_savepoint: args

@@ -83,6 +83,11 @@ pub(crate) struct JobArgs {
         requires = "generate"
     )]
     pub(crate) rate: u64,
+    /// Reprocess history: each Kafka source reads its topic from DIR/<topic>.jsonl (or .jsonl.gz,
+    /// or a directory DIR/<topic>/) instead, as a bounded run, e.g. what `eddy gen ecommerce --to
+    /// file:DIR` wrote.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) topics_from: Option<PathBuf>,
     /// Read at most N records of each source's input per second (wall clock), records the job
     /// drops included: replays recorded input at a live pace, e.g. for a demo or to watch a job
     /// under load.
@@ -175,7 +180,7 @@ fn load(args: &JobArgs) -> Result<JobGraph, BadJob> {
             base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
             throttle: false,
         }),
-        topic_files: None,
+        topic_files: args.topics_from.clone(),
     };
     compile_file(&args.job, &options).map_err(|e| BadJob(e.to_string()))
 }

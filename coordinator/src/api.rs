@@ -95,6 +95,7 @@ impl ClientApi for Api {
             generate_events: (r.generate_events > 0).then_some(r.generate_events),
             generate_rate: r.generate_rate.max(1),
             max_source_rate: (r.max_source_rate > 0).then_some(r.max_source_rate),
+            topics_from: (!r.topics_from.is_empty()).then_some(r.topics_from),
         };
         let graph = spec
             .compile()

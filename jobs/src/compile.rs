@@ -519,6 +519,8 @@ impl<'a> Compiler<'a> {
                     )
                     .help(format!("its outputs are: {}", ports.join(", ")))
                 })?,
+            // A node's main output is its unnamed port (a window's late rows are `NAME.late`).
+            None if node.outputs.len() > 1 && node.outputs[0].name.is_empty() => 0,
             None if node.outputs.len() > 1 => {
                 let ports: Vec<&str> = node.outputs.iter().map(|o| o.name.as_str()).collect();
                 return Err(self
@@ -707,6 +709,7 @@ impl<'a> Compiler<'a> {
                 let end_when_idle = s
                     .end_when_idle
                     .as_ref()
+                    .filter(|d| d.get_ref() != "never")
                     .map(|d| self.positive_duration(d, "end_when_idle"))
                     .transpose()?;
                 (
@@ -955,10 +958,27 @@ impl<'a> Compiler<'a> {
                         .err(span.clone(), format!("sink `{name}`: its input is an updating result, so the table needs `key`"))
                         .help("e.g. key = [\"window_start\", \"product_id\"]: the columns that identify a result row"));
                 }
+                let mut dimensions = Vec::new();
+                for d in s.dimensions.iter().flatten() {
+                    let d = d.get_ref();
+                    let column = d.column.get_ref();
+                    if input.schema.index_of(column).is_none() {
+                        return Err(self
+                            .err(d.column.span(), format!("sink `{name}`: dimension column `{column}` is not in its input"))
+                            .help(format!("the input's columns: {}", input.schema.names())));
+                    }
+                    dimensions.push(DimensionSpec {
+                        column: column.clone(),
+                        table: d.table.get_ref().clone(),
+                        natural: d.natural.as_ref().unwrap_or(&d.column).get_ref().clone(),
+                        key: d.key.get_ref().clone(),
+                    });
+                }
                 SinkConnector::Postgres {
                     url: needs(&s.url, "url")?,
                     table: needs(&s.table, "table")?,
                     key,
+                    dimensions,
                 }
             }
             other => {
@@ -970,6 +990,17 @@ impl<'a> Compiler<'a> {
                     .help("use \"file\", \"stdout\", \"blackhole\" or \"postgres\""))
             }
         };
+        if let (Some(d), false) = (
+            s.dimensions.as_ref().and_then(|d| d.first()),
+            matches!(connector, SinkConnector::Postgres { .. }),
+        ) {
+            return Err(self
+                .err(
+                    d.span(),
+                    format!("sink `{name}`: `dimensions` is a setting of connector \"postgres\""),
+                )
+                .help("remove it, or write to PostgreSQL"));
+        }
         // Rows of one key must reach one subtask, in order.
         let keyed_columns = match &connector {
             SinkConnector::Postgres { key, .. } if !key.is_empty() => Some(key.clone()),
@@ -1047,8 +1078,29 @@ impl<'a> Compiler<'a> {
                 "window_end",
             ],
             "deduplicate" => &["input", "key", "time", "keep"],
+            "temporal_join" => &[
+                "left",
+                "right",
+                "on",
+                "columns",
+                "left_time",
+                "right_time",
+                "retention",
+                "join_type",
+            ],
+            "anomaly" => &[
+                "input",
+                "key",
+                "time",
+                "value",
+                "every",
+                "history",
+                "min_history",
+                "threshold",
+                "min_spread",
+            ],
             other => {
-                const TYPES: [&str; 11] = [
+                const TYPES: [&str; 13] = [
                     "filter",
                     "select",
                     "key_by",
@@ -1060,6 +1112,8 @@ impl<'a> Compiler<'a> {
                     "interval_join",
                     "top_n",
                     "deduplicate",
+                    "temporal_join",
+                    "anomaly",
                 ];
                 return Err(self
                     .err(o.kind.span(), format!("unknown operator type `{other}`"))
@@ -1085,17 +1139,31 @@ impl<'a> Compiler<'a> {
             "union" => ctx.union(&o)?,
             "window_aggregate" => ctx.aggregate(&o, true)?,
             "group_aggregate" => ctx.aggregate(&o, false)?,
-            "join" | "window_join" | "interval_join" => ctx.join(&o, kind)?,
+            "join" | "window_join" | "interval_join" | "temporal_join" => ctx.join(&o, kind)?,
             "top_n" => ctx.top_n(&o)?,
             "deduplicate" => ctx.deduplicate(&o)?,
+            "anomaly" => ctx.anomaly(&o)?,
             _ => unreachable!("checked above"),
         };
+        let mut ports = vec![outputs];
+        // Windows that drop late rows offer them on a second output, `NAME.late`, with the
+        // input's columns (Flink's side output for late data).
+        if let NodeKind::WindowAggregate { window, .. } = &kind {
+            if !matches!(window, WindowSpec::Session { .. }) {
+                let input = &inputs[0];
+                ports.push(Port {
+                    name: "late".into(),
+                    schema: nodes[input.from].outputs[input.port].schema.clone(),
+                    updating: false,
+                });
+            }
+        }
         Ok(Node {
             id,
             name,
             parallelism,
             inputs,
-            outputs: vec![outputs],
+            outputs: ports,
             kind,
         })
     }
@@ -1136,6 +1204,14 @@ impl<'a> Compiler<'a> {
             ("window_end", one(&o.window_end)),
             ("time", one(&o.time)),
             ("keep", one(&o.keep)),
+            ("retention", one(&o.retention)),
+            ("join_type", one(&o.join_type)),
+            ("value", one(&o.value)),
+            ("every", one(&o.every)),
+            ("history", one(&o.history)),
+            ("min_history", one(&o.min_history)),
+            ("threshold", one(&o.threshold)),
+            ("min_spread", one(&o.min_spread)),
         ];
         for (field, at) in present {
             if let Some(at) = at.filter(|_| !allowed.contains(&field)) {
@@ -1719,6 +1795,30 @@ impl OpCtx<'_, '_> {
                     )?,
                 }
             }
+            "temporal_join" => {
+                let lt = self.need(&o.left_time, "left_time", "\"ts\"")?;
+                let rt = self.need(&o.right_time, "right_time", "\"ts\"")?;
+                let retention = match &o.retention {
+                    Some(r) => self.c.positive_duration(r, "retention")?,
+                    None => 3_600_000,
+                };
+                let left_outer = match o.join_type.as_ref().map(|j| (j.get_ref().as_str(), j.span())) {
+                    None | Some(("inner", _)) => false,
+                    Some(("left", _)) => true,
+                    Some((other, at)) => {
+                        return Err(self
+                            .c
+                            .err(at, format!("`join_type`: unknown join type `{other}`"))
+                            .help("use \"inner\" (drop left rows without a version) or \"left\" (keep them with NULLs)"))
+                    }
+                };
+                JoinKind::Temporal {
+                    left_time: self.time_column(lt, &left.schema, "left_time")?,
+                    right_time: self.time_column(rt, &right.schema, "right_time")?,
+                    retention,
+                    left_outer,
+                }
+            }
             _ => {
                 let lt = self.need(&o.left_time, "left_time", "\"dateTime\"")?;
                 let rt = self.need(&o.right_time, "right_time", "\"dateTime\"")?;
@@ -1776,6 +1876,107 @@ impl OpCtx<'_, '_> {
                 self.edge(&left, Partitioning::Hash(left_key)),
                 self.edge(&right, Partitioning::Hash(right_key)),
             ],
+            Port {
+                name: String::new(),
+                schema,
+                updating: false,
+            },
+        ))
+    }
+
+    fn anomaly(&self, o: &OperatorDecl) -> Result<Built, JobError> {
+        let input = self.single_input(o)?;
+        self.append_only(&input, o.input.as_ref().expect("checked"), "anomaly")?;
+        let scope = Scope::single(&input.schema);
+        let keys = self.need(&o.key, "key", "[\"metric\"]")?;
+        let key = self.named_list(keys, &scope, "key")?;
+        let time_decl = o
+            .time
+            .clone()
+            .unwrap_or_else(|| Spanned::new(self.span.clone(), "window_end".into()));
+        let time = self.time_column(&time_decl, &input.schema, "window end")?;
+        let value_decl = self.need(&o.value, "value", "\"revenue\"")?;
+        let (value, value_type) = self.named(value_decl, &scope, "value")?;
+        if !matches!(
+            value_type,
+            DataType::BigInt | DataType::Double | DataType::Decimal { .. }
+        ) {
+            return Err(self.c.err(
+                value_decl.span(),
+                format!(
+                    "anomaly `{}`: `value` is {value_type}, not a number",
+                    self.name
+                ),
+            ));
+        }
+        let every = self
+            .c
+            .positive_duration(self.need(&o.every, "every", "\"1min\"")?, "every")?;
+        let count =
+            |v: &Option<Spanned<i64>>, field: &str, default: i64| -> Result<usize, JobError> {
+                match v {
+                    Some(n) => Ok(self.c.positive(n, field)? as usize),
+                    None => Ok(default as usize),
+                }
+            };
+        let history = count(&o.history, "history", 30)?;
+        let min_history = count(&o.min_history, "min_history", 10)?;
+        if min_history > history {
+            let at = o
+                .min_history
+                .as_ref()
+                .map_or(self.span.clone(), |m| m.span());
+            return Err(self.c.err(
+                at,
+                format!(
+                    "anomaly `{}`: `min_history` ({min_history}) exceeds `history` ({history})",
+                    self.name
+                ),
+            ));
+        }
+        let positive =
+            |v: &Option<Spanned<f64>>, field: &str, default: f64| -> Result<f64, JobError> {
+                match v {
+                    Some(x) if *x.get_ref() >= 0.0 && x.get_ref().is_finite() => Ok(*x.get_ref()),
+                    Some(x) => Err(self
+                        .c
+                        .err(x.span(), format!("`{field}` must be a non-negative number"))),
+                    None => Ok(default),
+                }
+            };
+        let threshold = positive(&o.threshold, "threshold", 3.5)?;
+        let min_spread = positive(&o.min_spread, "min_spread", 0.01)?;
+        let mut fields = key.clone();
+        for (name, t) in [
+            ("window_start", DataType::Timestamp),
+            ("window_end", DataType::Timestamp),
+            ("observed", DataType::Double),
+            ("expected", DataType::Double),
+            ("deviation", DataType::Double),
+            ("score", DataType::Double),
+        ] {
+            fields.push((
+                NamedExpr {
+                    expr: name.into(),
+                    name: name.into(),
+                },
+                t,
+            ));
+        }
+        let schema = self.schema_of(&fields, &self.span)?;
+        let partition = key.iter().map(|(n, _)| n.expr.clone()).collect();
+        Ok((
+            NodeKind::Anomaly(AnomalySpec {
+                key: key.into_iter().map(|(n, _)| n).collect(),
+                time,
+                value: value.expr,
+                every,
+                history,
+                min_history,
+                threshold,
+                min_spread,
+            }),
+            vec![self.edge(&input, Partitioning::Hash(partition))],
             Port {
                 name: String::new(),
                 schema,

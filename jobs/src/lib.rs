@@ -3,6 +3,7 @@
 //! (`jobs/nexmark/*.toml`); docs/job-format.md documents the format.
 
 mod compile;
+pub mod ecommerce;
 pub mod error;
 mod spec;
 mod submission;

@@ -70,6 +70,17 @@ pub struct SourceDecl {
     pub watermark: Option<Spanned<WatermarkDecl>>,
 }
 
+/// `{ column = "product_id", table = "dim_product", key = "product_key" }` (`natural`: the
+/// dimension's natural key column, by default `column`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimensionDecl {
+    pub column: Str,
+    pub table: Str,
+    pub key: Str,
+    pub natural: Option<Str>,
+}
+
 /// `unnest = { path = "items", ordinal = "line_number" }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,9 +153,20 @@ pub struct OperatorDecl {
     pub limit: Option<Spanned<i64>>,
     pub rank_column: Option<Str>,
     pub window_end: Option<Str>,
-    /// deduplicate
+    /// deduplicate; anomaly: the window end column
     pub time: Option<Str>,
     pub keep: Option<Str>,
+    /// temporal_join: how long versions are kept behind the watermark (a duration).
+    pub retention: Option<Str>,
+    /// temporal_join: `inner` (default) or `left`.
+    pub join_type: Option<Str>,
+    /// anomaly: the value scored, its window size and the detector's settings.
+    pub value: Option<Str>,
+    pub every: Option<Str>,
+    pub history: Option<Spanned<i64>>,
+    pub min_history: Option<Spanned<i64>>,
+    pub threshold: Option<Spanned<f64>>,
+    pub min_spread: Option<Spanned<f64>>,
 }
 
 /// A window of `window_aggregate`.
@@ -179,5 +201,7 @@ pub struct SinkDecl {
     pub table: Option<Str>,
     /// postgres: the table's key, for an upserted (updating) result.
     pub key: Option<Spanned<Vec<String>>>,
+    /// postgres: surrogate-key lookups in dimension tables.
+    pub dimensions: Option<Vec<Spanned<DimensionDecl>>>,
     pub parallelism: Option<Spanned<i64>>,
 }

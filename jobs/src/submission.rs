@@ -29,6 +29,9 @@ pub struct Submission {
     /// Rows per second each source emits at most (a live replay); `None`: unpaced.
     #[serde(default)]
     pub max_source_rate: Option<u64>,
+    /// Kafka sources read their topics from files in this directory (reprocessing).
+    #[serde(default)]
+    pub topics_from: Option<String>,
 }
 
 impl Submission {
@@ -43,7 +46,7 @@ impl Submission {
                 base_time: crate::DEFAULT_NEXMARK_BASE_TIME,
                 throttle: false,
             }),
-            topic_files: None,
+            topic_files: self.topics_from.as_ref().map(std::path::PathBuf::from),
         };
         compile_str(&self.job_path, &self.job_text, &options)
     }

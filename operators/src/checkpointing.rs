@@ -73,6 +73,7 @@ pub fn is_keyed(kind: &NodeKind) -> bool {
             | NodeKind::Join(_)
             | NodeKind::TopN(_)
             | NodeKind::Deduplicate(_)
+            | NodeKind::Anomaly(_)
     )
 }
 

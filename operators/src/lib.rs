@@ -4,6 +4,7 @@
 //! input schemas when it is built, so per-record work is evaluation only.
 
 pub mod aggregate;
+mod anomaly;
 pub mod checkpointing;
 mod compile;
 pub mod dead_letter;
@@ -19,6 +20,7 @@ mod sink_postgres;
 mod source;
 mod source_kafka;
 mod stateless;
+mod temporal_join;
 mod top_n;
 mod window_aggregate;
 mod window_join;
@@ -231,11 +233,17 @@ fn keyed<B: KeyedStateBackend>(
             JoinKind::Interval { .. } => Box::new(interval_join::IntervalJoin::new(
                 graph, id, spec, backend, max_p,
             )?),
+            JoinKind::Temporal { .. } => Box::new(temporal_join::TemporalJoin::new(
+                graph, id, spec, backend, max_p,
+            )?),
         },
         NodeKind::TopN(spec) => Box::new(top_n::TopN::new(graph, id, spec, backend, max_p)?),
         NodeKind::Deduplicate(spec) => Box::new(deduplicate::Deduplicate::new(
             graph, id, spec, backend, max_p,
         )?),
+        NodeKind::Anomaly(spec) => {
+            Box::new(anomaly::Anomaly::new(graph, id, spec, backend, max_p)?)
+        }
         _ => {
             return Err(BuildError::new(format!(
                 "`{}` keeps no keyed state",

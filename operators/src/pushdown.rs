@@ -59,6 +59,12 @@ fn consumer_needs(graph: &JobGraph, consumer: NodeId, input: usize) -> Option<Ve
             for c in columns {
                 need[schema.index_of(c)?] = true;
             }
+            // Late rows leave on port 1 as they came: its readers' needs count too.
+            if graph.nodes[consumer].outputs.len() > 1 {
+                for (n, c) in need.iter_mut().zip(required_columns(graph, consumer, 1)) {
+                    *n |= c;
+                }
+            }
         }
         NodeKind::GroupAggregate {
             group_by,

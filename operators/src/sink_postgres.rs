@@ -4,7 +4,7 @@
 
 use crate::compile::BuildError;
 use crate::format::write_json_row;
-use eddy_postgres::{Op, Stager, Target};
+use eddy_postgres::{Dimension, Op, Stager, Target};
 use eddy_runtime::checkpoint::{CheckpointId, OperatorSnapshot, SnapshotPoint, SubtaskState};
 use eddy_runtime::graph::{JobGraph, NodeId, SinkConnector};
 use eddy_runtime::operator::{OpResult, Operator, OperatorError, Output};
@@ -25,7 +25,12 @@ struct PgSinkState {
 fn target(graph: &JobGraph, node: NodeId) -> Option<Target> {
     match &graph.nodes[node].kind {
         eddy_runtime::graph::NodeKind::Sink(s) => match &s.connector {
-            SinkConnector::Postgres { url, table, key } => Some(Target {
+            SinkConnector::Postgres {
+                url,
+                table,
+                key,
+                dimensions,
+            } => Some(Target {
                 url: url.clone(),
                 table: table.clone(),
                 columns: graph
@@ -35,6 +40,15 @@ fn target(graph: &JobGraph, node: NodeId) -> Option<Target> {
                     .map(|f| f.name.clone())
                     .collect(),
                 key: key.clone(),
+                dimensions: dimensions
+                    .iter()
+                    .map(|d| Dimension {
+                        column: d.column.clone(),
+                        table: d.table.clone(),
+                        natural: d.natural.clone(),
+                        key: d.key.clone(),
+                    })
+                    .collect(),
             }),
             _ => None,
         },

@@ -3,7 +3,9 @@
 //! Per key, the open windows live in a map state keyed by window end; a timer at `end - 1` (the
 //! window's last millisecond, Flink's `maxTimestamp`) fires it when the watermark passes. Output:
 //! group columns, `window_start`, `window_end`, then the aggregates. A row whose every window has
-//! already fired is late: it is dropped and counted, as Flink does without allowed lateness.
+//! already fired is late: it is counted and, when the job reads the window's `late` output,
+//! sent there unchanged (Flink's side output for late data); otherwise dropped, as Flink does
+//! without allowed lateness.
 
 use crate::aggregate::{create_all, results_into, update_all, Accs, AggregateSpec};
 use crate::compile::{
@@ -108,6 +110,8 @@ pub struct WindowAggregate<B: KeyedStateBackend> {
     watermark: Timestamp,
     max_parallelism: u32,
     late: u64,
+    /// Whether late rows go out on port 1 (`NAME.late`), because someone reads it.
+    late_output: bool,
 }
 
 impl<B: KeyedStateBackend> WindowAggregate<B> {
@@ -130,12 +134,14 @@ impl<B: KeyedStateBackend> WindowAggregate<B> {
             watermark: MIN_TIMESTAMP,
             max_parallelism,
             late: 0,
+            late_output: graph.nodes[node].outputs.len() > 1
+                && !graph.consumers(node, 1).is_empty(),
         })
     }
 }
 
 impl<B: KeyedStateBackend> Operator for WindowAggregate<B> {
-    fn process(&mut self, _input: usize, rows: Vec<Row>, _out: &mut Output) -> OpResult {
+    fn process(&mut self, _input: usize, rows: Vec<Row>, out: &mut Output) -> OpResult {
         for row in rows {
             let sign = if row.kind.is_addition() { 1 } else { -1 };
             let key = eval_key(&self.keys, &row.values);
@@ -165,6 +171,9 @@ impl<B: KeyedStateBackend> Operator for WindowAggregate<B> {
             });
             if !assigned {
                 self.late += 1;
+                if self.late_output {
+                    out.emit(1, row);
+                }
             }
         }
         Ok(())

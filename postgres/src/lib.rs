@@ -18,6 +18,7 @@
 //!
 //! The target table must exist: its DDL belongs to the job's schema migrations, not to the sink.
 
+pub mod migrate;
 pub mod testing;
 
 use postgres::{Client, NoTls};
@@ -47,6 +48,8 @@ pub enum PgError {
         table: String,
         source: postgres::Error,
     },
+    #[error("dimension table `{table}` needs a unique index on `{column}` (its natural key), e.g. `ALTER TABLE {table} ADD UNIQUE ({column})`")]
+    NoNaturalKey { table: String, column: String },
     #[error("PostgreSQL {action} for table `{table}` failed: {source}")]
     Io {
         action: &'static str,
@@ -66,6 +69,28 @@ pub struct Target {
     pub columns: Vec<String>,
     /// Empty: append every row. Else: one row per key, upserted, deleted by a deletion.
     pub key: Vec<String>,
+    /// Surrogate keys looked up (and created) in dimension tables at commit.
+    pub dimensions: Vec<Dimension>,
+}
+
+/// A dimension of a star schema: the sink's `column` holds the natural key of a row of
+/// `table` (its column `natural`, which must be unique); the fact table gets that row's
+/// warehouse-generated surrogate key `key`. Missing dimension rows are inserted in the same
+/// transaction as the facts, so a fact never points at a dimension row that is not there, and a
+/// repeated commit creates nothing twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dimension {
+    pub column: String,
+    pub table: String,
+    pub natural: String,
+    pub key: String,
+}
+
+impl Target {
+    /// Whether `column` carries a dimension's natural key.
+    fn is_dimension_column(&self, column: &str) -> bool {
+        self.dimensions.iter().any(|d| d.column == column)
+    }
 }
 
 /// What a staged row does to its key.
@@ -150,40 +175,88 @@ fn ensure_eddy_tables(client: &mut Client, table: &str) -> Result<(), PgError> {
     tx.commit().map_err(query)
 }
 
-/// Checks that the target table exists with every sink column.
-fn check_table(client: &mut Client, target: &Target) -> Result<(), PgError> {
+/// The columns of a table, in order; empty if it does not exist.
+fn table_columns(
+    client: &mut impl postgres::GenericClient,
+    table: &str,
+) -> Result<Vec<String>, PgError> {
     let rows = client
         .query(
             "SELECT attname FROM pg_attribute
              WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
              ORDER BY attnum",
-            &[&quote_ident(&target.table)],
+            &[&quote_ident(table)],
         )
         .map_err(|source| PgError::Query {
             action: "lookup",
-            table: target.table.clone(),
+            table: table.to_string(),
             source,
         })?;
-    if rows.is_empty() {
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The columns of `table`, failing when it does not exist or lacks one of `needed`.
+fn require_columns(
+    client: &mut Client,
+    url: &str,
+    table: &str,
+    needed: &[&String],
+) -> Result<Vec<String>, PgError> {
+    let columns = table_columns(client, table)?;
+    if columns.is_empty() {
         return Err(PgError::NoTable {
-            table: target.table.clone(),
-            url: redact(&target.url),
+            table: table.to_string(),
+            url: redact(url),
         });
     }
-    let columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let missing: Vec<String> = target
-        .columns
+    let missing: Vec<String> = needed
         .iter()
-        .chain(&target.key)
         .filter(|c| !columns.contains(c))
-        .cloned()
+        .map(|c| c.to_string())
         .collect();
     if !missing.is_empty() {
         return Err(PgError::MissingColumns {
-            table: target.table.clone(),
+            table: table.to_string(),
             missing,
             columns,
         });
+    }
+    Ok(columns)
+}
+
+/// Checks that the target table exists with every sink column (a dimension's natural key
+/// column is optional there) and the surrogate keys, and that every dimension table has its
+/// natural key, uniquely indexed, and its surrogate key.
+fn check_table(client: &mut Client, target: &Target) -> Result<(), PgError> {
+    let needed: Vec<&String> = target
+        .columns
+        .iter()
+        .filter(|c| !target.is_dimension_column(c))
+        .chain(&target.key)
+        .chain(target.dimensions.iter().map(|d| &d.key))
+        .collect();
+    require_columns(client, &target.url, &target.table, &needed)?;
+    for d in &target.dimensions {
+        require_columns(client, &target.url, &d.table, &[&d.natural, &d.key])?;
+        let unique = client
+            .query(
+                "SELECT 1 FROM pg_index i
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                 WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1
+                   AND a.attname = $2",
+                &[&quote_ident(&d.table), &d.natural],
+            )
+            .map_err(|source| PgError::Query {
+                action: "lookup",
+                table: d.table.clone(),
+                source,
+            })?;
+        if unique.is_empty() {
+            return Err(PgError::NoNaturalKey {
+                table: d.table.clone(),
+                column: d.natural.clone(),
+            });
+        }
     }
     Ok(())
 }
@@ -353,38 +426,91 @@ fn commit_on(
         return tx.commit().map_err(query);
     }
     let table = quote_ident(&target.table);
-    let columns: Vec<String> = target.columns.iter().map(|c| quote_ident(c)).collect();
-    let cols = columns.join(", ");
-    let r_cols = columns
+    // A dimension's natural key is written only where the fact table has a column for it.
+    let fact_columns = table_columns(&mut tx, &target.table)?;
+    let mut columns: Vec<String> = target
+        .columns
         .iter()
-        .map(|c| format!("r.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .filter(|c| !target.is_dimension_column(c) || fact_columns.contains(c))
+        .map(|c| quote_ident(c))
+        .collect();
+    let mut values: Vec<String> = columns.iter().map(|c| format!("r.{c}")).collect();
+    for (i, d) in target.dimensions.iter().enumerate() {
+        columns.push(quote_ident(&d.key));
+        values.push(format!("d{i}.{}", quote_ident(&d.key)));
+    }
+    let cols = columns.join(", ");
+    let values = values.join(", ");
     let staged = "s.sink = $1 AND s.run = $2 AND s.epoch <= $3";
-    if target.key.is_empty() {
-        tx.execute(
-            &format!(
-                "INSERT INTO {table} ({cols})
-                 SELECT {r_cols} FROM eddy_sink_stage s
-                 CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, s.row) r
-                 WHERE {staged} ORDER BY s.seq"
-            ),
-            &[&sink, &run, &epoch],
-        )
-        .map_err(query)?;
+    // Rows to publish: every staged row, or with a key the last change of each key.
+    let (rows, row, wanted) = if target.key.is_empty() {
+        ("eddy_sink_stage s".to_string(), "s.row", staged.to_string())
     } else {
-        let keys: Vec<String> = target.key.iter().map(|c| quote_ident(c)).collect();
         let key_json = target
             .key
             .iter()
             .map(|k| format!("s.row -> '{}'", k.replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(", ");
-        // The last change of each key in these epochs decides.
-        let last = format!(
-            "SELECT DISTINCT ON ({key_json}) s.op, s.row FROM eddy_sink_stage s
-             WHERE {staged} ORDER BY {key_json}, s.seq DESC"
-        );
+        (
+            format!(
+                "(SELECT DISTINCT ON ({key_json}) s.op, s.row FROM eddy_sink_stage s
+                 WHERE {staged} ORDER BY {key_json}, s.seq DESC) l"
+            ),
+            "l.row",
+            "l.op = '0'".to_string(),
+        )
+    };
+    // Each dimension's natural key, typed as its table's column.
+    let natural = |i: usize, d: &Dimension| {
+        format!(
+            "CROSS JOIN LATERAL jsonb_populate_record(NULL::{t}, jsonb_build_object('{n}', {row} -> '{c}')) n{i}",
+            t = quote_ident(&d.table),
+            n = d.natural.replace('\'', "''"),
+            c = d.column.replace('\'', "''"),
+        )
+    };
+    for (i, d) in target.dimensions.iter().enumerate() {
+        let n = quote_ident(&d.natural);
+        tx.execute(
+            &format!(
+                "INSERT INTO {t} ({n})
+                 SELECT DISTINCT n{i}.{n} FROM {rows} {lateral}
+                 WHERE {wanted} AND n{i}.{n} IS NOT NULL
+                 ON CONFLICT ({n}) DO NOTHING",
+                t = quote_ident(&d.table),
+                lateral = natural(i, d),
+            ),
+            &[&sink, &run, &epoch],
+        )
+        .map_err(query)?;
+    }
+    let joins: String = target
+        .dimensions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            format!(
+                " {} LEFT JOIN {t} d{i} ON d{i}.{n} = n{i}.{n}",
+                natural(i, d),
+                t = quote_ident(&d.table),
+                n = quote_ident(&d.natural),
+            )
+        })
+        .collect();
+    let select = format!(
+        "SELECT {values} FROM {rows}
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, {row}) r{joins}
+         WHERE {wanted}"
+    );
+    if target.key.is_empty() {
+        tx.execute(
+            &format!("INSERT INTO {table} ({cols}) {select} ORDER BY s.seq"),
+            &[&sink, &run, &epoch],
+        )
+        .map_err(query)?;
+    } else {
+        let keys: Vec<String> = target.key.iter().map(|c| quote_ident(c)).collect();
         let key_match = keys
             .iter()
             .map(|k| format!("t.{k} IS NOT DISTINCT FROM r.{k}"))
@@ -392,8 +518,8 @@ fn commit_on(
             .join(" AND ");
         tx.execute(
             &format!(
-                "DELETE FROM {table} t USING ({last}) l
-                 CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, l.row) r
+                "DELETE FROM {table} t USING {rows}
+                 CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, {row}) r
                  WHERE l.op = '1' AND {key_match}"
             ),
             &[&sink, &run, &epoch],
@@ -411,10 +537,7 @@ fn commit_on(
         };
         tx.execute(
             &format!(
-                "INSERT INTO {table} ({cols})
-                 SELECT {r_cols} FROM ({last}) l
-                 CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, l.row) r
-                 WHERE l.op = '0'
+                "INSERT INTO {table} ({cols}) {select}
                  ON CONFLICT ({}) {on_conflict}",
                 keys.join(", ")
             ),
@@ -422,6 +545,9 @@ fn commit_on(
         )
         .map_err(query)?;
     }
+    // Dashboards listening on `eddy_commit` refresh when a table changes.
+    tx.execute("SELECT pg_notify('eddy_commit', $1)", &[&target.table])
+        .map_err(query)?;
     tx.execute(
         "DELETE FROM eddy_sink_stage s WHERE s.sink = $1 AND s.run = $2 AND s.epoch <= $3",
         &[&sink, &run, &epoch],

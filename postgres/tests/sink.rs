@@ -1,7 +1,7 @@
 //! Staging and commits against a real PostgreSQL server.
 
 use eddy_postgres::testing::PgServer;
-use eddy_postgres::{commit, Op, PgError, Stager, Target};
+use eddy_postgres::{commit, Dimension, Op, PgError, Stager, Target};
 
 fn target(server: &PgServer, table: &str, key: &[&str]) -> Target {
     Target {
@@ -9,6 +9,7 @@ fn target(server: &PgServer, table: &str, key: &[&str]) -> Target {
         table: table.into(),
         columns: vec!["w".into(), "n".into(), "at".into()],
         key: key.iter().map(|k| k.to_string()).collect(),
+        dimensions: Vec::new(),
     }
 }
 
@@ -134,5 +135,112 @@ fn a_missing_table_or_column_is_named() {
     assert!(
         !text.contains("secret"),
         "the password is not shown: {text}"
+    );
+}
+
+#[test]
+fn facts_get_surrogate_keys_from_dimensions_created_once() {
+    let server = PgServer::start().unwrap();
+    server
+        .client()
+        .batch_execute(
+            "CREATE TABLE dim_product (product_key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                       product_id text NOT NULL UNIQUE);
+             CREATE TABLE dim_time (time_key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                    minute timestamp NOT NULL UNIQUE);
+             CREATE TABLE fact (event_id text PRIMARY KEY,
+                                product_key bigint NOT NULL REFERENCES dim_product,
+                                time_key bigint NOT NULL REFERENCES dim_time,
+                                quantity bigint);
+             CREATE TABLE dim_loose (product_key bigint, name text);",
+        )
+        .unwrap();
+    let dimensions = vec![
+        Dimension {
+            column: "product_id".into(),
+            table: "dim_product".into(),
+            natural: "product_id".into(),
+            key: "product_key".into(),
+        },
+        Dimension {
+            column: "at".into(),
+            table: "dim_time".into(),
+            natural: "minute".into(),
+            key: "time_key".into(),
+        },
+    ];
+    let target = Target {
+        url: server.url(),
+        table: "fact".into(),
+        columns: vec![
+            "event_id".into(),
+            "product_id".into(),
+            "at".into(),
+            "quantity".into(),
+        ],
+        key: vec!["event_id".into()],
+        dimensions: dimensions.clone(),
+    };
+    let mut stager = Stager::connect(target.clone(), "job/facts", "run-1").unwrap();
+    for (id, product, q) in [
+        ("e1", "p1", 1),
+        ("e2", "p2", 2),
+        ("e3", "p1", 3),
+        ("e1", "p1", 4),
+    ] {
+        let row = format!(
+            r#"{{"event_id":"{id}","product_id":"{product}","at":"2026-01-01 00:01:00.000","quantity":{q}}}"#
+        );
+        stager.push(Op::Upsert, row.as_bytes());
+    }
+    stager.flush(1).unwrap();
+    commit(&target, "job/facts", "run-1", 1).unwrap();
+    commit(&target, "job/facts", "run-1", 1).unwrap();
+    let facts: Vec<(String, String, i64)> = server
+        .client()
+        .query(
+            "SELECT f.event_id, p.product_id, f.quantity FROM fact f
+             JOIN dim_product p USING (product_key) JOIN dim_time t USING (time_key)
+             WHERE t.minute = '2026-01-01 00:01:00' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        facts,
+        vec![
+            ("e1".into(), "p1".into(), 4),
+            ("e2".into(), "p2".into(), 2),
+            ("e3".into(), "p1".into(), 3)
+        ]
+    );
+    let dims: i64 = server
+        .client()
+        .query_one(
+            "SELECT (SELECT count(*) FROM dim_product) + (SELECT count(*) FROM dim_time)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(dims, 3, "two products and one minute, created once");
+    // A dimension without a unique natural key is refused with the fix.
+    let loose = Target {
+        dimensions: vec![Dimension {
+            column: "product_id".into(),
+            table: "dim_loose".into(),
+            natural: "name".into(),
+            key: "product_key".into(),
+        }],
+        key: vec![],
+        columns: vec!["event_id".into(), "product_id".into()],
+        ..target.clone()
+    };
+    let err = Stager::connect(loose, "s", "r").err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("ALTER TABLE dim_loose ADD UNIQUE (name)"),
+        "{err}"
     );
 }

@@ -133,6 +133,9 @@ pub enum NodeKind {
     Join(JoinSpec),
     TopN(TopNSpec),
     Deduplicate(DeduplicateSpec),
+    /// Scores each window's value of a per-key series against the previous windows and emits
+    /// the anomalous ones.
+    Anomaly(AnomalySpec),
     Sink(SinkSpec),
 }
 
@@ -151,9 +154,11 @@ impl NodeKind {
                 JoinKind::Regular => "join",
                 JoinKind::Window { .. } => "window_join",
                 JoinKind::Interval { .. } => "interval_join",
+                JoinKind::Temporal { .. } => "temporal_join",
             },
             NodeKind::TopN(_) => "top_n",
             NodeKind::Deduplicate(_) => "deduplicate",
+            NodeKind::Anomaly(_) => "anomaly",
             NodeKind::Sink(_) => "sink",
         }
     }
@@ -204,6 +209,42 @@ pub enum JoinKind {
         lower: i64,
         upper: i64,
     },
+    /// Event-time temporal join (Flink's `FOR SYSTEM_TIME AS OF`): the right side is a
+    /// versioned table (a row per key and version time); each left row meets the version in
+    /// force at its time, the latest with `right_time <= left_time`. Left rows wait until the
+    /// watermark passes their time, so every version they may need has arrived. Versions are
+    /// kept for `retention` behind the watermark, so late left rows still find theirs.
+    Temporal {
+        left_time: String,
+        right_time: String,
+        retention: i64,
+        /// Keep left rows without a version, with NULL right columns (LEFT JOIN).
+        left_outer: bool,
+    },
+}
+
+/// A robust anomaly detector over a per-key series of window results (one row per key and
+/// window, in window order): each value is scored against the median and the median absolute
+/// deviation (MAD) of the key's previous `history` windows, and a window whose
+/// `|0.6745 (x - median) / MAD|` reaches `threshold` is emitted. Windows missing between two
+/// present ones count as 0 (a minute without orders is the strongest revenue drop).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AnomalySpec {
+    /// The series key (e.g. the metric name): output columns first.
+    pub key: Vec<NamedExpr>,
+    /// The window end column of the input (TIMESTAMP).
+    pub time: String,
+    /// The value scored (numeric).
+    pub value: String,
+    /// The window size: consecutive windows are `every` apart.
+    pub every: i64,
+    /// Windows of history the median and MAD are taken over.
+    pub history: usize,
+    /// No score before this many windows of history.
+    pub min_history: usize,
+    pub threshold: f64,
+    /// The MAD is taken as at least this fraction of |median|.
+    pub min_spread: f64,
 }
 
 /// ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..) <= limit.
@@ -369,5 +410,19 @@ pub enum SinkConnector {
         table: String,
         /// Empty: append. Else the table's key: one row per key, upserted and deleted.
         key: Vec<String>,
+        /// Star-schema lookups: surrogate keys written in place of natural keys.
+        #[serde(default)]
+        dimensions: Vec<DimensionSpec>,
     },
+}
+
+/// A dimension lookup of a PostgreSQL sink: the sink's `column` is the natural key of a row of
+/// the dimension `table` (its column `natural`); the fact row gets that row's surrogate key
+/// column `key`, the dimension row being created when missing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DimensionSpec {
+    pub column: String,
+    pub table: String,
+    pub natural: String,
+    pub key: String,
 }

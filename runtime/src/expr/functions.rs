@@ -46,6 +46,10 @@ pub(crate) enum Func {
     ToTimestampLtz {
         unit_ms: i64,
     },
+    /// The start of the unit (ms) a timestamp falls in.
+    DateTrunc {
+        unit_ms: i64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +110,7 @@ const FUNCTIONS: &[(&str, usize, Option<usize>)] = &[
     ("count_char", 2, Some(2)),
     ("to_timestamp", 1, Some(2)),
     ("to_timestamp_ltz", 2, Some(2)),
+    ("date_trunc", 2, Some(2)),
 ];
 
 fn is_string(t: DataType) -> bool {
@@ -466,6 +471,38 @@ pub(crate) fn type_call(
                 }
             }
             Ok(call(Func::CountChar, typed, DataType::BigInt))
+        }
+        "date_trunc" => {
+            check(&typed, 0, is_string, "STRING")?;
+            check(&typed, 1, is_timestamp, "TIMESTAMP")?;
+            let unit = match literal(&typed[0]) {
+                Some(Value::Str(u)) => u.to_ascii_lowercase(),
+                _ => {
+                    return Err(ExprError::new(
+                        "the first argument of DATE_TRUNC must be a literal unit",
+                        args[0].span.clone(),
+                    )
+                    .with_help("e.g. DATE_TRUNC('minute', ts)"))
+                }
+            };
+            let unit_ms = match unit.as_str() {
+                "second" => 1000,
+                "minute" => 60_000,
+                "hour" => 3_600_000,
+                "day" => 86_400_000,
+                other => {
+                    return Err(ExprError::new(
+                        format!("DATE_TRUNC: unknown unit '{other}'"),
+                        args[0].span.clone(),
+                    )
+                    .with_help("use 'second', 'minute', 'hour' or 'day'"))
+                }
+            };
+            Ok(call(
+                Func::DateTrunc { unit_ms },
+                typed,
+                DataType::Timestamp,
+            ))
         }
         "to_timestamp" => {
             check(&typed, 0, is_string, "STRING")?;
@@ -861,6 +898,10 @@ impl Func {
                 };
                 parsed.map_or(Value::Null, Value::Timestamp)
             }
+            Func::DateTrunc { unit_ms } => match arg(args, row, 1).as_timestamp() {
+                Some(t) => Value::Timestamp(t - t.rem_euclid(*unit_ms)),
+                None => Value::Null,
+            },
             Func::ToTimestampLtz { unit_ms } => match &*a0 {
                 Value::Int(n) => n
                     .checked_mul(*unit_ms)

@@ -701,6 +701,17 @@ fn date_functions() {
     check("TO_TIMESTAMP('nonsense')", Value::Null);
     check("TO_TIMESTAMP_LTZ(1000, 3)", Value::Timestamp(1000));
     check("TO_TIMESTAMP_LTZ(2, 0)", Value::Timestamp(2000));
+    check(
+        "DATE_TRUNC('minute', TIMESTAMP '2026-01-01 10:17:42.123')",
+        Value::Timestamp(ts("2026-01-01 10:17:00")),
+    );
+    check(
+        "DATE_TRUNC('HOUR', TIMESTAMP '1969-12-31 23:59:59.999')",
+        Value::Timestamp(ts("1969-12-31 23:00:00")),
+    );
+    assert!(err("DATE_TRUNC('week', dateTime)")
+        .message
+        .contains("unknown unit 'week'"));
     assert_eq!(
         err("HOUR(price)").message,
         "argument 1 of HOUR must be TIMESTAMP, found BIGINT"
