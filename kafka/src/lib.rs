@@ -47,7 +47,7 @@ pub enum KafkaError {
 }
 
 /// How long requests are retried before an operation fails (broker down, topic missing).
-const RETRY_DEADLINE: Duration = Duration::from_secs(20);
+const RETRY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A connection to a Kafka cluster.
 pub struct Kafka {
@@ -195,15 +195,26 @@ impl Kafka {
         let n = self.partition_count(topic).await?;
         let mut ends = Vec::with_capacity(n as usize);
         for p in 0..n {
-            let client = self.partition(topic, p).await?;
-            ends.push(
-                client
-                    .get_offset(OffsetAt::Latest)
-                    .await
-                    .map_err(|e| Self::request_error("offset lookup", topic, e))?,
-            );
+            ends.push(self.high_watermark(topic, p).await?);
         }
         Ok(ends)
+    }
+
+    /// The offset after the last record of a partition, from a fetch's high watermark. (A
+    /// `ListOffsets` for the latest offset is what Kafka clients usually ask, but tansu 0.6
+    /// answers it with the start of the last batch plus one; the fetch answer is right on
+    /// every broker.)
+    pub async fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, KafkaError> {
+        let client = self.partition(topic, partition).await?;
+        let earliest = client
+            .get_offset(OffsetAt::Earliest)
+            .await
+            .map_err(|e| Self::request_error("offset lookup", topic, e))?;
+        let (_, high_watermark) = client
+            .fetch_records(earliest, 1..2, 0)
+            .await
+            .map_err(|e| Self::request_error("offset lookup", topic, e))?;
+        Ok(high_watermark)
     }
 }
 
@@ -496,7 +507,7 @@ async fn read_partition(
     let client = kafka.partition(topic, partition).await?;
     let mut failures = 0u32;
     loop {
-        match client.fetch_records(offset, 1..FETCH_BYTES, 200).await {
+        match fetch_from(&client, offset).await {
             Ok((records, high_watermark)) => {
                 failures = 0;
                 // A fetch may start inside a batch; skip what lies before the offset.
@@ -541,6 +552,38 @@ async fn read_partition(
     }
 }
 
+/// Fetches the records from `offset` on. Kafka answers a fetch that starts inside a record
+/// batch with that whole batch (the client drops what lies before the offset); tansu 0.6 answers
+/// it with the next batch, silently skipping the rest of this one. So when the answer starts
+/// after `offset`, or is empty below the high watermark, fetch again from further back until
+/// the answer covers `offset`. In a steady read every fetch starts at a batch boundary and
+/// this costs nothing; after a restore at a checkpointed offset it costs a few round trips.
+async fn fetch_from(
+    client: &PartitionClient,
+    offset: i64,
+) -> Result<(Vec<RecordAndOffset>, i64), rskafka::client::error::Error> {
+    let (records, high_watermark) = client.fetch_records(offset, 1..FETCH_BYTES, 200).await?;
+    let skipped = match records.first() {
+        Some(first) => first.offset > offset,
+        None => high_watermark > offset,
+    };
+    if !skipped {
+        return Ok((records, high_watermark));
+    }
+    let earliest = client.get_offset(OffsetAt::Earliest).await?;
+    let mut back = 1;
+    loop {
+        let from = offset.saturating_sub(back).max(earliest);
+        let (records, high_watermark) = client.fetch_records(from, 1..FETCH_BYTES, 0).await?;
+        let covers = records.first().is_some_and(|r| r.offset <= offset);
+        if covers || from == earliest {
+            let records = records.into_iter().filter(|r| r.offset >= offset).collect();
+            return Ok((records, high_watermark));
+        }
+        back = back.saturating_mul(2);
+    }
+}
+
 /// Where a reader without a checkpoint starts in a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartAt {
@@ -557,15 +600,15 @@ pub async fn start_offsets(
 ) -> Result<Vec<(i32, i64)>, KafkaError> {
     let mut result = Vec::with_capacity(partitions.len());
     for &p in partitions {
-        let client = kafka.partition(topic, p).await?;
-        let which = match at {
-            StartAt::Earliest => OffsetAt::Earliest,
-            StartAt::Latest => OffsetAt::Latest,
+        let offset = match at {
+            StartAt::Earliest => kafka
+                .partition(topic, p)
+                .await?
+                .get_offset(OffsetAt::Earliest)
+                .await
+                .map_err(|e| Kafka::request_error("offset lookup", topic, e))?,
+            StartAt::Latest => kafka.high_watermark(topic, p).await?,
         };
-        let offset = client
-            .get_offset(which)
-            .await
-            .map_err(|e| Kafka::request_error("offset lookup", topic, e))?;
         result.push((p, offset));
     }
     Ok(result)
