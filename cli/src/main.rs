@@ -3,6 +3,9 @@
 //! 1: the job failed while running).
 
 mod cluster;
+mod gen;
+mod http;
+mod warehouse;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -59,6 +62,12 @@ enum Command {
     Savepoint(cluster::SavepointArgs),
     /// List the live workers, one per line.
     Workers(cluster::ClientArgs),
+    /// Generate realistic traffic (and its exact expected results) for the example jobs.
+    #[command(subcommand)]
+    Gen(gen::GenCommand),
+    /// Set up the e-commerce warehouse in PostgreSQL.
+    #[command(subcommand)]
+    Warehouse(warehouse::WarehouseCommand),
 }
 
 #[derive(Args)]
@@ -575,6 +584,8 @@ fn main() -> ExitCode {
         Command::Cancel(args) => report(cluster::cancel(args)),
         Command::Savepoint(args) => report(cluster::savepoint(args)),
         Command::Workers(args) => report(cluster::workers(args)),
+        Command::Gen(command) => report(gen::gen(command)),
+        Command::Warehouse(command) => report(warehouse::warehouse(command)),
     }
 }
 

@@ -205,7 +205,7 @@ impl Default for Config {
             malformed_share: 0.005,
             late_share: 0.001,
             late_by: 3_600_000,
-            late_after: 60_000,
+            late_after: 300_000,
             max_disorder: 2_000,
             rate_interval: 5_000,
             anomalies: Vec::new(),

@@ -658,6 +658,30 @@ struct Inputs {
     blocked: Vec<bool>,
     /// The checkpoint whose barriers are being aligned.
     aligning: Option<CheckpointId>,
+    /// Channels of streams with event time that have not yet said where their event time is
+    /// (a watermark, idleness, their end or a barrier). At the start, while any has not, the
+    /// channels that have are not read: otherwise an input whose task started first runs far
+    /// ahead while the combined watermark is still at its minimum, and what counts as late
+    /// downstream would depend on which thread the scheduler ran first.
+    first_pending: Vec<bool>,
+    /// Since when the task has held channels back for `first_pending`.
+    started: Instant,
+}
+
+/// How long a task holds inputs back waiting for every input's first watermark; after this a
+/// silent input (an empty topic without an idle timeout) no longer stops the others.
+const FIRST_WATERMARK_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the stream out of `node` carries watermarks: some source upstream of it has a
+/// watermark spec.
+fn carries_watermarks(graph: &JobGraph, node: NodeId) -> bool {
+    match &graph.nodes[node].kind {
+        NodeKind::Source(spec) => spec.watermark.is_some(),
+        _ => graph.nodes[node]
+            .inputs
+            .iter()
+            .any(|e| carries_watermarks(graph, e.from)),
+    }
 }
 
 impl Inputs {
@@ -691,6 +715,11 @@ impl Inputs {
 /// enough for timely windows, rarely enough that exchange batches stay full.
 const WATERMARK_EVERY_POLLS: u32 = 8;
 
+/// A source also sends its watermark after a poll that moved it this far in event time (ms),
+/// so that a sparse stream (a few orders among many clicks: 1024 rows can be minutes) does not
+/// leave downstream windows minutes behind, judging late rows against a stale watermark.
+const WATERMARK_EVERY_EVENT_TIME: i64 = 5_000;
+
 /// An input task forwards its watermark downstream after this many elements even while more
 /// input is queued (otherwise as soon as its inputs are drained).
 const WATERMARK_EVERY_ELEMENTS: u32 = 16;
@@ -717,14 +746,6 @@ impl SourceWatermarks {
                 }
             }
         }
-    }
-
-    /// The new watermark, if it advanced since the last one emitted.
-    fn advance(&mut self) -> Option<Timestamp> {
-        if self.max_seen == MIN_TIMESTAMP {
-            return None;
-        }
-        self.advance_to(self.max_seen.saturating_sub(self.delay))
     }
 
     /// `wm` if it is ahead of the last watermark emitted (a source's own watermark).
@@ -905,12 +926,16 @@ impl Task {
                 if own.is_none() {
                     w.observe(out);
                 }
-                let due = *polls >= WATERMARK_EVERY_POLLS || poll != SourcePoll::Ready;
-                due.then(|| match own {
-                    Some(wm) => w.advance_to(wm),
-                    None => w.advance(),
-                })
-                .flatten()
+                let candidate = match own {
+                    Some(wm) => wm,
+                    None if w.max_seen == MIN_TIMESTAMP => MIN_TIMESTAMP,
+                    None => w.max_seen.saturating_sub(w.delay),
+                };
+                let due = *polls >= WATERMARK_EVERY_POLLS
+                    || poll != SourcePoll::Ready
+                    || (w.emitted == MIN_TIMESTAMP && candidate != MIN_TIMESTAMP)
+                    || candidate.saturating_sub(w.emitted) >= WATERMARK_EVERY_EVENT_TIME;
+                due.then(|| w.advance_to(candidate)).flatten()
             });
             if new_watermark.is_some() {
                 *polls = 0;
@@ -977,9 +1002,21 @@ impl Task {
                 }
                 return Ok(true);
             }
-            // Channels that delivered the barrier being aligned wait until all others have.
+            // Channels that delivered the barrier being aligned wait until all others have;
+            // at the start, channels that gave their first watermark wait for the others.
+            let mut holding = inputs.first_pending.iter().any(|&p| p);
+            if holding && inputs.started.elapsed() > FIRST_WATERMARK_WAIT {
+                tracing::warn!(
+                    task = %self.name,
+                    "an input gave no watermark within {} s; reading the others without it",
+                    FIRST_WATERMARK_WAIT.as_secs()
+                );
+                inputs.first_pending.iter_mut().for_each(|p| *p = false);
+                holding = false;
+            }
             let alive: Vec<usize> = (0..inputs.receivers.len())
                 .filter(|&i| inputs.status[i] != ChannelStatus::Ended && !inputs.blocked[i])
+                .filter(|&i| !holding || inputs.first_pending[i])
                 .collect();
             // Take a channel with data ready, starting after the last one served so that every
             // channel gets its turn; block only when none has any.
@@ -1023,6 +1060,9 @@ impl Task {
                 }
             };
             let mut status_changed = false;
+            if !matches!(element, Element::Batch(_)) {
+                inputs.first_pending[channel] = false;
+            }
             match element {
                 Element::Batch(rows) => {
                     inputs.status[channel] = ChannelStatus::Active;
@@ -1065,8 +1105,14 @@ impl Task {
             // is forwarded downstream less often, so that exchange batches stay full.
             let wm = inputs.combined();
             if wm > inputs.current && wm != MAX_TIMESTAMP {
+                let first = inputs.current == MIN_TIMESTAMP;
                 inputs.current = wm;
                 chain.fire(wm)?;
+                // The first watermark goes downstream at once: rows this task emits from now
+                // on are judged downstream against it, not against no watermark at all.
+                if first {
+                    chain.forward_watermark()?;
+                }
             }
             inputs.since_watermark += 1;
             let pending = inputs.has_pending();
@@ -1342,17 +1388,24 @@ pub fn execute(
                 _ => {
                     let mut rx = Vec::new();
                     let mut input_of = Vec::new();
+                    let mut first_pending = Vec::new();
                     for input in 0..head.inputs.len() {
                         let list = receivers
                             .get_mut(&(head.id, input))
                             .map(|r| std::mem::take(&mut r[subtask as usize]))
                             .unwrap_or_default();
+                        let carries = carries_watermarks(graph, head.inputs[input].from);
                         for r in list {
                             rx.push(r);
                             input_of.push(input);
+                            first_pending.push(carries);
                         }
                     }
                     let n = rx.len();
+                    // One channel has nothing to wait for.
+                    if n < 2 {
+                        first_pending.iter_mut().for_each(|p| *p = false);
+                    }
                     Head::Inputs(Inputs {
                         receivers: rx,
                         input_of,
@@ -1363,6 +1416,8 @@ pub fn execute(
                         since_watermark: 0,
                         blocked: vec![false; n],
                         aligning: None,
+                        first_pending,
+                        started: Instant::now(),
                     })
                 }
             };
@@ -1710,6 +1765,8 @@ mod tests {
             since_watermark: 0,
             blocked: vec![false; 2],
             aligning: None,
+            first_pending: vec![false; 2],
+            started: Instant::now(),
         };
         assert_eq!(inputs.combined(), MIN_TIMESTAMP);
         inputs.status[1] = ChannelStatus::Idle;
