@@ -86,8 +86,12 @@ pub(crate) struct EcommerceArgs {
     #[arg(long, default_value_t = 4)]
     partitions: i32,
     /// Events per HTTP request to the ingest API.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// HTTP requests in flight at once. More is faster but lets requests overtake each other,
+    /// so events may reach Kafka out of order by more than the jobs' watermark delay.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
 }
 
 fn parse_anomaly(text: &str) -> Result<Anomaly, String> {
@@ -152,7 +156,9 @@ pub(crate) fn gen(command: GenCommand) -> anyhow::Result<ExitCode> {
             &catalog,
             args.partitions,
         )?),
-        Some(t) if t.starts_with("http://") => Box::new(HttpTarget::new(t, args.batch)?),
+        Some(t) if t.starts_with("http://") => {
+            Box::new(HttpTarget::new(t, args.batch, args.in_flight)?)
+        }
         Some(t) => {
             eprintln!("error: --to `{t}`: use file:DIR, kafka://HOST:PORT or http://HOST:PORT");
             return Ok(ExitCode::from(2));
@@ -351,7 +357,7 @@ impl Target for KafkaTarget {
         let producer = Arc::clone(&self.producer);
         self.pending.push(self.runtime.spawn(async move {
             producer
-                .send(&topic, key.as_deref().map(str::as_bytes), value)
+                .send(&topic, key.map(String::into_bytes), value)
                 .await
         }));
         if self.pending.len() >= 10_000 {
@@ -375,8 +381,10 @@ impl Target for KafkaTarget {
     }
 }
 
-/// To the ingest API, in NDJSON batches, several requests in flight; a refused request (the
-/// server or Kafka down) is retried, so every event is acknowledged once.
+/// To the ingest API, in NDJSON batches; a refused request (the server or Kafka down) is
+/// retried, so every event is acknowledged. One request is in flight by default: concurrent
+/// requests may be appended in another order than they were sent, and a currency's rates or a
+/// session's events out of order by more than the jobs' watermark delay change the results.
 struct HttpTarget {
     runtime: tokio::runtime::Runtime,
     client: crate::http::Client,
@@ -385,15 +393,14 @@ struct HttpTarget {
     body: Vec<u8>,
     lines: usize,
     in_flight: Vec<tokio::task::JoinHandle<anyhow::Result<(u64, u64)>>>,
+    /// Requests in flight at once.
+    concurrency: usize,
     accepted: u64,
     rejected: u64,
 }
 
-/// Requests in flight at once.
-const IN_FLIGHT: usize = 4;
-
 impl HttpTarget {
-    fn new(base: &str, batch: usize) -> anyhow::Result<HttpTarget> {
+    fn new(base: &str, batch: usize, concurrency: usize) -> anyhow::Result<HttpTarget> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -409,6 +416,7 @@ impl HttpTarget {
             body: Vec::new(),
             lines: 0,
             in_flight: Vec::new(),
+            concurrency: concurrency.max(1),
             accepted: 0,
             rejected: 0,
         })
@@ -418,7 +426,7 @@ impl HttpTarget {
         if self.lines == 0 {
             return Ok(());
         }
-        while self.in_flight.len() >= IN_FLIGHT {
+        while self.in_flight.len() >= self.concurrency {
             let first = self.in_flight.remove(0);
             let (a, r) = self.runtime.block_on(first)??;
             self.accepted += a;

@@ -5,6 +5,7 @@
 mod cluster;
 mod gen;
 mod http;
+mod serve;
 mod warehouse;
 
 use anyhow::Context;
@@ -65,6 +66,8 @@ enum Command {
     /// Generate realistic traffic (and its exact expected results) for the example jobs.
     #[command(subcommand)]
     Gen(gen::GenCommand),
+    /// Serve the event ingest API (validated events into Kafka) and the live dashboard.
+    Serve(serve::ServeArgs),
     /// Set up the e-commerce warehouse in PostgreSQL.
     #[command(subcommand)]
     Warehouse(warehouse::WarehouseCommand),
@@ -586,6 +589,7 @@ fn main() -> ExitCode {
         Command::Workers(args) => report(cluster::workers(args)),
         Command::Gen(command) => report(gen::gen(command)),
         Command::Warehouse(command) => report(warehouse::warehouse(command)),
+        Command::Serve(args) => report(serve::serve(args)),
     }
 }
 

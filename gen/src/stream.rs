@@ -10,7 +10,7 @@
 
 use crate::config::{AnomalyKind, Config, CURRENCIES, PRODUCT_PAGE_SHARE};
 use crate::rng::{Rng, Zipf};
-use eddy_runtime::types::{DateTimeParts, Timestamp};
+use eddy_runtime::types::Timestamp;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write;
@@ -163,15 +163,7 @@ pub struct Sent {
     pub fate: Fate,
 }
 
-/// An RFC 3339 time with milliseconds: `2026-01-01T00:00:01.234Z`.
-pub fn rfc3339(ts: Timestamp, out: &mut String) {
-    let p = DateTimeParts::of(ts);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
-    );
-}
+pub use eddy_runtime::types::format_rfc3339 as rfc3339;
 
 /// `cents` as a decimal with two places (`1999` → `19.99`).
 pub fn money(cents: i64, out: &mut String) {

@@ -343,11 +343,11 @@ impl Producer {
     pub async fn send(
         &self,
         topic: &str,
-        key: Option<&[u8]>,
+        key: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> Result<(i32, i64), KafkaError> {
         let partitions = self.partitions_of(topic).await?;
-        let partition = partition_for(key.unwrap_or(&value), partitions);
+        let partition = partition_for(key.as_deref().unwrap_or(&value), partitions);
         self.send_to(topic, partition, key, value).await
     }
 
@@ -356,12 +356,12 @@ impl Producer {
         &self,
         topic: &str,
         partition: i32,
-        key: Option<&[u8]>,
+        key: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> Result<(i32, i64), KafkaError> {
         let batcher = self.batcher(topic, partition).await?;
         let record = Record {
-            key: key.map(<[u8]>::to_vec),
+            key,
             value: Some(value),
             headers: BTreeMap::new(),
             timestamp: now(),

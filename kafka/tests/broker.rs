@@ -65,7 +65,7 @@ fn acknowledged_records_are_read_once_in_order_and_from_any_offset() {
                 let (p, o) = producer
                     .send(
                         topic,
-                        Some(key.as_bytes()),
+                        Some(key.clone().into_bytes()),
                         format!("{{\"n\":{i}}}").into_bytes(),
                     )
                     .await

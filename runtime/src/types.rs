@@ -473,6 +473,18 @@ pub fn format_timestamp(ts: Timestamp, out: &mut String) {
     );
 }
 
+/// Formats a timestamp as RFC 3339 in UTC with milliseconds (`2026-01-01T00:00:01.234Z`), as
+/// event payloads and HTTP APIs write times.
+pub fn format_rfc3339(ts: Timestamp, out: &mut String) {
+    use std::fmt::Write;
+    let p = DateTimeParts::of(ts);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
+    );
+}
+
 /// The timestamp as a new string (see [`format_timestamp`]).
 pub fn timestamp_to_string(ts: Timestamp) -> String {
     let mut s = String::with_capacity(23);

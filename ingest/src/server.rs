@@ -1,0 +1,211 @@
+//! The ingest HTTP API.
+//!
+//! - `POST /api/v1/events`: one envelope `{"type": "click", "event": {...}}`.
+//! - `POST /api/v1/events/batch`: a JSON array of envelopes, or one envelope per line
+//!   (`Content-Type: application/x-ndjson`; a broken line is refused alone).
+//! - `GET /api/v1/health`.
+//!
+//! Every event is validated against its schema. Valid events are appended to their type's
+//! topic, refused ones to the dead-letter topic with the reason and the original text, and the
+//! answer comes only once the broker has acknowledged all of them:
+//! `{"accepted": 2, "rejected": [{"index": 1, "reason": "..."}]}` (200, also when some were
+//! refused; 422 for a single refused event). If Kafka fails, the answer is 503 and nothing is
+//! acknowledged: the client sends again, so an event is never lost (it may be stored twice;
+//! the warehouse's fact tables are keyed by event id).
+
+use crate::catalog::{dead_letter_record, Catalog};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use eddy_kafka::Producer;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 16 << 20;
+
+/// Counts since the server started, for the dashboard and `/metrics`.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Ingest {
+    catalog: Arc<Catalog>,
+    producer: Arc<Producer>,
+    stats: Arc<IngestStats>,
+}
+
+impl Ingest {
+    /// Creates the catalog's topics that do not exist yet (with `partitions` partitions).
+    pub async fn new(
+        catalog: Catalog,
+        producer: Arc<Producer>,
+        partitions: i32,
+    ) -> Result<Ingest, eddy_kafka::KafkaError> {
+        for topic in catalog.topics() {
+            producer.kafka().ensure_topic(topic, partitions).await?;
+        }
+        Ok(Ingest {
+            catalog: Arc::new(catalog),
+            producer,
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<IngestStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The API's routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/api/v1/events", post(single))
+            .route("/api/v1/events/batch", post(batch))
+            .route("/api/v1/health", get(|| async { "ok" }))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self)
+    }
+
+    /// Validates, appends and acknowledges a list of envelopes.
+    async fn take(&self, envelopes: Vec<Envelope<'_>>) -> Result<Outcome, String> {
+        let received_at = now_rfc3339();
+        let mut rejected = Vec::new();
+        let mut sends = Vec::with_capacity(envelopes.len());
+        for (index, envelope) in envelopes.into_iter().enumerate() {
+            let routed = match envelope {
+                Envelope::Text(text) => self.catalog.route(text).map_err(|r| (r, text)),
+                Envelope::Broken(text, reason) => {
+                    Err((crate::catalog::Rejection { kind: None, reason }, text))
+                }
+            };
+            match routed {
+                Ok(r) => sends.push(self.producer.send(
+                    r.topic,
+                    Some(r.key.into_bytes()),
+                    r.payload.as_bytes().to_vec(),
+                )),
+                Err((rejection, text)) => {
+                    let record = dead_letter_record(&rejection, text, &received_at);
+                    sends.push(self.producer.send(
+                        self.catalog.dead_letter_topic(),
+                        None,
+                        record.into_bytes(),
+                    ));
+                    rejected.push(Rejected {
+                        index,
+                        reason: rejection.reason,
+                    });
+                }
+            }
+        }
+        let total = sends.len();
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|e| e.to_string())?;
+        }
+        let accepted = (total - rejected.len()) as u64;
+        self.stats.accepted.fetch_add(accepted, Ordering::Relaxed);
+        self.stats
+            .rejected
+            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        metrics::counter!("eddy_ingest_events_accepted_total").increment(accepted);
+        metrics::counter!("eddy_ingest_events_rejected_total").increment(rejected.len() as u64);
+        Ok(Outcome { accepted, rejected })
+    }
+}
+
+/// One element of a request.
+enum Envelope<'a> {
+    Text(&'a str),
+    /// A line or element that could not even be read as text.
+    Broken(&'a str, String),
+}
+
+#[derive(Serialize)]
+struct Rejected {
+    index: usize,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct Outcome {
+    accepted: u64,
+    rejected: Vec<Rejected>,
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut s = String::new();
+    eddy_runtime::types::format_rfc3339(ms, &mut s);
+    s
+}
+
+fn unavailable(e: String) -> Response {
+    tracing::warn!(error = %e, "Kafka refused events; answering 503");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the events were not stored ({e}); send them again"),
+    )
+}
+
+async fn single(State(ingest): State<Ingest>, body: Bytes) -> Response {
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => Envelope::Text(t.trim()),
+        Err(e) => Envelope::Broken("", format!("not UTF-8: {e}")),
+    };
+    match ingest.take(vec![text]).await {
+        Ok(outcome) if outcome.rejected.is_empty() => json(StatusCode::OK, &outcome),
+        Ok(outcome) => json(StatusCode::UNPROCESSABLE_ENTITY, &outcome),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn batch(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text".into());
+    };
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("ndjson") || v.contains("jsonl"));
+    let envelopes: Vec<Envelope> = if ndjson || !text.trim_start().starts_with('[') {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(Envelope::Text)
+            .collect()
+    } else {
+        match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => items.into_iter().map(|i| Envelope::Text(i.get())).collect(),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not a JSON array of events ({e}); send an array, or one event per line with Content-Type: application/x-ndjson"),
+                )
+            }
+        }
+    };
+    match ingest.take(envelopes).await {
+        Ok(outcome) => json(StatusCode::OK, &outcome),
+        Err(e) => unavailable(e),
+    }
+}
