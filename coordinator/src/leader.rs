@@ -62,6 +62,9 @@ pub struct AttemptRuntime {
     checkpoints: Option<CheckpointCoordinator>,
     interval: Duration,
     next_tick: Instant,
+    /// Every worker has its part: before that a trigger would miss the workers deployed last
+    /// (they answer "no such attempt") and the checkpoint would wait for their sources forever.
+    deployed: bool,
     /// Workers whose part ended well.
     ended_ok: HashSet<String>,
     final_checkpoint_done: bool,
@@ -92,6 +95,7 @@ impl AttemptRuntime {
             checkpoints,
             interval,
             next_tick: Instant::now() + interval,
+            deployed: false,
             ended_ok: HashSet::new(),
             final_checkpoint_done: false,
             savepoint_waiters: Vec::new(),
@@ -494,6 +498,13 @@ impl Leader {
         }
         if let Some(e) = failed {
             self.attempt_failed(&job.id, attempt, e).await;
+            return Ok(());
+        }
+        if let Some(r) = self.lock().attempts.get_mut(&job.id) {
+            if r.attempt == attempt {
+                r.deployed = true;
+                r.next_tick = Instant::now() + r.interval;
+            }
         }
         Ok(())
     }
@@ -666,7 +677,7 @@ impl Leader {
                 let Some(c) = r.checkpoints.as_mut() else {
                     continue;
                 };
-                if now >= r.next_tick {
+                if r.deployed && now >= r.next_tick {
                     r.next_tick = now + r.interval;
                     match c.handle(CoordinatorInput::Tick) {
                         Ok(out) if !out.is_empty() => work.push((job.clone(), r.attempt, out)),

@@ -11,6 +11,8 @@ use std::process::{Child, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod shop;
+
 /// The shared Nexmark input (100k events), generated once per test process.
 pub fn input() -> &'static Path {
     static INPUT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
