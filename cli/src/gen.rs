@@ -327,8 +327,8 @@ impl KafkaTarget {
             .build()?;
         let producer = runtime.block_on(async {
             let kafka = Arc::new(eddy_kafka::Kafka::connect(brokers).await?);
-            for topic in catalog.topics() {
-                kafka.ensure_topic(topic, partitions).await?;
+            for (topic, n) in catalog.topic_partitions(partitions) {
+                kafka.ensure_topic(topic, n).await?;
             }
             Ok::<_, eddy_kafka::KafkaError>(Arc::new(eddy_kafka::Producer::new(kafka)))
         })?;

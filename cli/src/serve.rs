@@ -76,19 +76,14 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
-        println!(
-            "serving on http://{address}/{}{}",
-            if args.warehouse.is_some() {
-                " (dashboard)"
-            } else {
-                ""
-            },
-            if args.kafka.is_some() {
-                format!(", ingest API at http://{address}/api/v1/events")
-            } else {
-                String::new()
-            }
-        );
+        let mut parts = Vec::new();
+        if args.warehouse.is_some() {
+            parts.push("the dashboard at /");
+        }
+        if args.kafka.is_some() {
+            parts.push("the ingest API at /api/v1/events");
+        }
+        println!("serving on http://{address} ({})", parts.join(", "));
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -19,6 +19,8 @@ pub struct EventType {
     pub topic: String,
     /// The field whose value is the Kafka key.
     pub key_field: &'static str,
+    /// Partitions of its topic when it is created; `None`: the deployment's default.
+    pub partitions: Option<i32>,
     schema: Schema,
 }
 
@@ -57,30 +59,37 @@ struct Envelope<'a> {
     event: &'a RawValue,
 }
 
-/// The e-commerce schemas, compiled into the binary from their one place in the repository.
-const ECOMMERCE: [(&str, &str, &str, &str); 4] = [
+/// The e-commerce schemas, compiled into the binary from their one place in the repository:
+/// (type, topic, key field, partitions, schema). Currency rates get one partition: a handful
+/// of currencies over many partitions would leave some partitions empty, and an empty partition
+/// holds back the watermark of the topic (Flink's per-partition watermarks behave the same).
+const ECOMMERCE: [(&str, &str, &str, Option<i32>, &str); 4] = [
     (
         "click",
         "clicks",
         "session_id",
+        None,
         include_str!("../../jobs/ecommerce/schemas/click.json"),
     ),
     (
         "cart",
         "carts",
         "session_id",
+        None,
         include_str!("../../jobs/ecommerce/schemas/cart.json"),
     ),
     (
         "purchase",
         "purchases",
         "session_id",
+        None,
         include_str!("../../jobs/ecommerce/schemas/purchase.json"),
     ),
     (
         "currency_rate",
         "currency_rates",
         "currency",
+        Some(1),
         include_str!("../../jobs/ecommerce/schemas/currency_rate.json"),
     ),
 ];
@@ -91,11 +100,12 @@ impl Catalog {
     pub fn ecommerce(topic_prefix: &str) -> Result<Catalog, SchemaError> {
         let types = ECOMMERCE
             .iter()
-            .map(|(name, topic, key_field, text)| {
+            .map(|(name, topic, key_field, partitions, text)| {
                 Ok(EventType {
                     name,
                     topic: format!("{topic_prefix}.{topic}"),
                     key_field,
+                    partitions: *partitions,
                     schema: Schema::parse(&format!("{name}.json"), text)?,
                 })
             })
@@ -116,6 +126,15 @@ impl Catalog {
             .iter()
             .map(|t| t.topic.as_str())
             .chain([self.dead_letter_topic.as_str()])
+            .collect()
+    }
+
+    /// Every topic with the partitions to create it with (`default` unless its type says).
+    pub fn topic_partitions(&self, default: i32) -> Vec<(&str, i32)> {
+        self.types
+            .iter()
+            .map(|t| (t.topic.as_str(), t.partitions.unwrap_or(default)))
+            .chain([(self.dead_letter_topic.as_str(), default)])
             .collect()
     }
 

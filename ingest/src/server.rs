@@ -51,8 +51,8 @@ impl Ingest {
         producer: Arc<Producer>,
         partitions: i32,
     ) -> Result<Ingest, eddy_kafka::KafkaError> {
-        for topic in catalog.topics() {
-            producer.kafka().ensure_topic(topic, partitions).await?;
+        for (topic, n) in catalog.topic_partitions(partitions) {
+            producer.kafka().ensure_topic(topic, n).await?;
         }
         Ok(Ingest {
             catalog: Arc::new(catalog),

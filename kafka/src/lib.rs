@@ -392,24 +392,25 @@ pub struct Fetched {
     pub high_watermark: i64,
 }
 
-/// What a [`Reader`] delivers.
+/// What a [`Reader`] delivers for one partition.
 #[derive(Debug)]
 pub enum ReaderEvent {
     Records(Fetched),
-    /// A partition had nothing new: it is caught up at this offset.
+    /// The partition had nothing new: it is caught up at this offset.
     CaughtUp {
         partition: i32,
         offset: i64,
     },
-    /// Reading failed for good (the job should fail with this).
-    Failed(KafkaError),
 }
 
 /// Reads partitions of one topic from given offsets on a background thread with its own small
-/// async runtime, a bounded queue ahead of the consumer: fetching overlaps processing, and a
-/// slow consumer stops the fetching (backpressure). Dropping the reader stops the thread.
+/// async runtime. Each partition has its own bounded queue ahead of the consumer: fetching
+/// overlaps processing, a slow consumer stops the fetching (backpressure), and a partition the
+/// consumer is not taking from (it is ahead of the others) does not keep the others from
+/// being fetched. Dropping the reader stops the thread.
 pub struct Reader {
-    events: tokio::sync::mpsc::Receiver<ReaderEvent>,
+    partitions: HashMap<i32, tokio::sync::mpsc::Receiver<ReaderEvent>>,
+    failures: tokio::sync::mpsc::UnboundedReceiver<KafkaError>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -417,24 +418,34 @@ pub struct Reader {
 /// Bytes asked for per fetch, per partition.
 const FETCH_BYTES: i32 = 1 << 20;
 
+/// Fetches queued per partition ahead of the consumer.
+const QUEUED_FETCHES: usize = 2;
+
 impl Reader {
     /// Starts reading `topic` at `brokers`: each `(partition, offset)` from that offset on.
     pub fn start(brokers: &str, topic: &str, from: Vec<(i32, i64)>) -> Result<Reader, KafkaError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(4 * from.len().max(1));
+        let mut senders = Vec::new();
+        let mut partitions = HashMap::new();
+        for &(p, offset) in &from {
+            let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_FETCHES);
+            senders.push((p, offset, tx));
+            partitions.insert(p, rx);
+        }
+        let (failures_tx, failures) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Kafka::request_error("reader start", topic, e))?;
         let (brokers, topic) = (brokers.to_string(), topic.to_string());
-        // Connecting happens on the thread; its errors arrive as the first event.
+        // Connecting happens on the thread; its errors arrive as failures.
         let thread = std::thread::Builder::new()
             .name(format!("kafka-{topic}"))
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::select! {
                         _ = stop_rx => {}
-                        _ = read_all(brokers, topic, from, tx) => {}
+                        _ = read_all(brokers, topic, senders, failures_tx) => {}
                     }
                 });
             })
@@ -444,15 +455,21 @@ impl Reader {
                 message: e.to_string(),
             })?;
         Ok(Reader {
-            events: rx,
+            partitions,
+            failures,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
 
-    /// The next event if one is ready; `None` when nothing has arrived yet.
-    pub fn try_next(&mut self) -> Option<ReaderEvent> {
-        self.events.try_recv().ok()
+    /// The next event of `partition` if one is ready.
+    pub fn try_next(&mut self, partition: i32) -> Option<ReaderEvent> {
+        self.partitions.get_mut(&partition)?.try_recv().ok()
+    }
+
+    /// Why reading failed for good, if it did (the job should fail with this).
+    pub fn failure(&mut self) -> Option<KafkaError> {
+        self.failures.try_recv().ok()
     }
 }
 
@@ -461,36 +478,40 @@ impl Drop for Reader {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.events.close();
+        for rx in self.partitions.values_mut() {
+            rx.close();
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
+type PartitionSender = (i32, i64, tokio::sync::mpsc::Sender<ReaderEvent>);
+
 async fn read_all(
     brokers: String,
     topic: String,
-    from: Vec<(i32, i64)>,
-    tx: tokio::sync::mpsc::Sender<ReaderEvent>,
+    partitions: Vec<PartitionSender>,
+    failures: tokio::sync::mpsc::UnboundedSender<KafkaError>,
 ) {
     let kafka = match Kafka::connect(&brokers).await {
         Ok(k) => Arc::new(k),
         Err(e) => {
-            let _ = tx.send(ReaderEvent::Failed(e)).await;
+            let _ = failures.send(e);
             return;
         }
     };
     if let Err(e) = kafka.partition_count(&topic).await {
-        let _ = tx.send(ReaderEvent::Failed(e)).await;
+        let _ = failures.send(e);
         return;
     }
     let mut tasks = tokio::task::JoinSet::new();
-    for (partition, offset) in from {
-        let (kafka, topic, tx) = (Arc::clone(&kafka), topic.clone(), tx.clone());
+    for (partition, offset, tx) in partitions {
+        let (kafka, topic, failures) = (Arc::clone(&kafka), topic.clone(), failures.clone());
         tasks.spawn(async move {
             if let Err(e) = read_partition(&kafka, &topic, partition, offset, &tx).await {
-                let _ = tx.send(ReaderEvent::Failed(e)).await;
+                let _ = failures.send(e);
             }
         });
     }
@@ -510,9 +531,7 @@ async fn read_partition(
         match fetch_from(&client, offset).await {
             Ok((records, high_watermark)) => {
                 failures = 0;
-                // A fetch may start inside a batch; skip what lies before the offset.
-                let records: Vec<RecordAndOffset> =
-                    records.into_iter().filter(|r| r.offset >= offset).collect();
+                let records = in_order_from(records, offset);
                 let event = match records.last() {
                     Some(last) => {
                         offset = last.offset + 1;
@@ -577,11 +596,28 @@ async fn fetch_from(
         let (records, high_watermark) = client.fetch_records(from, 1..FETCH_BYTES, 0).await?;
         let covers = records.first().is_some_and(|r| r.offset <= offset);
         if covers || from == earliest {
-            let records = records.into_iter().filter(|r| r.offset >= offset).collect();
-            return Ok((records, high_watermark));
+            return Ok((in_order_from(records, offset), high_watermark));
         }
         back = back.saturating_mul(2);
     }
+}
+
+/// The records at or after `offset`, each offset once, in order. A fetch may start inside a
+/// batch (the records before the offset come along), and tansu 0.6 can answer a fetch that
+/// overlaps a concurrent append with the same batch twice; a record must still reach the job
+/// once.
+fn in_order_from(records: Vec<RecordAndOffset>, offset: i64) -> Vec<RecordAndOffset> {
+    let mut next = offset;
+    records
+        .into_iter()
+        .filter(|r| {
+            let fresh = r.offset >= next;
+            if fresh {
+                next = r.offset + 1;
+            }
+            fresh
+        })
+        .collect()
 }
 
 /// Where a reader without a checkpoint starts in a partition.
@@ -631,6 +667,22 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, KafkaErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_reach_the_reader_once_in_order() {
+        let record = |offset| RecordAndOffset {
+            record: Record {
+                key: None,
+                value: None,
+                headers: BTreeMap::new(),
+                timestamp: now(),
+            },
+            offset,
+        };
+        let fetched = [3, 4, 5, 6, 4, 5, 6, 7].map(record).to_vec();
+        let offsets: Vec<i64> = in_order_from(fetched, 5).iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![5, 6, 7]);
+    }
 
     #[test]
     fn keys_land_where_the_java_client_puts_them() {

@@ -19,8 +19,13 @@ fn read_to_end(
     let deadline = Instant::now() + Duration::from_secs(60);
     while next.iter().any(|(&p, &o)| o < ends[p as usize]) {
         assert!(Instant::now() < deadline, "reading stalled at {next:?}");
-        match reader.try_next() {
-            Some(ReaderEvent::Records(f)) => {
+        if let Some(e) = reader.failure() {
+            panic!("{e}");
+        }
+        let mut idle = true;
+        for p in 0..ends.len() as i32 {
+            if let Some(ReaderEvent::Records(f)) = reader.try_next(p) {
+                idle = false;
                 for r in f.records {
                     assert_eq!(
                         r.offset, next[&f.partition],
@@ -34,9 +39,9 @@ fn read_to_end(
                     ));
                 }
             }
-            Some(ReaderEvent::CaughtUp { .. }) => {}
-            Some(ReaderEvent::Failed(e)) => panic!("{e}"),
-            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     got

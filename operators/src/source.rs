@@ -17,7 +17,7 @@ use eddy_runtime::graph::{
 };
 use eddy_runtime::keygroup::KeyGroupRange;
 use eddy_runtime::operator::{OpResult, OperatorError, Output, Source, SourcePoll};
-use eddy_runtime::types::Row;
+use eddy_runtime::types::{Row, Timestamp, MIN_TIMESTAMP};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,50 @@ use std::time::Instant;
 
 /// Lines per poll.
 const BATCH: usize = 1024;
+
+/// A poll also ends once the rows it emitted span this much event time (ms), so that the
+/// executor sends a watermark at least this often in event time: 1024 rows of a sparse stream
+/// (an hour of orders) would otherwise all go out behind one stale watermark, and whether a
+/// late row among them counts as late would depend on where a poll happened to end.
+pub(crate) const POLL_EVENT_TIME: i64 = 1_000;
+
+/// Tracks the event time a poll has covered.
+#[derive(Clone, Debug)]
+pub(crate) struct PollClock {
+    /// The time column of each output port, if the source has watermarks.
+    columns: Vec<Option<usize>>,
+    /// The largest time emitted before this poll.
+    before: Timestamp,
+    /// The largest time emitted so far.
+    max: Timestamp,
+}
+
+impl PollClock {
+    pub(crate) fn new(columns: Vec<Option<usize>>) -> PollClock {
+        PollClock {
+            columns,
+            before: MIN_TIMESTAMP,
+            max: MIN_TIMESTAMP,
+        }
+    }
+
+    /// A poll starts.
+    pub(crate) fn start(&mut self) {
+        self.before = self.max;
+    }
+
+    /// A row goes out on `port`; true once the poll has covered enough event time.
+    pub(crate) fn emitted(&mut self, port: usize, row: &Row) -> bool {
+        let Some(Some(c)) = self.columns.get(port) else {
+            return false;
+        };
+        let Some(t) = row.values[*c].as_timestamp() else {
+            return false;
+        };
+        self.max = self.max.max(t);
+        self.before != MIN_TIMESTAMP && self.max - self.before >= POLL_EVENT_TIME
+    }
+}
 
 /// Builds the source of one subtask.
 pub fn build(
@@ -88,6 +132,15 @@ pub fn build(
             None => Ok(parser),
         }
     };
+    let time_columns: Vec<Option<usize>> = node
+        .outputs
+        .iter()
+        .map(|port| {
+            spec.watermark
+                .as_ref()
+                .and_then(|w| port.schema.index_of(&w.column))
+        })
+        .collect();
     match &spec.connector {
         SourceConnector::File { path, format } => {
             let parser = match format {
@@ -107,6 +160,7 @@ pub fn build(
                 dead_letters: Arc::clone(dead_letters),
                 buffer: Vec::with_capacity(1024),
                 rows: Vec::new(),
+                clock: PollClock::new(time_columns),
             }))
         }
         SourceConnector::NexmarkGenerator(spec) => Ok(Box::new(GeneratorSource::new(
@@ -215,12 +269,15 @@ struct FileSource {
     buffer: Vec<u8>,
     /// Rows of one JSON line (several with an unnested array).
     rows: Vec<Row>,
+    clock: PollClock,
 }
 
 impl Source for FileSource {
     fn poll(&mut self, out: &mut Output) -> OpResult<SourcePoll> {
         let mut lines = 0;
-        while lines < BATCH {
+        self.clock.start();
+        let mut covered = false;
+        while lines < BATCH && !covered {
             if self.current.is_none() {
                 if self.files.is_empty() {
                     return Ok(SourcePoll::Finished);
@@ -263,9 +320,13 @@ impl Source for FileSource {
                 }
             };
             match parsed {
-                Ok(Some((port, row))) => out.emit(port, row),
+                Ok(Some((port, row))) => {
+                    covered |= self.clock.emitted(port, &row);
+                    out.emit(port, row)
+                }
                 Ok(None) => {
                     for row in self.rows.drain(..) {
+                        covered |= self.clock.emitted(0, &row);
                         out.emit(0, row);
                     }
                 }

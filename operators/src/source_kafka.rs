@@ -36,6 +36,8 @@ struct Partition {
     /// Whether the last fetch found nothing after `next`.
     caught_up: bool,
     last_record: Instant,
+    /// Fetched records not emitted yet: (offset, value).
+    fetched: VecDeque<(i64, Option<Vec<u8>>)>,
 }
 
 /// A checkpointed position: per partition, (partition, next offset, largest event time).
@@ -68,10 +70,6 @@ pub struct KafkaSource {
     parser: JsonParser,
     reader: Option<Reader>,
     partitions: Vec<Partition>,
-    /// Index into `partitions` by partition id.
-    index: BTreeMap<i32, usize>,
-    /// Fetched records not emitted yet: (partition index, offset, value).
-    pending: VecDeque<(usize, i64, Option<Vec<u8>>)>,
     dead_letters: Arc<DeadLetters>,
     time_column: Option<usize>,
     delay: i64,
@@ -147,6 +145,7 @@ impl KafkaSource {
                 max_time,
                 caught_up: false,
                 last_record: now,
+                fetched: VecDeque::new(),
             });
         }
         let reader = if partitions.is_empty() {
@@ -155,19 +154,12 @@ impl KafkaSource {
             let from = partitions.iter().map(|p| (p.id, p.next)).collect();
             Some(Reader::start(&spec.brokers, &topic, from).map_err(|e| e.to_string())?)
         };
-        let index = partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.id, i))
-            .collect();
         Ok(KafkaSource {
             name: name.to_string(),
             topic,
             parser,
             reader,
             partitions,
-            index,
-            pending: VecDeque::new(),
             dead_letters: Arc::clone(dead_letters),
             time_column,
             delay: watermark.map_or(0, |w| w.delay),
@@ -181,41 +173,56 @@ impl KafkaSource {
         })
     }
 
-    /// Takes what the reader has fetched into `pending`.
+    /// Takes what the reader has fetched into the partitions' queues, each up to a few
+    /// batches (a partition that is ahead waits in the reader, not in memory here).
     fn drain_reader(&mut self) -> OpResult<()> {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(());
         };
-        while self.pending.len() < BATCH {
-            match reader.try_next() {
-                Some(ReaderEvent::Records(fetched)) => {
-                    let Some(&i) = self.index.get(&fetched.partition) else {
-                        continue;
-                    };
-                    let caught_up = fetched
-                        .records
-                        .last()
-                        .is_some_and(|r| r.offset + 1 >= fetched.high_watermark);
-                    self.partitions[i].caught_up = caught_up;
-                    for r in fetched.records {
-                        self.pending.push_back((i, r.offset, r.record.value));
+        if let Some(e) = reader.failure() {
+            return Err(OperatorError::Message(format!(
+                "source `{}`: {e}",
+                self.name
+            )));
+        }
+        for partition in &mut self.partitions {
+            while partition.fetched.len() < 2 * BATCH {
+                match reader.try_next(partition.id) {
+                    Some(ReaderEvent::Records(fetched)) => {
+                        partition.caught_up = fetched
+                            .records
+                            .last()
+                            .is_some_and(|r| r.offset + 1 >= fetched.high_watermark);
+                        for r in fetched.records {
+                            partition.fetched.push_back((r.offset, r.record.value));
+                        }
                     }
+                    Some(ReaderEvent::CaughtUp { .. }) => partition.caught_up = true,
+                    None => break,
                 }
-                Some(ReaderEvent::CaughtUp { partition, .. }) => {
-                    if let Some(&i) = self.index.get(&partition) {
-                        self.partitions[i].caught_up = true;
-                    }
-                }
-                Some(ReaderEvent::Failed(e)) => {
-                    return Err(OperatorError::Message(format!(
-                        "source `{}`: {e}",
-                        self.name
-                    )))
-                }
-                None => break,
             }
         }
         Ok(())
+    }
+
+    /// The partition to emit from next: of those with fetched records, the one furthest behind
+    /// in event time, so that the subtask's output follows event time across its partitions
+    /// whatever the fetches returned first (a backfill reads one partition's megabyte before
+    /// the next one's). `None` when a partition that is further behind has nothing fetched yet
+    /// but is not at its end: its records come next, so wait for them.
+    fn next_partition(&self) -> Option<usize> {
+        let (i, behind) = self
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.fetched.is_empty())
+            .map(|(i, p)| (i, p.max_time))
+            .min_by_key(|&(_, t)| t)?;
+        let waiting = self
+            .partitions
+            .iter()
+            .any(|p| p.fetched.is_empty() && !p.caught_up && p.max_time <= behind);
+        (!waiting).then_some(i)
     }
 }
 
@@ -227,11 +234,22 @@ impl Source for KafkaSource {
         self.drain_reader()?;
         let mut emitted = 0;
         let now = Instant::now();
+        // Like the file source, a poll ends once its rows span enough event time, and once
+        // the watermark first exists, so that it goes out before what follows.
+        let started_at = self.watermark();
         while emitted < BATCH {
-            let Some((i, offset, value)) = self.pending.pop_front() else {
+            match (started_at, self.watermark()) {
+                (None, Some(_)) => break,
+                (Some(a), Some(b)) if b - a >= crate::source::POLL_EVENT_TIME => break,
+                _ => {}
+            }
+            let Some(i) = self.next_partition() else {
                 break;
             };
             let partition = &mut self.partitions[i];
+            let Some((offset, value)) = partition.fetched.pop_front() else {
+                break;
+            };
             partition.next = offset + 1;
             partition.last_record = now;
             let Some(value) = value else {
@@ -270,8 +288,13 @@ impl Source for KafkaSource {
                     .map_err(|e| OperatorError::io("cannot write the dead-letter file", e))?,
             }
         }
-        if emitted > 0 || !self.pending.is_empty() {
+        let queued = self.partitions.iter().any(|p| !p.fetched.is_empty());
+        if emitted > 0 {
             return Ok(SourcePoll::Ready);
+        }
+        if queued {
+            // Waiting for a partition that is behind: give its fetch a moment.
+            return Ok(SourcePoll::Idle);
         }
         if let Some(quiet) = self.end_when_idle {
             let done = self
@@ -283,6 +306,10 @@ impl Source for KafkaSource {
             }
         }
         Ok(SourcePoll::Idle)
+    }
+
+    fn tracks_watermark(&self) -> bool {
+        self.time_column.is_some()
     }
 
     fn watermark(&self) -> Option<Timestamp> {

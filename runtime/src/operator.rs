@@ -147,9 +147,15 @@ pub trait Source: Send {
         None
     }
 
-    /// The watermark of a source that tracks event time itself (per Kafka partition, restored
-    /// from its checkpoint): the executor sends this instead of "largest time emitted minus the
-    /// delay", also before the first poll. `None`: the executor tracks it.
+    /// Whether the source tracks event time itself (per Kafka partition, restored from its
+    /// checkpoint). Then the executor sends [`Source::watermark`] instead of "largest time
+    /// emitted minus the delay".
+    fn tracks_watermark(&self) -> bool {
+        false
+    }
+
+    /// The watermark of a source that tracks event time itself, also before the first poll;
+    /// `None` while it has none yet (a partition has not said where it is).
     fn watermark(&self) -> Option<Timestamp> {
         None
     }

@@ -104,7 +104,7 @@ impl Serve {
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .expect("an address")
-            .trim_end_matches('/')
+            .trim_end_matches(['/', ',', ')'])
             .to_string();
         Serve { child, url }
     }

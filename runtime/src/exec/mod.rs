@@ -922,14 +922,15 @@ impl Task {
             let produced = !out.is_empty();
             *polls += 1;
             let new_watermark = watermarks.as_mut().and_then(|w| {
-                let own = source.watermark();
-                if own.is_none() {
+                let candidate = if source.tracks_watermark() {
+                    source.watermark().unwrap_or(MIN_TIMESTAMP)
+                } else {
                     w.observe(out);
-                }
-                let candidate = match own {
-                    Some(wm) => wm,
-                    None if w.max_seen == MIN_TIMESTAMP => MIN_TIMESTAMP,
-                    None => w.max_seen.saturating_sub(w.delay),
+                    if w.max_seen == MIN_TIMESTAMP {
+                        MIN_TIMESTAMP
+                    } else {
+                        w.max_seen.saturating_sub(w.delay)
+                    }
                 };
                 let due = *polls >= WATERMARK_EVERY_POLLS
                     || poll != SourcePoll::Ready
