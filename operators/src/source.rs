@@ -67,7 +67,8 @@ impl PollClock {
             return false;
         };
         self.max = self.max.max(t);
-        self.before != MIN_TIMESTAMP && self.max - self.before >= POLL_EVENT_TIME
+        // The first row with a time ends the first poll: the first watermark goes out at once.
+        self.before == MIN_TIMESTAMP || self.max - self.before >= POLL_EVENT_TIME
     }
 }
 

@@ -170,9 +170,18 @@ fn table(
         .iter()
         .map(|(sql, _, _)| format!("({sql})::text"))
         .collect();
+    // Ordered by the table's columns (qualified: an output column of the same name is text).
+    let order: Vec<String> = order
+        .split(',')
+        .map(|c| format!("t.{}", c.trim()))
+        .collect();
     let got = rows(
         client,
-        &format!("SELECT {} FROM {from} ORDER BY {order}", select.join(", ")),
+        &format!(
+            "SELECT {} FROM {from} t ORDER BY {}",
+            select.join(", "),
+            order.join(", ")
+        ),
     );
     let want: Vec<Vec<Option<String>>> = expected
         .as_array()
