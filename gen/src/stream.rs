@@ -492,7 +492,7 @@ impl Generator {
         }
         self.clock = t;
         if t == self.next_rates {
-            for currency in 0..CURRENCIES.len() {
+            for (currency, info) in CURRENCIES.iter().enumerate() {
                 if currency > 0 && t > self.config.start {
                     // A random walk of about 0.1% per step.
                     let step = (self.rates.f64() - 0.5) * 0.002;
@@ -511,7 +511,7 @@ impl Generator {
                     rate_micros: self.rate_micros[currency],
                     ts,
                 };
-                self.send(event, CURRENCIES[currency].code.to_string(), false);
+                self.send(event, info.code.to_string(), false);
             }
             self.next_rates = t + self.config.rate_interval.max(1);
         } else if t == self.next_arrival {

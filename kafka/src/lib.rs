@@ -49,11 +49,13 @@ pub enum KafkaError {
 /// How long requests are retried before an operation fails (broker down, topic missing).
 const RETRY_DEADLINE: Duration = Duration::from_secs(10);
 
+type PartitionClients = HashMap<(String, i32), Arc<PartitionClient>>;
+
 /// A connection to a Kafka cluster.
 pub struct Kafka {
     brokers: String,
     client: Client,
-    partitions: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+    partitions: Mutex<PartitionClients>,
 }
 
 impl Kafka {
@@ -270,9 +272,12 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
 pub struct Producer {
     kafka: Arc<Kafka>,
     partitions: Mutex<HashMap<String, i32>>,
-    batchers: Mutex<HashMap<(String, i32), Arc<BatchProducer<RecordAggregator>>>>,
+    batchers: Mutex<HashMap<(String, i32), Arc<Batcher>>>,
     linger: Duration,
 }
+
+/// The request-batching producer of one partition.
+type Batcher = BatchProducer<RecordAggregator>;
 
 /// Requests are flushed at this size.
 const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -312,7 +317,7 @@ impl Producer {
         &self,
         topic: &str,
         partition: i32,
-    ) -> Result<Arc<BatchProducer<RecordAggregator>>, KafkaError> {
+    ) -> Result<Arc<Batcher>, KafkaError> {
         let key = (topic.to_string(), partition);
         if let Some(b) = self
             .batchers
