@@ -313,11 +313,7 @@ impl Producer {
         Ok(n)
     }
 
-    async fn batcher(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Arc<Batcher>, KafkaError> {
+    async fn batcher(&self, topic: &str, partition: i32) -> Result<Arc<Batcher>, KafkaError> {
         let key = (topic.to_string(), partition);
         if let Some(b) = self
             .batchers
