@@ -80,7 +80,7 @@ pub struct Alert {
 /// Everything the page shows.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Snapshot {
-    /// The last hour of revenue per minute, oldest first.
+    /// The last hour of revenue per minute, oldest first, minutes without orders as 0.
     pub revenue: Vec<RevenuePoint>,
     /// The latest funnel window.
     pub funnel: Option<Funnel>,
@@ -119,11 +119,17 @@ async fn read(client: &tokio_postgres::Client) -> Result<Snapshot, tokio_postgre
     let mut s = Snapshot::default();
     let rows = client
         .query(
-            &format!(
-                "SELECT {TS}, revenue_usd::float8, orders, avg_order_value_usd FROM (
-                   SELECT * FROM kpi_revenue_minute ORDER BY window_start DESC LIMIT 60) r
-                 ORDER BY window_start"
-            ),
+            // Every minute of the last hour, those without orders as 0 (as the anomaly
+            // detector counts them), so that a drop shows as a drop and not as a gap.
+            "WITH span AS (
+               SELECT greatest(min(window_start), max(window_start) - interval '59 minutes') AS lo,
+                      max(window_start) AS hi
+               FROM kpi_revenue_minute)
+             SELECT to_char(m, 'YYYY-MM-DD HH24:MI:SS'), coalesce(r.revenue_usd, 0)::float8,
+                    coalesce(r.orders, 0), r.avg_order_value_usd
+             FROM span, generate_series(span.lo, span.hi, interval '1 minute') m
+             LEFT JOIN kpi_revenue_minute r ON r.window_start = m
+             ORDER BY m",
             &[],
         )
         .await?;
