@@ -10,7 +10,7 @@ use eddy_proto::v1::client_api_client::ClientApiClient;
 use eddy_proto::v1::*;
 use eddy_worker::WorkerConfig;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,27 @@ pub struct LocalArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
+    /// Also run the e-commerce analytics: a Kafka broker (tansu), a PostgreSQL warehouse, the
+    /// ingest API and dashboard on --http, and jobs/ecommerce/analytics.toml on the cluster.
+    #[arg(long)]
+    pub ecommerce: bool,
+    /// With --ecommerce: where the ingest API and the dashboard listen.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:8080",
+        requires = "ecommerce"
+    )]
+    pub http: String,
+    /// With --ecommerce: a Kafka broker to use instead of starting one.
+    #[arg(long, value_name = "HOST:PORT", requires = "ecommerce")]
+    pub kafka: Option<String>,
+    /// With --ecommerce: a PostgreSQL warehouse to use instead of starting one.
+    #[arg(long, value_name = "URL", requires = "ecommerce")]
+    pub warehouse: Option<String>,
+    /// With --ecommerce: also generate shop traffic at this many events per second.
+    #[arg(long, value_name = "EVENTS_PER_SEC", requires = "ecommerce")]
+    pub generate: Option<f64>,
 }
 
 #[derive(Args)]
@@ -324,7 +345,13 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
             coordinators.join(",")
         );
         println!("{}", coordinators.join(","));
+        let shop = if args.ecommerce {
+            Some(Shop::start(&args, &coordinators, &data).await?)
+        } else {
+            None
+        };
         until_signal().await;
+        drop(shop);
         for w in workers {
             w.shutdown().await;
         }
@@ -333,6 +360,123 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What `eddy local --ecommerce` runs beside the cluster; stopped on drop.
+struct Shop {
+    _broker: Option<eddy_kafka::testing::Broker>,
+    _warehouse: Option<eddy_postgres::testing::PgServer>,
+    generator: Option<std::process::Child>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Shop {
+    async fn start(args: &LocalArgs, coordinators: &[String], data: &Path) -> anyhow::Result<Shop> {
+        use anyhow::Context;
+        let (broker, kafka) = match &args.kafka {
+            Some(k) => (None, k.clone()),
+            None => {
+                let b = eddy_kafka::testing::Broker::start().map_err(|e| {
+                    anyhow::anyhow!("cannot start a Kafka broker: {e} (or give --kafka)")
+                })?;
+                let address = b.address();
+                (Some(b), address)
+            }
+        };
+        let (pg, warehouse) = match &args.warehouse {
+            Some(w) => (None, w.clone()),
+            None => {
+                let server = tokio::task::spawn_blocking(eddy_postgres::testing::PgServer::start)
+                    .await?
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot start PostgreSQL: {e} (or give --warehouse)")
+                    })?;
+                let url = server.url();
+                (Some(server), url)
+            }
+        };
+        let url = warehouse.clone();
+        tokio::task::spawn_blocking(move || {
+            eddy_postgres::migrate::migrate(&url, &crate::warehouse::migrations())
+        })
+        .await??;
+        let partitions = (args.workers as i32).max(1) * 2;
+        let serve = crate::serve::ServeArgs::local(
+            args.http.clone(),
+            kafka.clone(),
+            warehouse.clone(),
+            partitions,
+        );
+        let server = crate::serve::Server::start(&serve, None).await?;
+        let http = server.url.clone();
+        let task = tokio::spawn(server.run(until_signal()));
+        let request = SubmitRequest {
+            job_text: eddy_jobs::ecommerce::ANALYTICS_JOB.to_string(),
+            job_path: "jobs/ecommerce/analytics.toml".into(),
+            params: [
+                ("brokers", kafka.as_str()),
+                ("warehouse", warehouse.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            parallelism: args.workers,
+            checkpoint_interval_ms: 1000,
+            checkpoint_dir: data.join("ecommerce-checkpoints").display().to_string(),
+            retain_checkpoints: 3,
+            ..SubmitRequest::default()
+        };
+        let client = ClientArgs {
+            coordinators: coordinators.to_vec(),
+            timeout: Duration::from_secs(30),
+        };
+        let job = call(&client, |mut c| {
+            let r = request.clone();
+            async move { c.submit(r).await }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot submit the e-commerce job: {e}"))?
+        .job_id;
+        let generator = match args.generate {
+            Some(rate) => Some(
+                std::process::Command::new(std::env::current_exe()?)
+                    .args([
+                        "gen",
+                        "ecommerce",
+                        "--rate",
+                        &rate.to_string(),
+                        "--to",
+                        &http,
+                    ])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .context("cannot start the generator")?,
+            ),
+            None => None,
+        };
+        eprintln!(
+            "e-commerce: job {job} reads Kafka at {kafka} and writes the warehouse {}",
+            eddy_postgres::redact(&warehouse)
+        );
+        eprintln!("dashboard: {http}/");
+        eprintln!("send events: eddy gen ecommerce --rate 20000 --to {http}");
+        Ok(Shop {
+            _broker: broker,
+            _warehouse: pg,
+            generator,
+            server: task,
+        })
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        if let Some(g) = self.generator.as_mut() {
+            let _ = g.kill();
+            let _ = g.wait();
+        }
+        self.server.abort();
+    }
 }
 
 /// Runs one client call against the leader, with the retries and deadline of `args`.

@@ -49,14 +49,46 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .context("cannot install the metrics recorder")?;
-        let mut app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = metrics.clone();
-                async move { metrics.render() }
-            }),
-        );
+        let server = Server::start(&args, Some(metrics)).await?;
+        println!("serving on {} ({})", server.url, server.describe);
+        server
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The ingest API and the dashboard, bound and ready to run.
+pub(crate) struct Server {
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    /// `http://HOST:PORT`
+    pub(crate) url: String,
+    /// What it serves, for a message.
+    pub(crate) describe: String,
+}
+
+impl Server {
+    /// Connects to Kafka (creating the topics) and starts the dashboard's refresher; `metrics`
+    /// adds `/metrics`.
+    pub(crate) async fn start(
+        args: &ServeArgs,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> anyhow::Result<Server> {
+        let mut app = axum::Router::new();
+        if let Some(metrics) = metrics {
+            app = app.route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move { metrics.render() }
+                }),
+            );
+        }
         let mut stats = None;
+        let mut parts = Vec::new();
         if let Some(brokers) = &args.kafka {
             let catalog =
                 eddy_ingest::Catalog::ecommerce(&args.topics).context("the event schemas")?;
@@ -71,25 +103,44 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .clone()
                 .map(|s| Arc::new(Counts(s)) as Arc<dyn eddy_dashboard::IngestCounts>);
             app = app.merge(eddy_dashboard::Dashboard::start(url.clone(), counts).router());
-        }
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let address = listener.local_addr()?;
-        let mut parts = Vec::new();
-        if args.warehouse.is_some() {
             parts.push("the dashboard at /");
         }
         if args.kafka.is_some() {
             parts.push("the ingest API at /api/v1/events");
         }
-        println!("serving on http://{address} ({})", parts.join(", "));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+        let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
-            .context("the HTTP server failed")?;
-        Ok(ExitCode::SUCCESS)
-    })
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        Ok(Server {
+            listener,
+            app,
+            url,
+            describe: parts.join(", "),
+        })
+    }
+
+    /// Serves until `shutdown` completes.
+    pub(crate) async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the HTTP server failed")
+    }
+}
+
+impl ServeArgs {
+    /// The settings `eddy local --ecommerce` serves with.
+    pub(crate) fn local(listen: String, kafka: String, warehouse: String, partitions: i32) -> Self {
+        ServeArgs {
+            listen,
+            kafka: Some(kafka),
+            warehouse: Some(warehouse),
+            topics: "shop".into(),
+            partitions,
+        }
+    }
 }

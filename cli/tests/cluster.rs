@@ -192,9 +192,9 @@ impl Cluster {
     /// Submits with a paced source, so that a failure injected after the first checkpoint
     /// lands while the job runs, on any machine.
     fn submit_paced(&self, query: &str, out: &str) -> String {
-        // 5 s for the 100k events: a debug build on a loaded 2-core machine must still reach a
-        // checkpoint well before the end.
-        self.submit_with(query, out, &["--max-rate", "20000"])
+        // 8 s for the 100k events: a debug build on a loaded 2-core machine must still reach a
+        // checkpoint, and then a savepoint, well before the end.
+        self.submit_with(query, out, &["--max-rate", "12500"])
     }
 
     fn submit_with(&self, query: &str, out: &str, extra: &[&str]) -> String {
@@ -718,7 +718,7 @@ fn a_killed_worker_writes_nothing_twice_into_postgres() {
         &job,
         &format!("pg={}", server.url()),
         &cluster.dir.path().join("pg-ckpt"),
-        &["--max-rate", "20000"],
+        &["--max-rate", "12500"],
     );
     cluster.wait_checkpoint(&id, 1);
     let mut victim = cluster.workers[0].take().unwrap();

@@ -26,6 +26,9 @@ use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// How long a request waits for Kafka's acknowledgements before it answers 503.
+const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 16 << 20;
 
@@ -108,7 +111,15 @@ impl Ingest {
             }
         }
         let total = sends.len();
-        for result in futures::future::join_all(sends).await {
+        let results = tokio::time::timeout(STORE_TIMEOUT, futures::future::join_all(sends))
+            .await
+            .map_err(|_| {
+                format!(
+                    "Kafka did not acknowledge within {} s",
+                    STORE_TIMEOUT.as_secs()
+                )
+            })?;
+        for result in results {
             result.map_err(|e| e.to_string())?;
         }
         let accepted = (total - rejected.len()) as u64;

@@ -372,3 +372,173 @@ fn continuous_top_n_keeps_identical_rows_apart() {
         assert_eq!(out, vec!["1", "2", "9", "9"], "parallelism {p}");
     }
 }
+
+/// Runs a whole job text whose files are written first; the output rows sorted by text.
+fn run_files(files: &[(&str, String)], job: &str, parallelism: u32) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = job.replace("$OUT", &dir.path().join("out.jsonl").display().to_string());
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        text = text.replace(&format!("${name}"), &path.display().to_string());
+    }
+    let text = format!("[params]\ninput = {{ default = \"\" }}\n{text}");
+    execute_job(&text, "", parallelism, dir.path());
+    let mut rows: Vec<String> = std::fs::read_to_string(dir.path().join("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap().to_string())
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn sorted(expected: &[&str]) -> Vec<String> {
+    let mut rows: Vec<String> = expected
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap().to_string())
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn temporal_join_meets_the_version_in_force_at_each_row() {
+    // Prices of users' plans from a time on (a versioned table), and the clicks.
+    // In time order: the watermark has no delay, so an out-of-order version would be late.
+    let versions = [(1, "1.00", 0), (2, "3.00", 5), (1, "2.00", 10), (1, "9.00", 30)]
+        .iter()
+        .map(|(user, price, s)| {
+            format!("{{\"user\":{user},\"page\":\"plan\",\"amount\":{price},\"ts\":\"2026-01-01 00:00:{s:02}.000\"}}\n")
+        })
+        .collect::<String>();
+    let job = format!(
+        "{}{}{}",
+        source("clicks", "input").replace("${input}", "$clicks.jsonl"),
+        source("plans", "input").replace("${input}", "$plans.jsonl"),
+        r#"
+[[operator]]
+name = "result"
+type = "temporal_join"
+left = "clicks AS C"
+right = "plans AS P"
+on = "C.`user` = P.`user`"
+left_time = "ts"
+right_time = "ts"
+join_type = "left"
+columns = ["C.`user` AS `user`", "SECOND(C.ts) AS s", "P.amount AS price", "C.amount * P.amount AS cost"]
+
+[[sink]]
+name = "out"
+input = "result"
+connector = "file"
+path = "$OUT"
+"#
+    );
+    let clicks_text: String = CLICKS
+        .iter()
+        .map(|(user, page, amount, s)| {
+            format!("{{\"user\":{user},\"page\":\"{page}\",\"amount\":{amount},\"ts\":\"2026-01-01 00:00:{s:02}.000\"}}\n")
+        })
+        .collect();
+    let expected = sorted(&[
+        r#"{"user":1,"s":0,"price":1.00,"cost":1.5000}"#,
+        r#"{"user":2,"s":1,"price":null,"cost":null}"#,
+        r#"{"user":1,"s":3,"price":1.00,"cost":0.7500}"#,
+        r#"{"user":3,"s":4,"price":null,"cost":null}"#,
+        r#"{"user":2,"s":9,"price":3.00,"cost":3.0000}"#,
+        r#"{"user":1,"s":12,"price":2.00,"cost":10.0000}"#,
+        r#"{"user":3,"s":15,"price":null,"cost":null}"#,
+        r#"{"user":2,"s":21,"price":3.00,"cost":12.0000}"#,
+    ]);
+    for p in [1, 2] {
+        let files = [
+            ("clicks.jsonl", clicks_text.clone()),
+            ("plans.jsonl", versions.clone()),
+        ];
+        assert_eq!(run_files(&files, &job, p), expected, "parallelism {p}");
+    }
+    // An inner temporal join drops the clicks without a version.
+    let inner = job.replace("join_type = \"left\"\n", "");
+    let files = [("clicks.jsonl", clicks_text), ("plans.jsonl", versions)];
+    assert_eq!(run_files(&files, &inner, 2).len(), 5);
+}
+
+#[test]
+fn anomaly_detection_scores_windows_against_their_history() {
+    // Two series of 20 minutes; `orders` drops to nothing in minute 15 (a missing window
+    // counts as 0) and `visits` spikes in minute 17.
+    let mut lines = String::new();
+    for minute in 1..=20 {
+        let noise = [0, 3, -2, 1, -4][minute % 5];
+        if minute != 15 {
+            lines.push_str(&format!(
+                "{{\"metric\":\"orders\",\"end\":\"2026-01-01 00:{minute:02}:00.000\",\"value\":{}}}\n",
+                100 + noise
+            ));
+        }
+        let visits = if minute == 17 {
+            5000
+        } else {
+            1000 + 10 * noise
+        };
+        lines.push_str(&format!(
+            "{{\"metric\":\"visits\",\"end\":\"2026-01-01 00:{minute:02}:00.000\",\"value\":{visits}}}\n"
+        ));
+    }
+    let job = r#"
+[[source]]
+name = "series"
+connector = "file"
+format = "json"
+path = "$series.jsonl"
+columns = [
+    { name = "metric", type = "STRING" },
+    { name = "end", type = "TIMESTAMP" },
+    { name = "value", type = "BIGINT" },
+]
+
+[[operator]]
+name = "result"
+type = "anomaly"
+input = "series"
+key = ["metric"]
+time = "end"
+value = "value"
+every = "1min"
+history = 10
+min_history = 5
+
+[[sink]]
+name = "out"
+input = "result"
+connector = "file"
+path = "$OUT"
+"#;
+    for p in [1, 2] {
+        let rows = run_files(&[("series.jsonl", lines.clone())], job, p);
+        let found: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_str(r).unwrap();
+                (
+                    v["metric"].as_str().unwrap().into(),
+                    v["window_end"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("orders".to_string(), "2026-01-01 00:15:00.000".to_string()),
+                ("visits".to_string(), "2026-01-01 00:17:00.000".to_string()),
+            ],
+            "parallelism {p}: {rows:?}"
+        );
+        let orders: Value = serde_json::from_str(&rows[0]).unwrap();
+        assert_eq!(orders["observed"], 0.0);
+        assert_eq!(orders["expected"], 100.0);
+        assert!(orders["score"].as_f64().unwrap() < -3.5);
+        assert_eq!(orders["window_start"], "2026-01-01 00:14:00.000");
+    }
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The e-commerce pipeline, measured stage by stage and end to end with release binaries, all on
+# this machine (generator, ingest API, tansu, the job and PostgreSQL share its cores).
+#
+# Usage: benches/ecommerce.sh [-m MINUTES] [-r RATE] [-p P] [-l SECONDS]
+#   -m  minutes of event time in the data set (default 20; about 2,000 shop events a minute per
+#       100 events/s of -r)
+#   -r  shop events per second of event time for the data set (default 2000)
+#   -p  parallelism of the job (default 2)
+#   -l  seconds of the paced latency run (default 30; 0 skips it)
+#
+# Stages (events/s = shop events, malformed included, per second of wall time):
+#   generate   eddy gen to files (the generator alone)
+#   ingest     eddy gen --fast to the ingest API of eddy serve into tansu (4 requests in flight)
+#   replay     eddy run of the job over the files into PostgreSQL (no Kafka)
+#   backfill   eddy run of the job over the loaded topics into PostgreSQL (end_when_idle)
+# Latency: eddy gen paced at -r in real time through the ingest API while the job runs with
+# checkpoints every 1 s and every 200 ms; every 100 ms the script reads how far behind the wall
+# clock the newest committed click is (now - max(ts) of fact_clicks): the time from an event's
+# arrival to its effect in the warehouse, plus the generator's own up-to-2-s disorder.
+set -euo pipefail
+minutes=20; rate=2000; parallelism=2; latency_s=30
+while getopts "m:r:p:l:" opt; do
+  case $opt in
+    m) minutes=$OPTARG ;; r) rate=$OPTARG ;; p) parallelism=$OPTARG ;; l) latency_s=$OPTARG ;;
+    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  esac
+done
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/eddy/target}
+(cd "$here" && cargo build --release -q -p eddy)
+eddy=$CARGO_TARGET_DIR/release/eddy
+tansu=${EDDY_TANSU:-$(command -v tansu || echo "$HOME/.cache/eddy/tools/bin/tansu")}
+[ -x "$tansu" ] || { echo "tansu not found: cargo install tansu --locked --no-default-features --features dynostore" >&2; exit 1; }
+work=$(mktemp -d /tmp/eddy-shop-bench-XXXXXX)
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" -eq 0 ] && chown postgres: "$work"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pg_port=$(free_port); kafka_port=$(free_port); http_port=$(free_port)
+as_pg "$bin/initdb" -D "$work/pg" -U eddy --auth=trust -E UTF8 >/dev/null
+as_pg "$bin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
+  -o "-p $pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$work -c max_connections=200" start >/dev/null
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  as_pg "$bin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+pg="postgresql://eddy@127.0.0.1:$pg_port"
+fresh_db() { command psql -q -X "$pg/postgres" -c "CREATE DATABASE $1"; "$eddy" warehouse migrate --url "$pg/$1" >/dev/null; echo "$pg/$1"; }
+q() { command psql -q -X -t -A "$1" -c "$2"; }
+now() { date +%s.%N; }
+elapsed() { echo "$(now) - $1" | bc; }
+gen_args=(--seed 11 --rate "$rate" --users 200000 --products 20000)
+start_kafka() {
+  "$tansu" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+  pids+=($!); sleep 1
+  "$eddy" serve --listen "127.0.0.1:$http_port" --kafka "127.0.0.1:$kafka_port" --partitions "$parallelism" >"$work/serve.log" 2>&1 &
+  pids+=($!); sleep 2
+}
+job=(run "$here/jobs/ecommerce/analytics.toml" --parallelism "$parallelism" --dead-letter "$work/dl.jsonl")
+echo "# $(date -u +%FT%TZ) eddy $(git -C "$here" rev-parse --short HEAD) on $(nproc) cores; ${minutes} min at ${rate} events/s, p=$parallelism"
+
+t=$(now)
+"$eddy" gen ecommerce "${gen_args[@]}" --start 2026-01-01T00:00:00Z --duration "${minutes}min" \
+  --to "file:$work/history" --expected "$work/expected.json" 2>"$work/gen.log"
+gen_s=$(elapsed "$t")
+events=$(grep -o '^[0-9]*' "$work/gen.log")
+
+db=$(fresh_db replay)
+t=$(now)
+"$eddy" "${job[@]}" --topics-from "$work/history" --param "warehouse=$db" 2>/dev/null
+replay_s=$(elapsed "$t")
+
+start_kafka
+t=$(now)
+"$eddy" gen ecommerce "${gen_args[@]}" --start 2026-01-01T00:00:00Z --duration "${minutes}min" \
+  --to "http://127.0.0.1:$http_port" --fast --in-flight 4 2>"$work/ingest.log"
+ingest_s=$(elapsed "$t")
+
+db=$(fresh_db backfill)
+t=$(now)
+"$eddy" "${job[@]}" --param "brokers=127.0.0.1:$kafka_port" --param "warehouse=$db" \
+  --param end_when_idle=2s --checkpoint-dir "$work/ckpt-backfill" --checkpoint-interval 1s 2>/dev/null
+backfill_s=$(echo "$(elapsed "$t") - 2" | bc)
+clicks=$(q "$db" "SELECT count(*) FROM fact_clicks")
+
+printf "%-9s %9s %12s %14s\n" stage wall_s events_per_s per_core
+for s in generate:$gen_s ingest:$ingest_s replay:$replay_s backfill:$backfill_s; do
+  name=${s%%:*}; secs=${s#*:}
+  printf "%-9s %9.2f %12.0f %14.0f\n" "$name" "$secs" "$(echo "$events / $secs" | bc -l)" "$(echo "$events / $secs / $(nproc)" | bc -l)"
+done
+echo "# $events events; backfill wrote $clicks clicks (the ground truth says $(python3 -c "import json; print(json.load(open('$work/expected.json'))['totals']['clicks'])"))"
+
+[ "$latency_s" -gt 0 ] || exit 0
+for interval in 1s 200ms; do
+  db=$(fresh_db "live_${interval/ms/}")
+  "$eddy" "${job[@]}" --param "brokers=127.0.0.1:$kafka_port" --param start=latest --param "warehouse=$db" \
+    --checkpoint-dir "$work/ckpt-live-$interval" --checkpoint-interval "$interval" 2>/dev/null &
+  job_pid=$!; pids+=($job_pid)
+  sleep 3
+  "$eddy" gen ecommerce "${gen_args[@]}" --start now --duration "$((latency_s + 5))s" \
+    --to "http://127.0.0.1:$http_port" --batch 200 2>/dev/null &
+  gen_pid=$!; pids+=($gen_pid)
+  samples=()
+  sleep 5
+  end=$(echo "$(now) + $latency_s" | bc)
+  while (( $(echo "$(now) < $end" | bc) )); do
+    lag=$(q "$db" "SELECT extract(epoch FROM (now() AT TIME ZONE 'utc') - max(ts)) FROM fact_clicks" 2>/dev/null || true)
+    [ -n "$lag" ] && samples+=("$lag")
+    sleep 0.1
+  done
+  kill "$job_pid" "$gen_pid" 2>/dev/null || true
+  printf '%s\n' "${samples[@]}" | sort -n | awk -v iv="$interval" '{a[NR]=$1} END {
+    if (NR == 0) { print "latency (checkpoints " iv "): no samples"; exit }
+    printf "latency to the warehouse, checkpoints every %s: p50 %.3f s, p99 %.3f s (%d samples)\n", iv, a[int(NR*0.5)+1], a[int(NR*0.99)+1], NR }'
+done
