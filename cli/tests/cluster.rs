@@ -732,3 +732,64 @@ fn a_killed_worker_writes_nothing_twice_into_postgres() {
         panic!("the q8 table differs from Flink's answer: {diff}");
     }
 }
+
+#[test]
+fn the_shop_on_two_workers_survives_a_killed_worker_and_equals_the_ground_truth() {
+    use common::shop::{compare_with_truth, generate, warehouse, Serve};
+    let pg = eddy_postgres::testing::PgServer::start().unwrap();
+    let broker = eddy_kafka::testing::Broker::start().unwrap();
+    let url = warehouse(&pg, "shop");
+    let serve = Serve::start(&["--kafka", &broker.address(), "--partitions", "2"]);
+    let mut cluster = Cluster::start(2);
+    let job = repo().join("jobs/ecommerce/analytics.toml");
+    let ckpt = cluster.dir.path().join("shop-ckpt");
+    let out = cluster.client(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--param",
+        &format!("brokers={}", broker.address()),
+        "--param",
+        &format!("warehouse={url}"),
+        "--param",
+        "end_when_idle=3s",
+        "--parallelism",
+        "2",
+        "--checkpoint-interval",
+        "300ms",
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (http, dir) = (serve.url.clone(), cluster.dir.path().to_path_buf());
+    let load = std::thread::spawn(move || generate(&http, &dir, &["--fast"]));
+    cluster.wait_checkpoint(&id, 1);
+    let mut victim = cluster.workers[1].take().unwrap();
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let expected = load.join().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        let s = cluster.status(&id);
+        let state = s.lines().next().unwrap_or_default().to_string();
+        if state.ends_with(": finished") {
+            break s;
+        }
+        assert!(
+            !state.contains(": failed") && started.elapsed() < Duration::from_secs(240),
+            "{id} did not finish: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(!status.contains("(0 restarts)"), "{status}");
+    let problems = compare_with_truth(&url, &expected);
+    assert!(
+        problems.is_empty(),
+        "the warehouse differs from the ground truth:\n{}",
+        problems.join("\n")
+    );
+}
