@@ -54,10 +54,10 @@ fn topic(broker: &str, name: &str) -> Vec<(i32, Value)> {
             started.elapsed() < Duration::from_secs(30),
             "reading {name}"
         );
-        for p in 0..ends.len() {
+        for (p, next) in next.iter_mut().enumerate() {
             if let Some(ReaderEvent::Records(f)) = reader.try_next(p as i32) {
                 for r in f.records {
-                    next[p] = r.offset + 1;
+                    *next = r.offset + 1;
                     let text = String::from_utf8(r.record.value.unwrap()).unwrap();
                     records.push((p as i32, serde_json::from_str(&text).unwrap()));
                 }

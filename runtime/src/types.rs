@@ -464,23 +464,21 @@ impl DateTimeParts {
 
 /// Formats a timestamp as Flink prints TIMESTAMP(3): `YYYY-MM-DD HH:MM:SS.mmm`.
 pub fn format_timestamp(ts: Timestamp, out: &mut String) {
-    use std::fmt::Write;
-    let p = DateTimeParts::of(ts);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-        p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
-    );
+    write_time(ts, ' ', "", out);
 }
 
 /// Formats a timestamp as RFC 3339 in UTC with milliseconds (`2026-01-01T00:00:01.234Z`), as
 /// event payloads and HTTP APIs write times.
 pub fn format_rfc3339(ts: Timestamp, out: &mut String) {
+    write_time(ts, 'T', "Z", out);
+}
+
+fn write_time(ts: Timestamp, separator: char, zone: &str, out: &mut String) {
     use std::fmt::Write;
     let p = DateTimeParts::of(ts);
     let _ = write!(
         out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}.{:03}{zone}",
         p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
     );
 }
