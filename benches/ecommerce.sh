@@ -3,11 +3,10 @@
 # this machine (generator, ingest API, tansu, the job and PostgreSQL share its cores).
 #
 # Usage: benches/ecommerce.sh [-m MINUTES] [-r RATE] [-p P] [-l SECONDS]
-#   -m  minutes of event time in the data set (default 20; about 2,000 shop events a minute per
-#       100 events/s of -r)
+#   -m  minutes of event time in the data set (default 20: with -r 2000, 2.4 million events)
 #   -r  shop events per second of event time for the data set (default 2000)
 #   -p  parallelism of the job (default 2)
-#   -l  seconds of the paced latency run (default 30; 0 skips it)
+#   -l  seconds of each paced latency run (default 130, so two minutes close; 0 skips it)
 #
 # Stages (events/s = shop events, malformed included, per second of wall time):
 #   generate   eddy gen to files (the generator alone)
@@ -17,9 +16,11 @@
 # Latency: eddy gen paced at -r in real time through the ingest API while the job runs with
 # checkpoints every 1 s and every 200 ms; every 100 ms the script reads how far behind the wall
 # clock the newest committed click is (now - max(ts) of fact_clicks): the time from an event's
-# arrival to its effect in the warehouse, plus the generator's own up-to-2-s disorder.
+# arrival to its effect in the warehouse, plus the generator's own up-to-2-s disorder. A dashboard
+# (eddy serve --warehouse) runs beside it; a listener on its event stream notes when each minute
+# of activity first shows: how long after the minute ended (wall clock) the page shows it.
 set -euo pipefail
-minutes=20; rate=2000; parallelism=2; latency_s=30
+minutes=20; rate=2000; parallelism=2; latency_s=130
 while getopts "m:r:p:l:" opt; do
   case $opt in
     m) minutes=$OPTARG ;; r) rate=$OPTARG ;; p) parallelism=$OPTARG ;; l) latency_s=$OPTARG ;;
@@ -101,7 +102,25 @@ for interval in 1s 200ms; do
   "$eddy" "${job[@]}" --param "brokers=127.0.0.1:$kafka_port" --param start=latest --param "warehouse=$db" \
     --checkpoint-dir "$work/ckpt-live-$interval" --checkpoint-interval "$interval" 2>/dev/null &
   job_pid=$!; pids+=($job_pid)
+  dash_port=$(free_port)
+  "$eddy" serve --listen "127.0.0.1:$dash_port" --warehouse "$db" >"$work/dash-$interval.log" 2>&1 &
+  dash_pid=$!; pids+=($dash_pid)
   sleep 3
+  python3 -u - "http://127.0.0.1:$dash_port/api/v1/dashboard/stream" >"$work/dash-$interval.lag" <<'PY' &
+import json, sys, time, urllib.request
+from datetime import datetime, timezone
+seen = set()
+with urllib.request.urlopen(sys.argv[1]) as stream:
+    for line in stream:
+        if not line.startswith(b"data:"):
+            continue
+        a = json.loads(line[5:]).get("activity")
+        if a and a["window_start"] not in seen:
+            seen.add(a["window_start"])
+            start = datetime.strptime(a["window_start"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+            print(f"{time.time() - start.timestamp() - 60:.3f}")
+PY
+  sse_pid=$!; pids+=($sse_pid)
   "$eddy" gen ecommerce "${gen_args[@]}" --start now --duration "$((latency_s + 5))s" \
     --to "http://127.0.0.1:$http_port" --batch 200 2>/dev/null &
   gen_pid=$!; pids+=($gen_pid)
@@ -113,8 +132,10 @@ for interval in 1s 200ms; do
     [ -n "$lag" ] && samples+=("$lag")
     sleep 0.1
   done
-  kill "$job_pid" "$gen_pid" 2>/dev/null || true
+  kill "$job_pid" "$gen_pid" "$dash_pid" "$sse_pid" 2>/dev/null || true
   printf '%s\n' "${samples[@]}" | sort -n | awk -v iv="$interval" '{a[NR]=$1} END {
     if (NR == 0) { print "latency (checkpoints " iv "): no samples"; exit }
     printf "latency to the warehouse, checkpoints every %s: p50 %.3f s, p99 %.3f s (%d samples)\n", iv, a[int(NR*0.5)+1], a[int(NR*0.99)+1], NR }'
+  # The first minute is partial (the job started within it); the rest closed while it ran.
+  tail -n +2 "$work/dash-$interval.lag" | tr '\n' ' ' | sed "s/^/dashboard shows a minute this many s after it ended (checkpoints every $interval): /"; echo
 done
