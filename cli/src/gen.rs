@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use eddy_gen::{Anomaly, Config, Detector, Fate, Generator, Sent, Truth};
-use eddy_ingest::{dead_letter_record, Catalog};
+use eddy_ingest::Catalog;
 use eddy_runtime::types::parse_timestamp;
 use std::collections::HashMap;
 use std::io::Write;
@@ -101,9 +101,7 @@ fn parse_anomaly(text: &str) -> Result<Anomaly, String> {
 pub(crate) fn gen(command: GenCommand) -> anyhow::Result<ExitCode> {
     let GenCommand::Ecommerce(args) = command;
     let start = if args.start == "now" {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let ms = eddy_runtime::types::wall_clock_ms();
         ms - ms % 1000
     } else {
         match parse_timestamp(&args.start) {
@@ -288,16 +286,8 @@ impl Files {
 
 impl Target for Files {
     fn send(&mut self, catalog: &Catalog, line: Sent) -> anyhow::Result<()> {
-        match catalog.route(&line.envelope) {
-            Ok(routed) => {
-                let topic = routed.topic.to_string();
-                self.write(&topic, routed.payload)
-            }
-            Err(rejection) => {
-                let record = dead_letter_record(&rejection, &line.envelope, &received_at(&line));
-                self.write(catalog.dead_letter_topic(), &record)
-            }
-        }
+        let (stored, _) = catalog.store(&line.envelope, || received_at(&line));
+        self.write(stored.topic, &stored.value)
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {
@@ -342,18 +332,12 @@ impl KafkaTarget {
 
 impl Target for KafkaTarget {
     fn send(&mut self, catalog: &Catalog, line: Sent) -> anyhow::Result<()> {
-        let (topic, key, value) = match catalog.route(&line.envelope) {
-            Ok(r) => (
-                r.topic.to_string(),
-                Some(r.key),
-                r.payload.as_bytes().to_vec(),
-            ),
-            Err(rejection) => (
-                catalog.dead_letter_topic().to_string(),
-                None,
-                dead_letter_record(&rejection, &line.envelope, &received_at(&line)).into_bytes(),
-            ),
-        };
+        let (stored, _) = catalog.store(&line.envelope, || received_at(&line));
+        let (topic, key, value) = (
+            stored.topic.to_string(),
+            stored.key,
+            stored.value.into_owned().into_bytes(),
+        );
         let producer = Arc::clone(&self.producer);
         self.pending.push(self.runtime.spawn(async move {
             producer

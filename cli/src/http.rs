@@ -5,6 +5,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client as Hyper};
 use hyper_util::rt::TokioExecutor;
 
+/// Longer than the ingest API's own 15 s limit for storing a batch, so its 503 arrives first.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A pooled client: connections are kept alive between requests.
 #[derive(Clone)]
 pub(crate) struct Client {
@@ -18,7 +21,8 @@ impl Client {
         }
     }
 
-    /// POSTs `body`; the status and the body of the answer.
+    /// POSTs `body`; the status and the body of the answer, or an error if that takes longer
+    /// than [`TIMEOUT`] (a server that takes the connection and never answers).
     pub(crate) async fn post(
         &self,
         url: &str,
@@ -28,9 +32,14 @@ impl Client {
         let request = hyper::Request::post(url)
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))?;
-        let response = self.inner.request(request).await?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        let exchange = async {
+            let response = self.inner.request(request).await?;
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer from {url} within {} s", TIMEOUT.as_secs()))?
     }
 }

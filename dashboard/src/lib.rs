@@ -26,54 +26,70 @@ const PAGE: &str = include_str!("../static/index.html");
 
 /// Counters of a co-hosted ingest API, shown beside the warehouse's numbers.
 pub trait IngestCounts: Send + Sync {
+    /// Events the API has handed to Kafka (acknowledged by the broker).
     fn accepted(&self) -> u64;
+    /// Events it refused (and sent to the dead-letter topic).
     fn rejected(&self) -> u64;
 }
 
 /// One row of revenue per minute.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RevenuePoint {
+    /// The minute, `YYYY-MM-DD HH:MM:SS` in UTC.
     pub window_start: String,
+    /// Revenue converted at the rate in force at each order's time; 0 for a minute without.
     pub revenue_usd: f64,
     pub orders: i64,
+    /// None for a minute without orders.
     pub avg_order_value_usd: Option<f64>,
 }
 
 /// The funnel of one 5-minute window.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Funnel {
+    /// The window's start, `YYYY-MM-DD HH:MM:SS` in UTC.
     pub window_start: String,
+    /// Sessions with a click, with a cart event, and with a purchase in the window.
     pub viewed: i64,
     pub carted: i64,
     pub purchased: i64,
+    /// purchased / viewed; None without views.
     pub conversion: Option<f64>,
 }
 
 /// One of the top products of the latest window.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TopProduct {
+    /// 1 for the highest revenue.
     pub rank: i32,
     pub product_id: String,
     pub revenue_usd: f64,
+    /// Units sold in the window.
     pub units: i64,
 }
 
 /// Activity in the latest minute.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Activity {
+    /// The minute, `YYYY-MM-DD HH:MM:SS` in UTC.
     pub window_start: String,
+    /// Distinct users and sessions with an event in the minute.
     pub active_users: i64,
     pub active_sessions: i64,
+    /// Clicks, carts and purchases in the minute.
     pub events: i64,
 }
 
 /// An alert of the anomaly detector.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Alert {
+    /// `revenue_usd` or `events`.
     pub metric: String,
     pub window_start: String,
+    /// The window's value and the median of the windows before it.
     pub observed: f64,
     pub expected: f64,
+    /// The robust z-score (negative for a drop).
     pub score: f64,
 }
 
@@ -86,10 +102,13 @@ pub struct Snapshot {
     pub funnel: Option<Funnel>,
     /// The latest window's top products, by rank.
     pub top_products: Vec<TopProduct>,
+    /// The start of the window `top_products` ranks.
     pub top_products_window: Option<String>,
+    /// The latest minute of activity.
     pub activity: Option<Activity>,
     /// The 20 latest alerts, newest first.
     pub alerts: Vec<Alert>,
+    /// Records the job could not parse, and events that came after their window closed.
     pub dead_letters: i64,
     pub late_events: i64,
     /// Ingest API counters since it started (absent without a co-hosted API).
@@ -114,8 +133,22 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 
 const TS: &str = "to_char(window_start, 'YYYY-MM-DD HH24:MI:SS')";
 
-/// Reads a snapshot from the warehouse.
+/// Reads a snapshot from the warehouse in one read-only transaction, so that it shows one
+/// state of the warehouse and not parts of two commits.
 async fn read(client: &tokio_postgres::Client) -> Result<Snapshot, tokio_postgres::Error> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let read = read_tables(client).await;
+    let end = client
+        .batch_execute(if read.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await;
+    let s = read?;
+    end?;
+    Ok(s)
+}
+
+async fn read_tables(client: &tokio_postgres::Client) -> Result<Snapshot, tokio_postgres::Error> {
     let mut s = Snapshot::default();
     let rows = client
         .query(
@@ -135,13 +168,15 @@ async fn read(client: &tokio_postgres::Client) -> Result<Snapshot, tokio_postgre
         .await?;
     s.revenue = rows
         .iter()
-        .map(|r| RevenuePoint {
-            window_start: r.get(0),
-            revenue_usd: r.get::<_, Option<f64>>(1).unwrap_or(0.0),
-            orders: r.get(2),
-            avg_order_value_usd: r.get(3),
+        .map(|r| {
+            Ok(RevenuePoint {
+                window_start: r.try_get(0)?,
+                revenue_usd: r.try_get::<_, Option<f64>>(1)?.unwrap_or(0.0),
+                orders: r.try_get(2)?,
+                avg_order_value_usd: r.try_get(3)?,
+            })
         })
-        .collect();
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     s.funnel = client
         .query_opt(
             &format!(
@@ -151,13 +186,16 @@ async fn read(client: &tokio_postgres::Client) -> Result<Snapshot, tokio_postgre
             &[],
         )
         .await?
-        .map(|r| Funnel {
-            window_start: r.get(0),
-            viewed: r.get(1),
-            carted: r.get(2),
-            purchased: r.get(3),
-            conversion: r.get(4),
-        });
+        .map(|r| {
+            Ok::<_, tokio_postgres::Error>(Funnel {
+                window_start: r.try_get(0)?,
+                viewed: r.try_get(1)?,
+                carted: r.try_get(2)?,
+                purchased: r.try_get(3)?,
+                conversion: r.try_get(4)?,
+            })
+        })
+        .transpose()?;
     let top = client
         .query(
             &format!(
@@ -168,16 +206,18 @@ async fn read(client: &tokio_postgres::Client) -> Result<Snapshot, tokio_postgre
             &[],
         )
         .await?;
-    s.top_products_window = top.first().map(|r| r.get(0));
+    s.top_products_window = top.first().map(|r| r.try_get(0)).transpose()?;
     s.top_products = top
         .iter()
-        .map(|r| TopProduct {
-            rank: r.get(1),
-            product_id: r.get(2),
-            revenue_usd: r.get::<_, Option<f64>>(3).unwrap_or(0.0),
-            units: r.get(4),
+        .map(|r| {
+            Ok(TopProduct {
+                rank: r.try_get(1)?,
+                product_id: r.try_get(2)?,
+                revenue_usd: r.try_get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                units: r.try_get(4)?,
+            })
         })
-        .collect();
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     s.activity = client
         .query_opt(
             &format!(
@@ -187,12 +227,15 @@ async fn read(client: &tokio_postgres::Client) -> Result<Snapshot, tokio_postgre
             &[],
         )
         .await?
-        .map(|r| Activity {
-            window_start: r.get(0),
-            active_users: r.get(1),
-            active_sessions: r.get(2),
-            events: r.get(3),
-        });
+        .map(|r| {
+            Ok::<_, tokio_postgres::Error>(Activity {
+                window_start: r.try_get(0)?,
+                active_users: r.try_get(1)?,
+                active_sessions: r.try_get(2)?,
+                events: r.try_get(3)?,
+            })
+        })
+        .transpose()?;
     s.alerts = client
         .query(
             &format!(
@@ -203,22 +246,24 @@ async fn read(client: &tokio_postgres::Client) -> Result<Snapshot, tokio_postgre
         )
         .await?
         .iter()
-        .map(|r| Alert {
-            metric: r.get(0),
-            window_start: r.get(1),
-            observed: r.get(2),
-            expected: r.get(3),
-            score: r.get(4),
+        .map(|r| {
+            Ok(Alert {
+                metric: r.try_get(0)?,
+                window_start: r.try_get(1)?,
+                observed: r.try_get(2)?,
+                expected: r.try_get(3)?,
+                score: r.try_get(4)?,
+            })
         })
-        .collect();
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     let counts = client
         .query_one(
             "SELECT (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM late_events)",
             &[],
         )
         .await?;
-    s.dead_letters = counts.get(0);
-    s.late_events = counts.get(1);
+    s.dead_letters = counts.try_get(0)?;
+    s.late_events = counts.try_get(1)?;
     Ok(s)
 }
 

@@ -7,7 +7,9 @@ use eddy_runtime::types::{parse_duration, parse_timestamp, Timestamp};
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{setting}: {message}")]
 pub struct ConfigError {
+    /// The command-line flag, e.g. `--late-by`.
     pub setting: String,
+    /// What is wrong and what is allowed.
     pub message: String,
 }
 
@@ -69,9 +71,13 @@ pub enum AnomalyKind {
 /// An injected anomaly: from `at` (event time since the start) for `duration`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Anomaly {
+    /// What it changes.
     pub kind: AnomalyKind,
+    /// Its start: milliseconds of event time after [`Config::start`].
     pub at: i64,
+    /// How long it lasts, in milliseconds of event time (1 min unless `for=` says); positive.
     pub duration: i64,
+    /// Multiplies the purchase probability or the arrival rate; non-negative.
     pub factor: f64,
 }
 
@@ -159,7 +165,9 @@ pub struct Config {
     pub duration: Option<i64>,
     /// Stop after this many shop events (valid or malformed; rate updates not counted).
     pub events: Option<u64>,
+    /// Sessions draw their user uniformly from this many (`u0`, `u1`, ...); at least 1.
     pub users: u32,
+    /// Catalogue size; product `p00000` is the most popular (ids are popularity ranks).
     pub products: u32,
     /// Zipf exponent of product popularity (1 is a classic long tail).
     pub popularity: f64,
@@ -175,6 +183,7 @@ pub struct Config {
     pub malformed_share: f64,
     /// Share of shop events sent late: their time is `late_by` before they are sent.
     pub late_share: f64,
+    /// How far back a late event's time is set (ms); must exceed `max_disorder`.
     pub late_by: i64,
     /// No late events before this much event time, so every source has seen data and late
     /// events are late under any interleaving of the sources.
@@ -184,6 +193,7 @@ pub struct Config {
     pub max_disorder: i64,
     /// A currency rate event per currency this often (ms of event time).
     pub rate_interval: i64,
+    /// Anomalies to inject; overlapping ones of a kind multiply their factors.
     pub anomalies: Vec<Anomaly>,
 }
 

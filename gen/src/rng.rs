@@ -34,6 +34,7 @@ impl Rng {
         Rng::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
     }
 
+    /// The next 64 random bits; every other draw derives from them, so a test pins the output.
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
@@ -107,6 +108,7 @@ impl Zipf {
         Zipf { cdf }
     }
 
+    /// A rank in 0..n; rank 0 is the most likely.
     pub fn sample(&self, rng: &mut Rng) -> u32 {
         let u = rng.f64();
         self.cdf

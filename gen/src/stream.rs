@@ -18,13 +18,18 @@ use std::fmt::Write;
 /// The four event types, as the ingest API names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
+    /// A page view; only product pages lead to a cart.
     Click,
+    /// A product added to a session's cart.
     Cart,
+    /// An order of a session's cart, in the session's currency.
     Purchase,
+    /// A currency's rate to USD; keyed by currency, not by session.
     CurrencyRate,
 }
 
 impl EventKind {
+    /// Every kind in declaration order, so `kind as usize` indexes per-kind arrays.
     pub const ALL: [EventKind; 4] = [
         EventKind::Click,
         EventKind::Cart,
@@ -46,7 +51,9 @@ impl EventKind {
 /// One item of an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
+    /// Popularity rank, as [`Ids::product`] renders it.
     pub product: u32,
+    /// Units; carting a product again adds to it.
     pub quantity: u32,
     /// In the order's currency, in hundredths.
     pub unit_price_cents: i64,
@@ -55,39 +62,66 @@ pub struct Item {
 /// A valid event, as data: what the ground truth counts.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// A page view.
     Click {
+        /// Numbered per kind from 0; [`Ids::event`] renders it.
         id: u64,
+        /// Below [`Config::users`]; [`Ids::user`] renders it.
         user: u32,
+        /// Numbered from 0 in arrival order; [`Ids::session`] renders it.
         session: u64,
+        /// Popularity rank; [`Ids::product`] renders it.
         product: u32,
+        /// Event time (ms since the epoch).
         ts: Timestamp,
+        /// `product`, `search`, `category` or `home`.
         page: &'static str,
+        /// Only on a session's first click, and not always then.
         referrer: Option<&'static str>,
     },
+    /// A product added to the cart.
     Cart {
+        /// Numbered per kind from 0.
         id: u64,
+        /// The session's user.
         user: u32,
+        /// The session.
         session: u64,
+        /// The product of the session's previous click.
         product: u32,
+        /// Units added by this event (1 to 3), not the cart's total.
         quantity: u32,
+        /// Event time (ms since the epoch).
         ts: Timestamp,
     },
+    /// An order: the whole cart, at the session's end.
     Purchase {
+        /// Numbered per kind from 0.
         id: u64,
+        /// The session's user.
         user: u32,
+        /// The session.
         session: u64,
+        /// Never empty; prices in `currency`.
         items: Vec<Item>,
+        /// Index into [`CURRENCIES`].
         currency: usize,
+        /// Event time (ms since the epoch).
         ts: Timestamp,
     },
+    /// A new rate of one currency, in force from `ts` on.
     CurrencyRate {
+        /// Index into [`CURRENCIES`].
         currency: usize,
+        /// USD per unit, in millionths.
         rate_micros: i64,
+        /// Event time (ms); the first rates are dated `late_by` before the start.
         ts: Timestamp,
     },
 }
 
 impl Event {
+    /// Its type, which picks the envelope's `type` and the Kafka topic.
     pub fn kind(&self) -> EventKind {
         match self {
             Event::Click { .. } => EventKind::Click,
@@ -121,15 +155,19 @@ impl Event {
 pub struct Ids;
 
 impl Ids {
+    /// `u17`; not seeded, so data sets share their users.
     pub fn user(user: u32) -> String {
         format!("u{user}")
     }
+    /// `p00042`; not seeded, so data sets share their catalogue.
     pub fn product(product: u32) -> String {
         format!("p{product:05}")
     }
+    /// `s<seed>-<n>`; also the Kafka key of the session's events.
     pub fn session(seed: u64, session: u64) -> String {
         format!("s{seed}-{session}")
     }
+    /// `<letter><seed>-<n>`, the letter by kind (c, a, o, r), so ids are unique across kinds.
     pub fn event(seed: u64, kind: EventKind, id: u64) -> String {
         let letter = match kind {
             EventKind::Click => 'c',
@@ -145,14 +183,23 @@ impl Ids {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fate {
     /// Sent as is; `late`: its time lies `late_by` before it was sent.
-    Valid { event: Event, late: bool },
+    Valid {
+        /// The event as sent; a late one's `ts` is already moved back.
+        event: Event,
+        /// Drawn by [`Config::late_share`]: in the fact tables, but late for every window.
+        late: bool,
+    },
     /// Sent broken in the way named (the ingest API must reject it).
-    Malformed { flaw: &'static str },
+    Malformed {
+        /// E.g. `truncated JSON`, `missing user_id`; for messages.
+        flaw: &'static str,
+    },
 }
 
 /// One line the generator sends: an ingest envelope `{"type": ..., "event": {...}}`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sent {
+    /// The type it was generated as (a malformed envelope may name another).
     pub kind: EventKind,
     /// When it is sent, on the event-time clock: pace by this.
     pub at: Timestamp,
@@ -160,9 +207,11 @@ pub struct Sent {
     pub key: String,
     /// The JSON text.
     pub envelope: String,
+    /// Whether ingest must accept it and, if so, what the ground truth counts.
     pub fate: Fate,
 }
 
+/// Event times as the envelopes write them: RFC 3339, UTC, milliseconds.
 pub use eddy_runtime::types::format_rfc3339 as rfc3339;
 
 /// `cents` as a decimal with two places (`1999` → `19.99`).
@@ -386,6 +435,8 @@ pub struct Generator {
 }
 
 impl Generator {
+    /// A generator for `config`, which must pass [`Config::validate`]; the same config always
+    /// yields the same lines.
     pub fn new(config: Config) -> Generator {
         let mut setup = Rng::stream(config.seed, 1);
         // Prices: log-uniform between $3 and $300, rounded to .99 like shops do.
@@ -434,6 +485,7 @@ impl Generator {
         }
     }
 
+    /// Its settings, e.g. for the [`Truth`](crate::Truth) of the same data set.
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -51,107 +51,168 @@ impl Default for Detector {
 /// Event counts and sums over the whole data set.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Totals {
+    /// Valid clicks, late ones included (as are the other counts unless named late).
     pub clicks: u64,
+    /// Valid cart events.
     pub carts: u64,
+    /// Valid orders.
     pub purchases: u64,
+    /// Items of valid orders: the rows of `fact_orders` (one per line).
     pub order_lines: u64,
+    /// Rate events (never malformed, never late).
     pub currency_rates: u64,
     /// Sent malformed: rejected at ingest, in the dead-letter topic.
     pub malformed: u64,
     /// Valid but late, per type (they are in the fact tables, not in the windows).
     pub late_clicks: u64,
+    /// Of `carts`, the late ones.
     pub late_carts: u64,
+    /// Of `purchases`, the late ones.
     pub late_purchases: u64,
+    /// Of `order_lines`, those of late orders.
     pub late_order_lines: u64,
+    /// Units added over all cart events.
     pub cart_units: u64,
+    /// Units over all order lines.
     pub order_units: u64,
     /// Sum of every line in USD, late ones included: 8 decimals.
     pub order_amount_usd: String,
+    /// Distinct users of valid shop events.
     pub users: u64,
+    /// Distinct products clicked, carted or ordered.
     pub products: u64,
+    /// Distinct sessions with a valid shop event.
     pub sessions: u64,
 }
 
 /// `kpi_revenue_minute`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RevenueRow {
+    /// UTC, as TIMESTAMP(3) prints (`2026-01-01 00:01:00.000`).
     pub window_start: String,
+    /// Exclusive: one minute after the start.
     pub window_end: String,
+    /// USD of the minute's on-time order lines, 8 decimals.
     pub revenue_usd: String,
+    /// On-time orders of the minute.
     pub orders: u64,
+    /// Units of the minute's on-time order lines.
     pub units: u64,
+    /// `revenue_usd / orders`, as a DOUBLE.
     pub avg_order_value_usd: f64,
 }
 
 /// `kpi_traffic_minute`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TrafficRow {
+    /// UTC, as TIMESTAMP(3) prints (`2026-01-01 00:01:00.000`).
     pub window_start: String,
+    /// Exclusive: one minute after the start.
     pub window_end: String,
+    /// On-time shop events: `clicks + carts + purchases` (an order counts once).
     pub events: u64,
+    /// On-time clicks of the minute.
     pub clicks: u64,
+    /// On-time cart events of the minute.
     pub carts: u64,
+    /// On-time orders of the minute.
     pub purchases: u64,
+    /// Distinct users with an on-time event in the minute.
     pub active_users: u64,
+    /// Distinct sessions with an on-time event in the minute.
     pub active_sessions: u64,
 }
 
 /// `kpi_funnel_5min`: sessions that reached each step within the window.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct FunnelRow {
+    /// UTC, as TIMESTAMP(3) prints (`2026-01-01 00:01:00.000`).
     pub window_start: String,
+    /// Exclusive: five minutes after the start.
     pub window_end: String,
+    /// Sessions with an on-time click in the window.
     pub viewed: u64,
+    /// Sessions with an on-time cart event in the window.
     pub carted: u64,
+    /// Sessions with an on-time order in the window.
     pub purchased: u64,
+    /// `carted / viewed`; `None` (NULL) when `viewed` is 0. Can exceed 1: steps are per window.
     pub view_to_cart: Option<f64>,
+    /// `purchased / carted`; `None` when `carted` is 0.
     pub cart_to_purchase: Option<f64>,
+    /// `purchased / viewed`; `None` when `viewed` is 0.
     pub conversion: Option<f64>,
 }
 
 /// `kpi_top_products_5min`: the 10 products with the most USD revenue per window (ties by id).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TopProductRow {
+    /// UTC, as TIMESTAMP(3) prints (`2026-01-01 00:01:00.000`).
     pub window_start: String,
+    /// Exclusive: five minutes after the start.
     pub window_end: String,
+    /// 1 to 10, 1 the most revenue.
     pub rank: u64,
+    /// As [`Ids::product`] renders it (`p00042`).
     pub product_id: String,
+    /// USD of the product's on-time order lines in the window, 8 decimals.
     pub revenue_usd: String,
+    /// Units of those lines.
     pub units: u64,
 }
 
 /// `alerts`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct AlertRow {
+    /// The series scored: `revenue_usd` or `events` (per minute).
     pub metric: String,
+    /// The minute scored; UTC, as TIMESTAMP(3) prints (`2026-01-01 00:01:00.000`).
     pub window_start: String,
+    /// Exclusive: one minute after the start.
     pub window_end: String,
+    /// The minute's value; 0 for a minute missing between two present ones.
     pub observed: f64,
+    /// The median of the previous minutes (up to `history` of them).
     pub expected: f64,
+    /// Their MAD, before the `min_spread` floor.
     pub deviation: f64,
+    /// The robust z-score; its magnitude is at least the threshold.
     pub score: f64,
 }
 
 /// Late rows each window operator sends to its side output (`late_events`).
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct LateByKpi {
+    /// Late order lines (the window reads lines).
     pub revenue_minute: u64,
+    /// Late order lines.
     pub top_products_5min: u64,
+    /// Late shop events (an order counts once).
     pub traffic_minute: u64,
+    /// Late shop events (an order counts once).
     pub funnel_5min: u64,
 }
 
 /// Everything a test compares.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Expected {
+    /// The data set's [`Config::seed`].
     pub seed: u64,
+    /// [`Config::start`], formatted as the window bounds are.
     pub start: String,
+    /// Counts over the whole data set.
     pub totals: Totals,
+    /// By window; only minutes with an on-time order line.
     pub revenue_minute: Vec<RevenueRow>,
+    /// By window; only minutes with an on-time shop event.
     pub traffic_minute: Vec<TrafficRow>,
+    /// By window; only windows with an on-time shop event.
     pub funnel_5min: Vec<FunnelRow>,
+    /// By window, then rank.
     pub top_products_5min: Vec<TopProductRow>,
+    /// The revenue alerts by window, then the traffic alerts by window.
     pub alerts: Vec<AlertRow>,
+    /// Rows each KPI's window sends to `late_events`.
     pub late_events: LateByKpi,
 }
 
@@ -223,6 +284,8 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
 }
 
 impl Truth {
+    /// For the data set of `config`; `detector` must be the job's settings, or the alerts
+    /// differ. Feed it every [`Sent`] line, malformed ones included.
     pub fn new(config: &Config, detector: Detector) -> Truth {
         Truth {
             seed: config.seed,
@@ -500,6 +563,10 @@ impl Truth {
                 continue;
             }
             let (start, observed) = filled[i];
+            // Deliberately independent of operators/src/anomaly.rs (this crate does not depend
+            // on it): the same definition, computed over whole series from the events rather
+            // than from per-key state fed by windows, so the truth checks the operator rather
+            // than repeating its code.
             let expected = median(history.clone());
             let deviation = median(history.iter().map(|h| (h - expected).abs()).collect());
             let spread = deviation.max(d.min_spread * expected.abs()).max(1e-9);

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 pub struct EventType {
     /// The envelope's `type`.
     pub name: &'static str,
+    /// The Kafka topic its events go to, with the deployment's prefix (`shop.clicks`).
     pub topic: String,
     /// The field whose value is the Kafka key.
     pub key_field: &'static str,
@@ -36,10 +37,25 @@ pub struct Catalog {
 pub struct Routed<'a> {
     /// Index into [`Catalog::types`].
     pub kind: usize,
+    /// The Kafka topic to send the payload to.
     pub topic: &'a str,
+    /// The Kafka key: the value of the type's key field, which keeps a session's events in
+    /// one partition, in order.
     pub key: String,
     /// The event's JSON text as received.
     pub payload: &'a str,
+}
+
+/// The Kafka record an envelope becomes, the same whoever writes the topics (the ingest API,
+/// or the generator straight into Kafka or into files that stand for the topics).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stored<'a> {
+    /// The event type's topic, or the dead-letter topic.
+    pub topic: &'a str,
+    /// The partitioning key; dead letters have none.
+    pub key: Option<String>,
+    /// The event's JSON as received, or the dead-letter record.
+    pub value: std::borrow::Cow<'a, str>,
 }
 
 /// Why an event was refused: shown to the client and kept in the dead-letter topic.
@@ -47,6 +63,7 @@ pub struct Routed<'a> {
 pub struct Rejection {
     /// The envelope's type when it could be read.
     pub kind: Option<String>,
+    /// One line for a person: what is wrong and, where it helps, what to send instead.
     pub reason: String,
 }
 
@@ -116,6 +133,7 @@ impl Catalog {
         })
     }
 
+    /// The accepted types, in a fixed order that [`Routed::kind`] indexes.
     pub fn types(&self) -> &[EventType] {
         &self.types
     }
@@ -138,8 +156,46 @@ impl Catalog {
             .collect()
     }
 
+    /// Where refused events go, as [`dead_letter_record`]s, so none is lost silently.
     pub fn dead_letter_topic(&self) -> &str {
         &self.dead_letter_topic
+    }
+
+    /// The record to store for an envelope: its event, or, refused, its dead-letter record
+    /// (`received_at`, RFC 3339, is asked for only then), with the reason for the answer.
+    pub fn store<'a>(
+        &'a self,
+        envelope: &'a str,
+        received_at: impl FnOnce() -> String,
+    ) -> (Stored<'a>, Option<Rejection>) {
+        match self.route(envelope) {
+            Ok(r) => (
+                Stored {
+                    topic: r.topic,
+                    key: Some(r.key),
+                    value: r.payload.into(),
+                },
+                None,
+            ),
+            Err(rejection) => {
+                let stored = self.dead_letter(&rejection, envelope, &received_at());
+                (stored, Some(rejection))
+            }
+        }
+    }
+
+    /// The dead-letter record of a refused envelope.
+    pub fn dead_letter(
+        &self,
+        rejection: &Rejection,
+        original: &str,
+        received_at: &str,
+    ) -> Stored<'_> {
+        Stored {
+            topic: &self.dead_letter_topic,
+            key: None,
+            value: dead_letter_record(rejection, original, received_at).into(),
+        }
     }
 
     /// Checks one envelope and says where its event goes.

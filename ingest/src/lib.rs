@@ -9,5 +9,5 @@ pub mod catalog;
 pub mod schema;
 pub mod server;
 
-pub use catalog::{dead_letter_record, Catalog, EventType, Rejection, Routed};
+pub use catalog::{dead_letter_record, Catalog, EventType, Rejection, Routed, Stored};
 pub use server::{Ingest, IngestStats};

@@ -16,8 +16,12 @@ use serde_json::{Map, Value};
 #[derive(Debug, thiserror::Error)]
 #[error("schema `{schema}`, at `{pointer}`: {message}")]
 pub struct SchemaError {
+    /// The name the schema was compiled under (`click.json`).
     pub schema: String,
+    /// JSON Pointer to the offending keyword in the schema; `/` is the root, empty when the
+    /// text is not JSON at all.
     pub pointer: String,
+    /// What is wrong there.
     pub message: String,
 }
 

@@ -13,7 +13,7 @@
 //! acknowledged: the client sends again, so an event is never lost (it may be stored twice;
 //! the warehouse's fact tables are keyed by event id).
 
-use crate::catalog::{dead_letter_record, Catalog};
+use crate::catalog::Catalog;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -79,35 +79,30 @@ impl Ingest {
     }
 
     /// Validates, appends and acknowledges a list of envelopes.
-    async fn take(&self, envelopes: Vec<Envelope<'_>>) -> Result<Outcome, String> {
+    /// `envelopes` come with their index in the request, which a rejection names.
+    async fn take(&self, envelopes: Vec<(usize, Envelope<'_>)>) -> Result<Outcome, String> {
         let received_at = now_rfc3339();
         let mut rejected = Vec::new();
         let mut sends = Vec::with_capacity(envelopes.len());
-        for (index, envelope) in envelopes.into_iter().enumerate() {
-            let routed = match envelope {
-                Envelope::Text(text) => self.catalog.route(text).map_err(|r| (r, text)),
+        for (index, envelope) in envelopes {
+            let (stored, rejection) = match envelope {
+                Envelope::Text(text) => self.catalog.store(text, || received_at.clone()),
                 Envelope::Broken(text, reason) => {
-                    Err((crate::catalog::Rejection { kind: None, reason }, text))
+                    let rejection = crate::catalog::Rejection { kind: None, reason };
+                    let stored = self.catalog.dead_letter(&rejection, text, &received_at);
+                    (stored, Some(rejection))
                 }
             };
-            match routed {
-                Ok(r) => sends.push(self.producer.send(
-                    r.topic,
-                    Some(r.key.into_bytes()),
-                    r.payload.as_bytes().to_vec(),
-                )),
-                Err((rejection, text)) => {
-                    let record = dead_letter_record(&rejection, text, &received_at);
-                    sends.push(self.producer.send(
-                        self.catalog.dead_letter_topic(),
-                        None,
-                        record.into_bytes(),
-                    ));
-                    rejected.push(Rejected {
-                        index,
-                        reason: rejection.reason,
-                    });
-                }
+            sends.push(self.producer.send(
+                stored.topic,
+                stored.key.map(String::into_bytes),
+                stored.value.into_owned().into_bytes(),
+            ));
+            if let Some(rejection) = rejection {
+                rejected.push(Rejected {
+                    index,
+                    reason: rejection.reason,
+                });
             }
         }
         let total = sends.len();
@@ -142,6 +137,7 @@ enum Envelope<'a> {
 
 #[derive(Serialize)]
 struct Rejected {
+    /// The position in the array, or the line number (from 0) of NDJSON.
     index: usize,
     reason: String,
 }
@@ -162,11 +158,8 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 fn now_rfc3339() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
     let mut s = String::new();
-    eddy_runtime::types::format_rfc3339(ms, &mut s);
+    eddy_runtime::types::format_rfc3339(eddy_runtime::types::wall_clock_ms(), &mut s);
     s
 }
 
@@ -183,7 +176,7 @@ async fn single(State(ingest): State<Ingest>, body: Bytes) -> Response {
         Ok(t) => Envelope::Text(t.trim()),
         Err(e) => Envelope::Broken("", format!("not UTF-8: {e}")),
     };
-    match ingest.take(vec![text]).await {
+    match ingest.take(vec![(0, text)]).await {
         Ok(outcome) if outcome.rejected.is_empty() => json(StatusCode::OK, &outcome),
         Ok(outcome) => json(StatusCode::UNPROCESSABLE_ENTITY, &outcome),
         Err(e) => unavailable(e),
@@ -198,15 +191,21 @@ async fn batch(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) ->
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("ndjson") || v.contains("jsonl"));
-    let envelopes: Vec<Envelope> = if ndjson || !text.trim_start().starts_with('[') {
+    let envelopes: Vec<(usize, Envelope)> = if ndjson || !text.trim_start().starts_with('[') {
+        // Blank lines are no events, but the indexes stay line numbers (from 0).
         text.lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(Envelope::Text)
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(i, l)| (i, Envelope::Text(l)))
             .collect()
     } else {
         match serde_json::from_str::<Vec<&RawValue>>(text) {
-            Ok(items) => items.into_iter().map(|i| Envelope::Text(i.get())).collect(),
+            Ok(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| (i, Envelope::Text(item.get())))
+                .collect(),
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,

@@ -22,26 +22,50 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A record with its offset, as [`Fetched`] carries it; re-exported so readers need not depend
+/// on rskafka.
 pub use rskafka::record::RecordAndOffset;
 
 /// Why a Kafka operation failed; names the brokers or the topic.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
+    /// No broker answered within the retry deadline (10 s), or the address list was empty.
     #[error("cannot reach Kafka at `{brokers}`: {message} (check the address, and that the broker runs)")]
-    Connect { brokers: String, message: String },
-    #[error("Kafka topic `{topic}` does not exist at `{brokers}`; create it first (`eddy serve` creates the topics it writes)")]
-    NoTopic { topic: String, brokers: String },
-    #[error("Kafka {action} on `{topic}` failed: {message}")]
-    Request {
-        action: &'static str,
-        topic: String,
+    Connect {
+        /// The broker list as given to [`Kafka::connect`].
+        brokers: String,
+        /// The client's reason.
         message: String,
     },
+    /// The topic does not exist (or metadata shows it with no partitions yet).
+    #[error("Kafka topic `{topic}` does not exist at `{brokers}`; create it first (`eddy serve` creates the topics it writes)")]
+    NoTopic {
+        /// The missing topic.
+        topic: String,
+        /// The cluster it was looked up in.
+        brokers: String,
+    },
+    /// A request failed after its retries.
+    #[error("Kafka {action} on `{topic}` failed: {message}")]
+    Request {
+        /// What was asked, for the message: "produce", "fetch", "offset lookup", ...
+        action: &'static str,
+        /// The topic concerned; `*` for cluster metadata, empty when there is none.
+        topic: String,
+        /// The client's reason.
+        message: String,
+    },
+    /// Retention deleted records a reader had yet to read, e.g. past a restored checkpoint's
+    /// offset: input is lost, so the job must fail rather than skip ahead.
     #[error("Kafka partition {topic}/{partition} no longer holds offset {offset} (its oldest is {earliest}): records were deleted before they were read")]
     OffsetGone {
+        /// The topic read.
         topic: String,
+        /// The partition read.
         partition: i32,
+        /// The offset the reader wanted next.
         offset: i64,
+        /// The partition's oldest offset now, above `offset`.
         earliest: i64,
     },
 }
@@ -99,6 +123,8 @@ impl Kafka {
         })
     }
 
+    /// The broker list as given to [`Kafka::connect`], e.g. to start a [`Reader`] (which
+    /// connects on its own thread).
     pub fn brokers(&self) -> &str {
         &self.brokers
     }
@@ -283,6 +309,8 @@ type Batcher = BatchProducer<RecordAggregator>;
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl Producer {
+    /// A producer over `kafka`; share one per process (behind an `Arc`) so concurrent sends
+    /// batch together.
     pub fn new(kafka: Arc<Kafka>) -> Producer {
         Producer {
             kafka,
@@ -292,6 +320,7 @@ impl Producer {
         }
     }
 
+    /// The connection it writes through, for admin calls such as creating topics.
     pub fn kafka(&self) -> &Arc<Kafka> {
         &self.kafka
     }
@@ -386,7 +415,9 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 /// Records of one partition read by a [`Reader`].
 #[derive(Debug)]
 pub struct Fetched {
+    /// The partition the records come from.
     pub partition: i32,
+    /// Never empty; in offset order, each offset once, from the offset asked for on.
     pub records: Vec<RecordAndOffset>,
     /// The partition's high watermark at the fetch: the reader is caught up when the offset
     /// after the last record equals it.
@@ -396,10 +427,13 @@ pub struct Fetched {
 /// What a [`Reader`] delivers for one partition.
 #[derive(Debug)]
 pub enum ReaderEvent {
+    /// New records; the next event of the partition continues after the last of them.
     Records(Fetched),
     /// The partition had nothing new: it is caught up at this offset.
     CaughtUp {
+        /// The partition.
         partition: i32,
+        /// The offset of the next record, once it is written (the high watermark).
         offset: i64,
     },
 }
@@ -597,7 +631,14 @@ async fn fetch_from(
         let (records, high_watermark) = client.fetch_records(from, 1..FETCH_BYTES, 0).await?;
         let covers = records.first().is_some_and(|r| r.offset <= offset);
         if covers || from == earliest {
-            return Ok((in_order_from(records, offset), high_watermark));
+            let records = in_order_from(records, offset);
+            if records.is_empty() {
+                // Nothing readable at `offset` although the partition goes further: on Kafka,
+                // transaction markers (which the client drops). Waiting keeps the caller's next
+                // try from spinning against the broker.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            return Ok((records, high_watermark));
         }
         back = back.saturating_mul(2);
     }
@@ -624,7 +665,9 @@ fn in_order_from(records: Vec<RecordAndOffset>, offset: i64) -> Vec<RecordAndOff
 /// Where a reader without a checkpoint starts in a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartAt {
+    /// The oldest record still retained: read the whole topic.
     Earliest,
+    /// The high watermark: only records written after the start.
     Latest,
 }
 

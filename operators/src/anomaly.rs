@@ -91,6 +91,8 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The anomaly operator: emits a row per anomalous window (key columns, window start and end,
+/// value, expected, MAD, score). Each key's series is keyed state, so it survives a restore.
 pub struct Anomaly<B: KeyedStateBackend> {
     keys: Vec<Expr>,
     time: usize,
@@ -102,6 +104,8 @@ pub struct Anomaly<B: KeyedStateBackend> {
 }
 
 impl<B: KeyedStateBackend> Anomaly<B> {
+    /// Builds the operator of `node`, compiling `spec`'s key and value against its input; the
+    /// series live in `backend`.
     pub fn new(
         graph: &JobGraph,
         node: NodeId,

@@ -19,6 +19,8 @@ use eddy_runtime::types::{Row, Timestamp, Value, MIN_TIMESTAMP};
 /// The versions of one key, by version time (ascending).
 type Versions = Vec<(Timestamp, Vec<Value>)>;
 
+/// The temporal join operator: input 0 is the left stream, input 1 the versioned table.
+/// Waiting rows, versions and timers are keyed state, so checkpoints hold them.
 pub struct TemporalJoin<B: KeyedStateBackend> {
     common: JoinCommon,
     /// The time column of each side.
@@ -35,6 +37,8 @@ pub struct TemporalJoin<B: KeyedStateBackend> {
 }
 
 impl<B: KeyedStateBackend> TemporalJoin<B> {
+    /// Builds the operator of `node` from a [`JoinKind::Temporal`] spec (any other kind is an
+    /// error), its state in `backend`.
     pub fn new(
         graph: &JobGraph,
         node: NodeId,
@@ -106,6 +110,10 @@ impl<B: KeyedStateBackend> Operator for TemporalJoin<B> {
         let horizon = self.watermark.saturating_sub(self.retention);
         for row in rows {
             let Some(t) = row.values[self.times[input]].as_timestamp() else {
+                // No time, so no version is in force: an outer join keeps it with NULLs.
+                if input == 0 && self.left_outer {
+                    self.emit(&row.values, None, MIN_TIMESTAMP, out);
+                }
                 continue;
             };
             let Some((key, kg)) = self.common.key(input, &row.values) else {

@@ -80,9 +80,13 @@ pub struct Target {
 /// repeated commit creates nothing twice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dimension {
+    /// The sink column with the natural key (it is not written to the fact table).
     pub column: String,
+    /// The dimension table.
     pub table: String,
+    /// Its natural key column, uniquely indexed (ON CONFLICT needs a whole-column index).
     pub natural: String,
+    /// Its surrogate key column, also the fact table's column that receives it.
     pub key: String,
 }
 
@@ -243,7 +247,7 @@ fn check_table(client: &mut Client, target: &Target) -> Result<(), PgError> {
                 "SELECT 1 FROM pg_index i
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                  WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1
-                   AND a.attname = $2",
+                   AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $2",
                 &[&quote_ident(&d.table), &d.natural],
             )
             .map_err(|source| PgError::Query {
@@ -470,13 +474,18 @@ fn commit_on(
             c = d.column.replace('\'', "''"),
         )
     };
-    for (i, d) in target.dimensions.iter().enumerate() {
+    // Commits of several sinks (and subtasks) insert into the same dimensions at once: taking
+    // the tables, and the keys within each, in one order keeps them from deadlocking.
+    let mut in_order: Vec<(usize, &Dimension)> = target.dimensions.iter().enumerate().collect();
+    in_order.sort_by(|a, b| a.1.table.cmp(&b.1.table));
+    for (i, d) in in_order {
         let n = quote_ident(&d.natural);
         tx.execute(
             &format!(
                 "INSERT INTO {t} ({n})
                  SELECT DISTINCT n{i}.{n} FROM {rows} {lateral}
                  WHERE {wanted} AND n{i}.{n} IS NOT NULL
+                 ORDER BY 1
                  ON CONFLICT ({n}) DO NOTHING",
                 t = quote_ident(&d.table),
                 lateral = natural(i, d),

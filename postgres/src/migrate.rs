@@ -10,23 +10,37 @@ use crate::{connect, redact, PgError};
 /// One migration: a name that orders it (`001_star_schema`) and its SQL.
 #[derive(Clone, Copy, Debug)]
 pub struct Migration {
+    /// Unique; migrations apply in byte order of their names, so zero-pad the number.
     pub name: &'static str,
+    /// One or more statements, run in one transaction; never edit it once applied.
     pub sql: &'static str,
 }
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// Connecting failed.
     #[error(transparent)]
     Postgres(#[from] PgError),
+    /// A statement failed; that migration was rolled back, the earlier ones stay applied.
     #[error("migration `{name}` failed at `{url}`: {source}")]
     Failed {
+        /// The migration, or `(setup)` for the lock and the `eddy_migrations` table.
         name: String,
+        /// The database, password hidden.
         url: String,
+        /// The server's error.
         source: postgres::Error,
     },
+    /// An applied migration's text no longer matches its recorded checksum; nothing after it
+    /// was applied.
     #[error("migration `{name}` was changed after it was applied at `{url}`; leave applied migrations as they are and add a new one")]
-    Changed { name: String, url: String },
+    Changed {
+        /// The edited migration.
+        name: String,
+        /// The database, password hidden.
+        url: String,
+    },
 }
 
 /// FNV-1a of the text, as hex: enough to notice an edited migration.

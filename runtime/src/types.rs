@@ -462,6 +462,14 @@ impl DateTimeParts {
     }
 }
 
+/// The wall clock as a [`Timestamp`] (milliseconds since the epoch; 0 if the clock is before
+/// it), for what stamps records with their arrival: ingest, generators, checkpoint metadata.
+pub fn wall_clock_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Timestamp)
+}
+
 /// Formats a timestamp as Flink prints TIMESTAMP(3): `YYYY-MM-DD HH:MM:SS.mmm`.
 pub fn format_timestamp(ts: Timestamp, out: &mut String) {
     write_time(ts, ' ', "", out);

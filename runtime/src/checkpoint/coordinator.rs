@@ -270,10 +270,7 @@ impl CheckpointCoordinator {
             job: self.config.job.clone(),
             checkpoint,
             finished,
-            completed_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            completed_at_ms: crate::types::wall_clock_ms(),
             max_parallelism: self.config.max_parallelism,
             operators,
         }
