@@ -8,7 +8,8 @@
 #   -p  parallelism of the job (default 2)
 #   -l  seconds of each paced latency run (default 130, so two minutes close; 0 skips it)
 #
-# Stages (events/s = shop events, malformed included, per second of wall time):
+# Stages (events/s = shop events, malformed included, per second of wall time; ev_per_cpu_s per
+# CPU-second of the whole machine):
 #   generate   eddy gen to files (the generator alone)
 #   ingest     eddy gen --fast to the ingest API of eddy serve into tansu (4 requests in flight)
 #   replay     eddy run of the job over the files into PostgreSQL (no Kafka)
@@ -54,6 +55,19 @@ fresh_db() { command psql -q -X "$pg/postgres" -c "CREATE DATABASE $1"; "$eddy" 
 q() { command psql -q -X -t -A "$1" -c "$2"; }
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc; }
+# CPU-seconds the whole machine has spent busy (all processes, from /proc/stat).
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu /{print ($2+$3+$4+$7+$8)/hz}' /proc/stat; }
+# Runs a command (stdout discarded, stderr in $work/stderr); sets wall_s, cpu_s (the command's own CPU-seconds) and
+# other_s (what the rest of the machine used meanwhile: the server, the broker, PostgreSQL).
+measure() {
+  local b0 t0; b0=$(busy); t0=$(now)
+  cpu_s=$(python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[2:], check=True, stdout=subprocess.DEVNULL, stderr=open(sys.argv[1], "w"))
+r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)' "$work/stderr" "$@")
+  wall_s=$(elapsed "$t0"); other_s=$(echo "$(busy) - $b0 - $cpu_s" | bc)
+}
+rows=()
+row() { rows+=("$1:$wall_s:$cpu_s:$other_s"); }
 gen_args=(--seed 11 --rate "$rate" --users 200000 --products 20000)
 start_kafka() {
   "$tansu" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
@@ -65,34 +79,33 @@ start_kafka() {
 job=(run "$here/jobs/ecommerce/analytics.toml" --parallelism "$parallelism" --dead-letter "$work/dl.jsonl")
 echo "# $(date -u +%FT%TZ) eddy $(git -C "$here" rev-parse --short HEAD) on $(nproc) cores; ${minutes} min at ${rate} events/s, p=$parallelism"
 
-t=$(now)
-"$eddy" gen ecommerce "${gen_args[@]}" --start 2026-01-01T00:00:00Z --duration "${minutes}min" \
-  --to "file:$work/history" --expected "$work/expected.json" 2>"$work/gen.log"
-gen_s=$(elapsed "$t")
-events=$(grep -o '^[0-9]*' "$work/gen.log")
+measure "$eddy" gen ecommerce "${gen_args[@]}" --start 2026-01-01T00:00:00Z --duration "${minutes}min" \
+  --to "file:$work/history" --expected "$work/expected.json"
+row generate
+events=$(grep -o '^[0-9]*' "$work/stderr")
 
 db=$(fresh_db replay)
-t=$(now)
-"$eddy" "${job[@]}" --topics-from "$work/history" --param "warehouse=$db" 2>/dev/null
-replay_s=$(elapsed "$t")
+measure "$eddy" "${job[@]}" --topics-from "$work/history" --param "warehouse=$db"
+row replay
 
 start_kafka
-t=$(now)
-"$eddy" gen ecommerce "${gen_args[@]}" --start 2026-01-01T00:00:00Z --duration "${minutes}min" \
-  --to "http://127.0.0.1:$http_port" --fast --in-flight 4 2>"$work/ingest.log"
-ingest_s=$(elapsed "$t")
+measure "$eddy" gen ecommerce "${gen_args[@]}" --start 2026-01-01T00:00:00Z --duration "${minutes}min" \
+  --to "http://127.0.0.1:$http_port" --fast --in-flight 4
+row ingest
 
 db=$(fresh_db backfill)
-t=$(now)
-"$eddy" "${job[@]}" --param "brokers=127.0.0.1:$kafka_port" --param "warehouse=$db" \
-  --param end_when_idle=2s --checkpoint-dir "$work/ckpt-backfill" --checkpoint-interval 1s 2>/dev/null
-backfill_s=$(echo "$(elapsed "$t") - 2" | bc)
+measure "$eddy" "${job[@]}" --param "brokers=127.0.0.1:$kafka_port" --param "warehouse=$db" \
+  --param end_when_idle=2s --checkpoint-dir "$work/ckpt-backfill" --checkpoint-interval 1s
+wall_s=$(echo "$wall_s - 2" | bc)
+row backfill
 clicks=$(q "$db" "SELECT count(*) FROM fact_clicks")
 
-printf "%-9s %9s %12s %14s\n" stage wall_s events_per_s per_core
-for s in generate:$gen_s ingest:$ingest_s replay:$replay_s backfill:$backfill_s; do
-  name=${s%%:*}; secs=${s#*:}
-  printf "%-9s %9.2f %12.0f %14.0f\n" "$name" "$secs" "$(echo "$events / $secs" | bc -l)" "$(echo "$events / $secs / $(nproc)" | bc -l)"
+# cpu_s: the stage's own process (eddy gen, or the job); other_s: everything else meanwhile.
+printf "%-9s %8s %12s %12s %8s %8s %10s\n" stage wall_s events_per_s per_core cpu_s other_s ev_per_cpu_s
+for r in "${rows[@]}"; do
+  IFS=: read -r name secs cpu other <<<"$r"
+  printf "%-9s %8.2f %12.0f %12.0f %8.1f %8.1f %10.0f\n" "$name" "$secs" "$(echo "$events / $secs" | bc -l)" \
+    "$(echo "$events / $secs / $(nproc)" | bc -l)" "$cpu" "$other" "$(echo "$events / ($cpu + $other)" | bc -l)"
 done
 echo "# $events events; backfill wrote $clicks clicks (the ground truth says $(python3 -c "import json; print(json.load(open('$work/expected.json'))['totals']['clicks'])"))"
 
