@@ -75,9 +75,9 @@ pub struct Target {
 
 /// A dimension of a star schema: the sink's `column` holds the natural key of a row of
 /// `table` (its column `natural`, which must be unique); the fact table gets that row's
-/// warehouse-generated surrogate key `key`. Missing dimension rows are inserted in the same
-/// transaction as the facts, so a fact never points at a dimension row that is not there, and a
-/// repeated commit creates nothing twice.
+/// warehouse-generated surrogate key `key`. Missing dimension rows are committed just before
+/// the facts (see `insert_dimensions`), so a fact never points at a dimension row that is not
+/// there, and a repeated commit creates nothing twice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dimension {
     /// The sink column with the natural key (it is not written to the fact table).
@@ -399,6 +399,50 @@ pub fn commit(target: &Target, sink: &str, run: &str, epoch: u64) -> Result<(), 
     result
 }
 
+/// Inserts the dimension rows that the rows staged up to `epoch` need and that are missing,
+/// before the facts' transaction and each table in a transaction of its own. Every fact sink
+/// (and each of its subtasks) inserts into the same dimensions: inside the facts' transaction,
+/// a commit waited for every other commit that had inserted a key it needed, until that one's
+/// facts were written, and the commits of all fact sinks ran one after another. A dimension row
+/// committed first is never wrong: its natural key is unique, a repeated commit inserts nothing,
+/// and a fact can still only point at a row that is there. Tables in one order, and keys sorted
+/// within each, so that two commits never wait for each other crosswise.
+fn insert_dimensions(
+    client: &mut Client,
+    target: &Target,
+    sink: &str,
+    run: &str,
+    epoch: i64,
+) -> Result<(), PgError> {
+    let mut in_order: Vec<&Dimension> = target.dimensions.iter().collect();
+    in_order.sort_by(|a, b| a.table.cmp(&b.table));
+    for d in in_order {
+        let (t, n) = (quote_ident(&d.table), quote_ident(&d.natural));
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {t} ({n})
+                     SELECT DISTINCT k.{n} FROM eddy_sink_stage s
+                     CROSS JOIN LATERAL jsonb_populate_record(NULL::{t},
+                         jsonb_build_object('{natural}', s.row -> '{column}')) k
+                     WHERE s.sink = $1 AND s.run = $2 AND s.epoch <= $3 AND s.op = '0'
+                       AND k.{n} IS NOT NULL
+                     ORDER BY 1
+                     ON CONFLICT ({n}) DO NOTHING",
+                    natural = d.natural.replace('\'', "''"),
+                    column = d.column.replace('\'', "''"),
+                ),
+                &[&sink, &run, &epoch],
+            )
+            .map_err(|source| PgError::Query {
+                action: "dimension insert",
+                table: d.table.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 fn commit_on(
     client: &mut Client,
     target: &Target,
@@ -412,6 +456,7 @@ fn commit_on(
         source,
     };
     let epoch = epoch as i64;
+    insert_dimensions(client, target, sink, run, epoch)?;
     let mut tx = client.transaction().map_err(query)?;
     tx.execute(
         "INSERT INTO eddy_sink_commits (sink, run, epoch) VALUES ($1, $2, 0)
@@ -446,25 +491,36 @@ fn commit_on(
     let cols = columns.join(", ");
     let values = values.join(", ");
     let staged = "s.sink = $1 AND s.run = $2 AND s.epoch <= $3";
-    // Rows to publish: every staged row, or with a key the last change of each key.
-    let (rows, row, wanted) = if target.key.is_empty() {
-        ("eddy_sink_stage s".to_string(), "s.row", staged.to_string())
-    } else {
-        let key_json = target
-            .key
-            .iter()
-            .map(|k| format!("s.row -> '{}'", k.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (
-            format!(
-                "(SELECT DISTINCT ON ({key_json}) s.op, s.row FROM eddy_sink_stage s
-                 WHERE {staged} ORDER BY {key_json}, s.seq DESC) l"
-            ),
-            "l.row",
-            "l.op = '0'".to_string(),
-        )
-    };
+    // Rows to publish: every staged row, or with a key the last change of each key. The
+    // latter is worked out once, into a temporary table that every statement below reads (each
+    // dimension, the deletions and the upsert): de-duplicating by a jsonb expression is what
+    // costs most.
+    let stage_params: [&(dyn postgres::types::ToSql + Sync); 3] = [&sink, &run, &epoch];
+    let (rows, row, wanted, params): (&str, &str, &str, &[&(dyn postgres::types::ToSql + Sync)]) =
+        if target.key.is_empty() {
+            ("eddy_sink_stage s", "s.row", staged, &stage_params)
+        } else {
+            let key_json = target
+                .key
+                .iter()
+                .map(|k| format!("s.row -> '{}'", k.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            tx.batch_execute(
+                "CREATE TEMP TABLE IF NOT EXISTS eddy_publish (op \"char\", row jsonb)
+                 ON COMMIT DELETE ROWS",
+            )
+            .map_err(query)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO eddy_publish SELECT DISTINCT ON ({key_json}) s.op, s.row
+                     FROM eddy_sink_stage s WHERE {staged} ORDER BY {key_json}, s.seq DESC"
+                ),
+                &stage_params,
+            )
+            .map_err(query)?;
+            ("eddy_publish l", "l.row", "l.op = '0'", &[])
+        };
     // Each dimension's natural key, typed as its table's column.
     let natural = |i: usize, d: &Dimension| {
         format!(
@@ -474,26 +530,6 @@ fn commit_on(
             c = d.column.replace('\'', "''"),
         )
     };
-    // Commits of several sinks (and subtasks) insert into the same dimensions at once: taking
-    // the tables, and the keys within each, in one order keeps them from deadlocking.
-    let mut in_order: Vec<(usize, &Dimension)> = target.dimensions.iter().enumerate().collect();
-    in_order.sort_by(|a, b| a.1.table.cmp(&b.1.table));
-    for (i, d) in in_order {
-        let n = quote_ident(&d.natural);
-        tx.execute(
-            &format!(
-                "INSERT INTO {t} ({n})
-                 SELECT DISTINCT n{i}.{n} FROM {rows} {lateral}
-                 WHERE {wanted} AND n{i}.{n} IS NOT NULL
-                 ORDER BY 1
-                 ON CONFLICT ({n}) DO NOTHING",
-                t = quote_ident(&d.table),
-                lateral = natural(i, d),
-            ),
-            &[&sink, &run, &epoch],
-        )
-        .map_err(query)?;
-    }
     let joins: String = target
         .dimensions
         .iter()
@@ -515,7 +551,7 @@ fn commit_on(
     if target.key.is_empty() {
         tx.execute(
             &format!("INSERT INTO {table} ({cols}) {select} ORDER BY s.seq"),
-            &[&sink, &run, &epoch],
+            params,
         )
         .map_err(query)?;
     } else {
@@ -531,7 +567,7 @@ fn commit_on(
                  CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, {row}) r
                  WHERE l.op = '1' AND {key_match}"
             ),
-            &[&sink, &run, &epoch],
+            params,
         )
         .map_err(query)?;
         let updates = columns
@@ -550,7 +586,7 @@ fn commit_on(
                  ON CONFLICT ({}) {on_conflict}",
                 keys.join(", ")
             ),
-            &[&sink, &run, &epoch],
+            params,
         )
         .map_err(query)?;
     }
