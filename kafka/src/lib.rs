@@ -484,11 +484,7 @@ impl Reader {
                     }
                 });
             })
-            .map_err(|e| KafkaError::Request {
-                action: "reader start",
-                topic: String::new(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Kafka::request_error("reader start", "", e))?;
         Ok(Reader {
             partitions,
             failures,
@@ -700,11 +696,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, KafkaErr
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| KafkaError::Request {
-            action: "runtime start",
-            topic: String::new(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| Kafka::request_error("runtime start", "", e))?;
     Ok(runtime.block_on(future))
 }
 

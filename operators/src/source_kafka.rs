@@ -213,6 +213,28 @@ impl KafkaSource {
     /// whatever the fetches returned first (a backfill reads one partition's megabyte before
     /// the next one's). `None` when a partition that is further behind has nothing fetched yet
     /// but is not at its end: its records come next, so wait for them.
+    /// The watermark as of `now` (a poll reads the clock once, not once per record).
+    fn watermark_at(&self, now: Instant) -> Option<Timestamp> {
+        self.time_column?;
+        // Partitions quiet for longer than the idle timeout do not hold the others back; when
+        // all are quiet, the most advanced one counts (as the executor's idle channels do).
+        let active = |p: &&Partition| {
+            self.idle_timeout
+                .is_none_or(|t| now.saturating_duration_since(p.last_record) < t || !p.caught_up)
+        };
+        let min_active = self
+            .partitions
+            .iter()
+            .filter(active)
+            .map(|p| p.max_time)
+            .min();
+        let time = match min_active {
+            Some(t) => t,
+            None => self.partitions.iter().map(|p| p.max_time).max()?,
+        };
+        (time != MIN_TIMESTAMP).then(|| time.saturating_sub(self.delay))
+    }
+
     fn next_partition(&self) -> Option<usize> {
         let (i, behind) = self
             .partitions
@@ -239,9 +261,9 @@ impl Source for KafkaSource {
         let now = Instant::now();
         // Like the file source, a poll ends once its rows span enough event time, and once
         // the watermark first exists, so that it goes out before what follows.
-        let started_at = self.watermark();
+        let started_at = self.watermark_at(now);
         while emitted < BATCH {
-            match (started_at, self.watermark()) {
+            match (started_at, self.watermark_at(now)) {
                 (None, Some(_)) => break,
                 (Some(a), Some(b)) if b - a >= crate::source::POLL_EVENT_TIME => break,
                 _ => {}
@@ -255,16 +277,19 @@ impl Source for KafkaSource {
             };
             partition.next = offset + 1;
             partition.last_record = now;
-            let Some(value) = value else {
+            let dead_letter = |reason: &str, payload: &[u8]| {
                 self.dead_letters
                     .record(
                         &self.name,
                         &format!("{}/{}", self.topic, partition.id),
                         offset as u64,
-                        "a record without a value",
-                        b"",
+                        reason,
+                        payload,
                     )
-                    .map_err(|e| OperatorError::io("cannot write the dead-letter file", e))?;
+                    .map_err(|e| OperatorError::io("cannot write the dead-letter file", e))
+            };
+            let Some(value) = value else {
+                dead_letter("a record without a value", b"")?;
                 continue;
             };
             self.rows.clear();
@@ -279,16 +304,7 @@ impl Source for KafkaSource {
                         emitted += 1;
                     }
                 }
-                Err(e) => self
-                    .dead_letters
-                    .record(
-                        &self.name,
-                        &format!("{}/{}", self.topic, partition.id),
-                        offset as u64,
-                        &e.to_string(),
-                        &value,
-                    )
-                    .map_err(|e| OperatorError::io("cannot write the dead-letter file", e))?,
+                Err(e) => dead_letter(&e.to_string(), &value)?,
             }
         }
         let queued = self.partitions.iter().any(|p| !p.fetched.is_empty());
@@ -316,24 +332,7 @@ impl Source for KafkaSource {
     }
 
     fn watermark(&self) -> Option<Timestamp> {
-        self.time_column?;
-        // Partitions quiet for longer than the idle timeout do not hold the others back; when
-        // all are quiet, the most advanced one counts (as the executor's idle channels do).
-        let active = |p: &&Partition| {
-            self.idle_timeout
-                .is_none_or(|t| p.last_record.elapsed() < t || !p.caught_up)
-        };
-        let min_active = self
-            .partitions
-            .iter()
-            .filter(active)
-            .map(|p| p.max_time)
-            .min();
-        let time = match min_active {
-            Some(t) => t,
-            None => self.partitions.iter().map(|p| p.max_time).max()?,
-        };
-        (time != MIN_TIMESTAMP).then(|| time.saturating_sub(self.delay))
+        self.watermark_at(Instant::now())
     }
 
     fn snapshot(&mut self) -> OpResult<serde_json::Value> {
