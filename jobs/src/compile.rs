@@ -11,7 +11,7 @@ use crate::spec::{JobFile, OperatorDecl, SinkDecl, SourceDecl, Str};
 use eddy_operators::format::NexmarkTable;
 use eddy_runtime::expr::{self, AstKind, BinaryOp, ExprError, Scope};
 use eddy_runtime::graph::*;
-use eddy_runtime::keygroup::DEFAULT_MAX_PARALLELISM;
+use eddy_runtime::keygroup::{DEFAULT_MAX_PARALLELISM, MAX_KEY_GROUPS};
 use eddy_runtime::types::{parse_duration, parse_timestamp, DataType, Field, Schema, SchemaRef};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -277,17 +277,50 @@ impl<'a> Compiler<'a> {
         JobError::at(self.file, self.text, span, message)
     }
 
-    /// An expression error inside a string field, positioned within the string.
+    /// An expression error inside a string field, positioned within the string when the
+    /// string is written as its plain value; a string with escapes or on several lines is
+    /// marked whole, with the position within its value in the message.
     fn expr_err(&self, field: &Str, what: &str, e: ExprError) -> JobError {
-        let base = field.span().start + 1;
-        let span = base + e.span.start..base + e.span.end.max(e.span.start + 1);
-        self.err(span, format!("{what}: {}", e.message))
-            .maybe_help(e.help)
+        let span = field.span();
+        let raw = self.text.get(span.start + 1..span.end.saturating_sub(1));
+        if raw == Some(field.get_ref().as_str()) {
+            let base = span.start + 1;
+            let span = base + e.span.start..base + e.span.end.max(e.span.start + 1);
+            return self
+                .err(span, format!("{what}: {}", e.message))
+                .maybe_help(e.help);
+        }
+        let value = field.get_ref();
+        let column = value
+            .get(..e.span.start.min(value.len()))
+            .map_or(0, |before| before.chars().count())
+            + 1;
+        self.err(
+            span,
+            format!(
+                "{what}: {} (at character {column} of the expression)",
+                e.message
+            ),
+        )
+        .maybe_help(e.help)
     }
 
     fn compile(&self, job: JobFile) -> Result<JobGraph, JobError> {
         let max_parallelism = match &job.max_parallelism {
-            Some(m) => self.positive(m, "max_parallelism")?,
+            Some(m) => {
+                let v = self.positive(m, "max_parallelism")?;
+                if v > MAX_KEY_GROUPS {
+                    return Err(self
+                        .err(
+                            m.span(),
+                            format!("`max_parallelism` {v} is above the limit of {MAX_KEY_GROUPS}"),
+                        )
+                        .help(format!(
+                            "use at most {MAX_KEY_GROUPS} key groups (the default is {DEFAULT_MAX_PARALLELISM})"
+                        )));
+                }
+                v
+            }
             None => DEFAULT_MAX_PARALLELISM,
         };
         let default_parallelism = match (self.options.parallelism, &job.parallelism) {

@@ -62,14 +62,25 @@ impl JobError {
     }
 }
 
-/// Line, column and line text of a byte range.
+/// The largest char boundary of `text` at or before `i`.
+fn floor_boundary(text: &str, i: usize) -> usize {
+    let mut i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Line, column and line text of a byte range. A range that does not fall on character
+/// boundaries (a caller's arithmetic gone wrong) is moved to the nearest ones before it,
+/// never a panic.
 fn locate(text: &str, span: Range<usize>) -> Location {
-    let start = span.start.min(text.len());
+    let start = floor_boundary(text, span.start);
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
     let line = text[..start].matches('\n').count() + 1;
     let column = text[line_start..start].chars().count() + 1;
-    let end = span.end.clamp(start, line_end);
+    let end = floor_boundary(text, span.end.clamp(start, line_end));
     Location {
         line,
         column,

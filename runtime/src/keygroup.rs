@@ -9,6 +9,10 @@ use crate::types::Value;
 /// Flink's default maximum parallelism, and ours.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 
+/// The largest `max_parallelism` a job may declare (Flink's limit, 2^15). Per-key-group
+/// structures are allocated up front, so a larger value would only exhaust memory.
+pub const MAX_KEY_GROUPS: u32 = 1 << 15;
+
 /// The index of a key group, `0..max_parallelism`.
 pub type KeyGroup = u32;
 
