@@ -441,6 +441,8 @@ impl Leader {
                 store,
                 job.spec.retain_checkpoints.max(1) as usize,
                 first_id,
+                Default::default(),
+                true,
             ))
         } else {
             None
@@ -700,6 +702,11 @@ impl Leader {
             _ => return,
         };
         match output {
+            CoordinatorOutput::Abandoned {
+                checkpoint, reason, ..
+            } => {
+                tracing::warn!(job, checkpoint, %reason, "checkpoint abandoned");
+            }
             CoordinatorOutput::Trigger { target, .. } => {
                 let id = target.checkpoint;
                 if self

@@ -951,6 +951,8 @@ fn upload(
     uploaded: &Mutex<HashMap<String, String>>,
     target: &UploadTarget,
 ) -> Result<KeyedStateHandle, StateError> {
+    eddy_runtime::faults::check(eddy_runtime::faults::Site::State)
+        .map_err(io(format!("cannot read `{}`", local.display())))?;
     let mut names: Vec<String> = std::fs::read_dir(local)
         .map_err(io(format!("cannot list `{}`", local.display())))?
         .filter_map(|e| e.ok())
@@ -1010,6 +1012,19 @@ fn materialise(
 ) -> Result<(), StateError> {
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create `{}`", dir.display())))?;
     for f in &handle.files {
+        // A file name from the checkpoint's metadata: a plain name inside `dir`, never a path
+        // that leaves it.
+        let plain = !f.local.is_empty()
+            && !f.local.contains(['/', '\\'])
+            && f.local != "."
+            && f.local != "..";
+        if !plain {
+            return Err(StateError::Invalid(format!(
+                "the checkpoint in {} is corrupt: `{}` is not a file name",
+                store.storage().describe(),
+                f.local
+            )));
+        }
         let dest = dir.join(&f.local);
         let context = || {
             format!(
@@ -1062,7 +1077,13 @@ fn rescale(
             let iter = old_db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
             for item in iter {
                 let (k, v) = item.map_err(|e| rocks_error(&tmp, e))?;
-                let kg = u16::from_be_bytes([k[0], k[1]]) as u32;
+                let [hi, lo, ..] = *k else {
+                    return Err(StateError::Invalid(format!(
+                        "the checkpointed state at `{}` is corrupt: a key shorter than its key group prefix",
+                        tmp.display()
+                    )));
+                };
+                let kg = u16::from_be_bytes([hi, lo]) as u32;
                 if kg >= end {
                     break;
                 }

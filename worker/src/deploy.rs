@@ -22,37 +22,52 @@ use tokio::sync::mpsc;
 /// Identifies a job attempt.
 pub type AttemptKey = (String, u64);
 
+/// The source tasks' trigger inboxes, or, until the tasks registered them, the newest trigger
+/// that arrived before: a trigger right after the deployment must not be lost.
+enum Triggers {
+    Waiting(Option<CheckpointId>),
+    Registered(HashMap<usize, crossbeam_channel::Sender<CheckpointId>>),
+}
+
 /// Where an attempt's checkpoint triggers and acknowledgements go.
 pub struct Link {
     job: String,
     attempt: u64,
-    triggers: Mutex<HashMap<usize, crossbeam_channel::Sender<CheckpointId>>>,
+    triggers: Mutex<Triggers>,
     targets: Mutex<HashMap<CheckpointId, UploadTarget>>,
     acks: mpsc::UnboundedSender<CheckpointAck>,
 }
 
 impl Link {
-    /// A checkpoint was triggered: remember where it goes and start it at the local sources.
+    /// A checkpoint was triggered: remember where it goes and start it at the local sources
+    /// (or as soon as they registered). A repeated trigger is harmless: sources start each
+    /// checkpoint once.
     pub fn trigger(&self, target: UploadTarget) {
         let id = target.checkpoint;
         self.targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, target);
-        for tx in self
-            .triggers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            let _ = tx.send(id);
+        match &mut *self.triggers.lock().unwrap_or_else(|e| e.into_inner()) {
+            Triggers::Waiting(newest) => *newest = (*newest).max(Some(id)),
+            Triggers::Registered(inboxes) => {
+                for tx in inboxes.values() {
+                    let _ = tx.send(id);
+                }
+            }
         }
     }
 }
 
 impl CheckpointLink for Link {
     fn register_sources(&self, triggers: HashMap<usize, crossbeam_channel::Sender<CheckpointId>>) {
-        *self.triggers.lock().unwrap_or_else(|e| e.into_inner()) = triggers;
+        let mut current = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Triggers::Waiting(Some(id)) = *current {
+            for tx in triggers.values() {
+                let _ = tx.send(id);
+            }
+        }
+        *current = Triggers::Registered(triggers);
     }
 
     fn target(&self, id: CheckpointId) -> Option<UploadTarget> {
@@ -110,7 +125,7 @@ impl Running {
     pub fn commit(&self, metadata: &CheckpointMetadata) -> Result<(), String> {
         commit_checkpoint_where(self.factory.as_ref(), &self.graph, metadata, &|n, s| {
             // A restored state of another parallelism is committed by the subtask it maps to.
-            let p = self.graph.nodes[n].parallelism;
+            let p = self.graph.nodes[n].parallelism.max(1);
             self.hosts(n, s % p)
         })
         .map_err(|e| e.to_string())
@@ -120,6 +135,28 @@ impl Running {
 /// Where this worker keeps attempts' local files.
 pub struct Paths {
     pub data_dir: PathBuf,
+}
+
+/// The local working directory of an attempt (its RocksDB state), removed when it ends.
+pub fn attempt_dir(data_dir: &Path, job: &str, attempt: u64) -> PathBuf {
+    data_dir.join(format!("{job}-{attempt}"))
+}
+
+/// Removes the attempt directories a previous run of this worker left behind (it was killed):
+/// no attempt survives its worker, and their state is in their checkpoints.
+pub fn remove_attempt_dirs(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            tracing::info!(dir = %path.display(), "removing the state of an attempt of a previous run");
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(dir = %path.display(), error = %e, "cannot remove");
+            }
+        }
+    }
 }
 
 /// Global task index of subtask 0 of the task each node is part of.
@@ -152,9 +189,7 @@ pub fn prepare(
         .map_err(|e| format!("bad job description: {e}"))?;
     let graph = submission.compile().map_err(|e| e.to_string())?;
     let checkpointing = submission.checkpoint_interval_ms > 0;
-    let attempt_dir = paths
-        .data_dir
-        .join(format!("{}-{}", request.job_id, request.attempt));
+    let attempt_dir = attempt_dir(&paths.data_dir, &request.job_id, request.attempt);
     let mut settings = RunSettings {
         dead_letter_path: paths
             .data_dir
@@ -186,7 +221,7 @@ pub fn prepare(
     let link = Arc::new(Link {
         job: request.job_id.clone(),
         attempt: request.attempt,
-        triggers: Mutex::default(),
+        triggers: Mutex::new(Triggers::Waiting(None)),
         targets: Mutex::default(),
         acks,
     });

@@ -68,6 +68,14 @@ pub enum CoordinatorOutput {
         savepoint: bool,
         duration: Duration,
     },
+    /// The checkpoint in flight did not complete within the timeout and was abandoned; the
+    /// next one subsumes it (its barriers left in channels are dropped by the tasks, and sinks
+    /// keep what it staged for the next checkpoint that completes).
+    Abandoned {
+        checkpoint: CheckpointId,
+        savepoint: bool,
+        reason: String,
+    },
 }
 
 /// Settings of the coordinator.
@@ -81,6 +89,32 @@ pub struct CoordinatorConfig {
     pub retain: usize,
     /// The id of the first checkpoint (one past the restored one).
     pub first_id: CheckpointId,
+    /// When a checkpoint is given up, and how many in a row may be.
+    pub limits: CheckpointLimits,
+    /// Prune old checkpoints as soon as a new one is published. A cluster leader prunes only
+    /// after Raft recorded the new checkpoint: until then a new leader would restore the
+    /// previous one, which must still exist.
+    pub prune_on_complete: bool,
+}
+
+/// How long a checkpoint may take and how many may fail in a row before the job's attempt is
+/// failed (Flink's `execution.checkpointing.timeout` and `tolerable-failed-checkpoints`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointLimits {
+    /// A checkpoint still in flight after this long is abandoned and the next one triggered.
+    pub timeout: Duration,
+    /// Checkpoints abandoned in a row that are tolerated; one more fails the attempt, which
+    /// restarts from the last completed checkpoint.
+    pub tolerable_failures: u32,
+}
+
+impl Default for CheckpointLimits {
+    fn default() -> Self {
+        CheckpointLimits {
+            timeout: Duration::from_secs(30),
+            tolerable_failures: 3,
+        }
+    }
 }
 
 struct InFlight {
@@ -102,6 +136,8 @@ pub struct CheckpointCoordinator {
     in_flight: Option<InFlight>,
     savepoint_requested: Option<CheckpointStore>,
     job_done: bool,
+    /// Checkpoints abandoned since the last one that completed.
+    failures_in_a_row: u32,
 }
 
 impl CheckpointCoordinator {
@@ -123,6 +159,7 @@ impl CheckpointCoordinator {
             in_flight: None,
             savepoint_requested: None,
             job_done: false,
+            failures_in_a_row: 0,
         }
     }
 
@@ -137,8 +174,12 @@ impl CheckpointCoordinator {
         input: CoordinatorInput,
     ) -> Result<Vec<CoordinatorOutput>, CheckpointError> {
         let mut out = Vec::new();
+        self.check_report(&input)?;
         match input {
-            CoordinatorInput::Tick => self.maybe_trigger(&mut out),
+            CoordinatorInput::Tick => {
+                self.check_timeout(&mut out)?;
+                self.maybe_trigger(&mut out);
+            }
             CoordinatorInput::Savepoint(store) => {
                 self.savepoint_requested = Some(store);
                 self.maybe_trigger(&mut out);
@@ -168,6 +209,75 @@ impl CheckpointCoordinator {
             }
         }
         Ok(out)
+    }
+
+    /// A report names a task and nodes of this job: anything else (a message of another plan,
+    /// or a hostile peer) is refused before it is used as an index.
+    fn check_report(&self, input: &CoordinatorInput) -> Result<(), CheckpointError> {
+        let (task, subtasks) = match input {
+            CoordinatorInput::Ack { task, subtasks, .. }
+            | CoordinatorInput::Finished { task, subtasks } => (*task, subtasks),
+            CoordinatorInput::Tick | CoordinatorInput::Savepoint(_) => return Ok(()),
+        };
+        if task >= self.sources.len() {
+            return Err(CheckpointError::Failed(format!(
+                "a report names task {task}, but the job has {} task subtasks",
+                self.sources.len()
+            )));
+        }
+        if let Some(bad) = subtasks.iter().find(|s| s.node >= self.nodes.len()) {
+            return Err(CheckpointError::Failed(format!(
+                "a report of task {task} names node {}, but the job has {} nodes",
+                bad.node,
+                self.nodes.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The checkpoint in flight, when it began.
+    pub fn in_flight(&self) -> Option<(CheckpointId, Instant)> {
+        self.in_flight
+            .as_ref()
+            .map(|f| (f.target.checkpoint, f.started))
+    }
+
+    /// Abandons the checkpoint in flight if it ran out of time; fails when too many were
+    /// abandoned in a row.
+    fn check_timeout(&mut self, out: &mut Vec<CoordinatorOutput>) -> Result<(), CheckpointError> {
+        let timeout = self.config.limits.timeout;
+        if self
+            .in_flight
+            .as_ref()
+            .is_none_or(|f| f.started.elapsed() < timeout)
+        {
+            return Ok(());
+        }
+        let flight = self.in_flight.take().expect("checked above");
+        let missing: Vec<usize> = (0..flight.acks.len())
+            .filter(|&t| flight.acks[t].is_none())
+            .collect();
+        self.failures_in_a_row += 1;
+        let reason = format!(
+            "checkpoint {} did not complete within {} ms ({} of {} task subtasks did not acknowledge, e.g. {:?})",
+            flight.target.checkpoint,
+            timeout.as_millis(),
+            missing.len(),
+            flight.acks.len(),
+            &missing[..missing.len().min(4)],
+        );
+        out.push(CoordinatorOutput::Abandoned {
+            checkpoint: flight.target.checkpoint,
+            savepoint: flight.savepoint,
+            reason: reason.clone(),
+        });
+        if self.failures_in_a_row > self.config.limits.tolerable_failures {
+            return Err(CheckpointError::Failed(format!(
+                "{} checkpoints in a row failed, more than the {} tolerated; the last: {reason}",
+                self.failures_in_a_row, self.config.limits.tolerable_failures
+            )));
+        }
+        Ok(())
     }
 
     fn maybe_trigger(&mut self, out: &mut Vec<CoordinatorOutput>) {
@@ -212,7 +322,8 @@ impl CheckpointCoordinator {
             let acks: Vec<ReportedSubtask> = flight.acks.into_iter().flatten().flatten().collect();
             let metadata = self.metadata(flight.target.checkpoint, false, acks);
             flight.target.store.publish(&metadata)?;
-            if !flight.savepoint {
+            self.failures_in_a_row = 0;
+            if !flight.savepoint && self.config.prune_on_complete {
                 self.store.prune(self.config.retain)?;
             }
             out.push(CoordinatorOutput::Completed {
@@ -232,7 +343,9 @@ impl CheckpointCoordinator {
             let states = self.finished.iter().flatten().flatten().cloned().collect();
             let metadata = self.metadata(id, true, states);
             self.store.publish(&metadata)?;
-            self.store.prune(self.config.retain)?;
+            if self.config.prune_on_complete {
+                self.store.prune(self.config.retain)?;
+            }
             self.job_done = true;
             out.push(CoordinatorOutput::Completed {
                 metadata: Arc::new(metadata),
@@ -316,6 +429,11 @@ mod tests {
             max_parallelism: 128,
             retain: 2,
             first_id: 7,
+            limits: CheckpointLimits {
+                timeout: Duration::from_millis(200),
+                tolerable_failures: 1,
+            },
+            prune_on_complete: true,
         };
         (
             CheckpointCoordinator::new(config, store.clone(), nodes, vec![true, false]),
@@ -379,6 +497,63 @@ mod tests {
         assert!(store.load(8).unwrap().finished);
         assert!(c.job_done());
         assert!(c.handle(CoordinatorInput::Tick).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_checkpoint_that_times_out_is_abandoned_and_too_many_fail_the_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, store) = coordinator(dir.path());
+        c.handle(CoordinatorInput::Tick).unwrap();
+        assert_eq!(c.in_flight().map(|f| f.0), Some(7));
+        std::thread::sleep(Duration::from_millis(250));
+        // The source's trigger was lost: 7 is abandoned and 8 triggered at once.
+        let out = c.handle(CoordinatorInput::Tick).unwrap();
+        assert!(
+            matches!(
+                out.as_slice(),
+                [CoordinatorOutput::Abandoned { checkpoint: 7, reason, .. }, CoordinatorOutput::Trigger { target, .. }]
+                    if target.checkpoint == 8 && reason.contains("2 of 2")
+            ),
+            "{out:?}"
+        );
+        // A late acknowledgement of 7 changes nothing; 8 completes and resets the count.
+        let ack = |checkpoint, task| CoordinatorInput::Ack {
+            checkpoint,
+            task,
+            subtasks: report(task),
+        };
+        assert!(c.handle(ack(7, 0)).unwrap().is_empty());
+        c.handle(ack(8, 0)).unwrap();
+        c.handle(ack(8, 1)).unwrap();
+        assert_eq!(store.completed().unwrap(), vec![8]);
+        // Two abandoned in a row (one tolerated) fail the attempt.
+        c.handle(CoordinatorInput::Tick).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(c.handle(CoordinatorInput::Tick).is_ok());
+        std::thread::sleep(Duration::from_millis(250));
+        let failed = c.handle(CoordinatorInput::Tick);
+        assert!(
+            matches!(&failed, Err(CheckpointError::Failed(m)) if m.contains("2 checkpoints in a row")),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn reports_naming_unknown_tasks_or_nodes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, _) = coordinator(dir.path());
+        c.handle(CoordinatorInput::Tick).unwrap();
+        let finished = c.handle(CoordinatorInput::Finished {
+            task: 9,
+            subtasks: report(0),
+        });
+        assert!(matches!(finished, Err(CheckpointError::Failed(m)) if m.contains("task 9")));
+        let ack = c.handle(CoordinatorInput::Ack {
+            checkpoint: 7,
+            task: 0,
+            subtasks: report(5),
+        });
+        assert!(matches!(ack, Err(CheckpointError::Failed(m)) if m.contains("node 5")));
     }
 
     #[test]

@@ -60,7 +60,11 @@ impl Wiring {
             self.triggers[index] = Some(tx);
             rx
         });
-        TaskCheckpointing { triggers, reports }
+        TaskCheckpointing {
+            triggers,
+            reports,
+            last_trigger: std::cell::Cell::new(0),
+        }
     }
 }
 
@@ -68,12 +72,22 @@ impl Wiring {
 pub(super) struct TaskCheckpointing {
     triggers: Option<Receiver<CheckpointId>>,
     reports: Sender<Report>,
+    /// The newest checkpoint this source task started: a trigger repeated or overtaken by a
+    /// newer one (a coordinator that retried, or a new leader) starts nothing.
+    last_trigger: std::cell::Cell<CheckpointId>,
 }
 
 impl TaskCheckpointing {
     /// A checkpoint to start, for source tasks.
     pub fn next_trigger(&self) -> Option<CheckpointId> {
-        self.triggers.as_ref()?.try_recv().ok()
+        let triggers = self.triggers.as_ref()?;
+        loop {
+            let id = triggers.try_recv().ok()?;
+            if id > self.last_trigger.get() {
+                self.last_trigger.set(id);
+                return Some(id);
+            }
+        }
     }
 
     /// Hands a snapshot to the uploader.
@@ -305,6 +319,8 @@ fn drive<F: Fn(ExecError) + Sync>(
         settings.store.clone(),
         settings.retain,
         settings.first_id,
+        settings.limits,
+        true,
     );
     let mut completed = Vec::new();
     let mut next_tick = Instant::now() + settings.interval;
@@ -346,6 +362,11 @@ fn drive<F: Fn(ExecError) + Sync>(
                 match output {
                     CoordinatorOutput::Trigger { target, sources } => {
                         let id = target.checkpoint;
+                        // The id is taken before any barrier carries it (never reused).
+                        if let Err(e) = settings.store.reserve(id) {
+                            fail(ExecError::Checkpoint(e));
+                            return completed;
+                        }
                         targets
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -355,6 +376,15 @@ fn drive<F: Fn(ExecError) + Sync>(
                                 let _ = tx.send(id);
                             }
                         }
+                    }
+                    CoordinatorOutput::Abandoned {
+                        checkpoint, reason, ..
+                    } => {
+                        targets
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&checkpoint);
+                        tracing::warn!(checkpoint, %reason, "checkpoint abandoned");
                     }
                     CoordinatorOutput::Completed {
                         metadata,

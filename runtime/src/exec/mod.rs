@@ -136,8 +136,11 @@ pub struct CheckpointSettings {
     pub interval: Duration,
     /// Completed checkpoints to keep.
     pub retain: usize,
-    /// The id of the first checkpoint of this run: one past the checkpoint it restored from.
+    /// The id of the first checkpoint of this run: above the checkpoint it restored from and
+    /// every id the store reserved ([`CheckpointStore::next_id`]).
     pub first_id: CheckpointId,
+    /// Checkpoint timeout and tolerated failures.
+    pub limits: crate::checkpoint::coordinator::CheckpointLimits,
     /// Where a stop request ([`CancelHandle::request_stop`]) writes a savepoint before the job
     /// stops.
     pub savepoint_on_stop: Option<CheckpointStore>,
@@ -654,10 +657,9 @@ struct Inputs {
     next: usize,
     /// Elements handled since the last watermark was forwarded.
     since_watermark: u32,
-    /// Channels that delivered the barrier being aligned; not read until it is complete.
-    blocked: Vec<bool>,
-    /// The checkpoint whose barriers are being aligned.
-    aligning: Option<CheckpointId>,
+    /// Barrier alignment: channels that delivered the barrier being aligned are not read
+    /// until every other channel has delivered it too.
+    alignment: Alignment,
     /// Channels of streams with event time that have not yet said where their event time is
     /// (a watermark, idleness, their end or a barrier). At the start, while any has not, the
     /// channels that have are not read: otherwise an input whose task started first runs far
@@ -666,6 +668,75 @@ struct Inputs {
     first_pending: Vec<bool>,
     /// Since when the task has held channels back for `first_pending`.
     started: Instant,
+}
+
+/// Aligned checkpoint barriers at a task with several input channels.
+///
+/// Checkpoint `n` is taken when every channel not ended has delivered barrier `n`; channels
+/// that delivered it wait meanwhile, so the snapshot holds exactly what came before it. A
+/// checkpoint the coordinator abandoned (it timed out, a trigger or a task was lost) may have
+/// barriers left in some channels only: a barrier newer than the one being aligned abandons the
+/// older alignment, and barriers of a checkpoint older than the last one seen are dropped, so a
+/// lost barrier never blocks a channel for good (as in Flink, where a newer checkpoint subsumes
+/// an older one).
+#[derive(Debug)]
+struct Alignment {
+    blocked: Vec<bool>,
+    /// The checkpoint whose barriers are being aligned.
+    aligning: Option<CheckpointId>,
+    /// The newest checkpoint seen (aligned or abandoned): its barriers and older ones that
+    /// arrive later are stale.
+    newest: CheckpointId,
+}
+
+impl Alignment {
+    fn new(channels: usize) -> Alignment {
+        Alignment {
+            blocked: vec![false; channels],
+            aligning: None,
+            newest: 0,
+        }
+    }
+
+    fn blocked(&self, channel: usize) -> bool {
+        self.blocked[channel]
+    }
+
+    /// Barrier `id` arrived on `channel`. Returns the checkpoint whose alignment it abandoned.
+    fn on_barrier(&mut self, channel: usize, id: CheckpointId) -> Option<CheckpointId> {
+        let mut abandoned = None;
+        match self.aligning {
+            Some(current) if id == current => {}
+            Some(current) if id > current => {
+                self.blocked.iter_mut().for_each(|b| *b = false);
+                self.aligning = Some(id);
+                abandoned = Some(current);
+            }
+            Some(_) => return None,
+            None if id <= self.newest => return None,
+            None => self.aligning = Some(id),
+        }
+        self.newest = self.newest.max(id);
+        self.blocked[channel] = true;
+        abandoned
+    }
+
+    /// The checkpoint now aligned, if every channel not ended delivered its barrier; the
+    /// channels are then read again.
+    fn complete(&mut self, status: &[ChannelStatus]) -> Option<CheckpointId> {
+        let id = self.aligning?;
+        let aligned = self
+            .blocked
+            .iter()
+            .zip(status)
+            .all(|(blocked, s)| *blocked || *s == ChannelStatus::Ended);
+        if !aligned {
+            return None;
+        }
+        self.aligning = None;
+        self.blocked.iter_mut().for_each(|b| *b = false);
+        Some(id)
+    }
 }
 
 /// How long a task holds inputs back waiting for every input's first watermark; after this a
@@ -706,7 +777,7 @@ impl Inputs {
         self.receivers
             .iter()
             .zip(&self.status)
-            .zip(&self.blocked)
+            .zip(&self.alignment.blocked)
             .any(|((r, s), b)| *s != ChannelStatus::Ended && !b && !r.is_empty())
     }
 }
@@ -1016,7 +1087,9 @@ impl Task {
                 holding = false;
             }
             let alive: Vec<usize> = (0..inputs.receivers.len())
-                .filter(|&i| inputs.status[i] != ChannelStatus::Ended && !inputs.blocked[i])
+                .filter(|&i| {
+                    inputs.status[i] != ChannelStatus::Ended && !inputs.alignment.blocked(i)
+                })
                 .filter(|&i| !holding || inputs.first_pending[i])
                 .collect();
             // Take a channel with data ready, starting after the last one served so that every
@@ -1082,25 +1155,25 @@ impl Task {
                     status_changed = true;
                 }
                 Element::Barrier(id) => {
-                    inputs.blocked[channel] = true;
-                    inputs.aligning = Some(id);
+                    if let Some(dropped) = inputs.alignment.on_barrier(channel, id) {
+                        tracing::debug!(
+                            task = %self.name,
+                            checkpoint = dropped,
+                            newer = id,
+                            "a newer barrier arrived: checkpoint {dropped} was abandoned"
+                        );
+                    }
                 }
             }
             // Aligned when every channel not ended has delivered the barrier: snapshot, pass
             // the barrier on, and read all channels again.
-            if let Some(id) = inputs.aligning {
-                let aligned = (0..inputs.receivers.len())
-                    .all(|i| inputs.blocked[i] || inputs.status[i] == ChannelStatus::Ended);
-                if aligned {
-                    let point = SnapshotPoint::Barrier(id);
-                    let pending = chain.snapshot(point, self.subtask)?;
-                    if let Some(ckpt) = &self.checkpointing {
-                        ckpt.report(self.index, point, pending)?;
-                    }
-                    chain.barrier(id)?;
-                    inputs.aligning = None;
-                    inputs.blocked.iter_mut().for_each(|b| *b = false);
+            if let Some(id) = inputs.alignment.complete(&inputs.status) {
+                let point = SnapshotPoint::Barrier(id);
+                let pending = chain.snapshot(point, self.subtask)?;
+                if let Some(ckpt) = &self.checkpointing {
+                    ckpt.report(self.index, point, pending)?;
                 }
+                chain.barrier(id)?;
             }
             // The operators see a new watermark at once, in channel order (deterministic); it
             // is forwarded downstream less often, so that exchange batches stay full.
@@ -1415,8 +1488,7 @@ pub fn execute(
                         current: MIN_TIMESTAMP,
                         next: 0,
                         since_watermark: 0,
-                        blocked: vec![false; n],
-                        aligning: None,
+                        alignment: Alignment::new(n),
                         first_pending,
                         started: Instant::now(),
                     })
@@ -1755,6 +1827,37 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_barrier_abandons_an_older_alignment_and_stale_barriers_are_dropped() {
+        let active = vec![ChannelStatus::Active; 3];
+        let mut a = Alignment::new(3);
+        assert_eq!(a.on_barrier(0, 5), None);
+        assert_eq!(a.on_barrier(1, 5), None);
+        assert!(a.blocked(0) && a.blocked(1) && !a.blocked(2));
+        assert_eq!(a.complete(&active), None);
+        // Channel 2 never got barrier 5 (its trigger was lost); 6 arrives there first.
+        assert_eq!(a.on_barrier(2, 6), Some(5));
+        assert!(!a.blocked(0) && !a.blocked(1) && a.blocked(2));
+        // A late barrier 5 is stale now.
+        assert_eq!(a.on_barrier(0, 5), None);
+        assert!(!a.blocked(0));
+        a.on_barrier(0, 6);
+        assert_eq!(a.complete(&active), None);
+        a.on_barrier(1, 6);
+        assert_eq!(a.complete(&active), Some(6));
+        assert!((0..3).all(|c| !a.blocked(c)));
+        // After 6 completed, a barrier 6 or older is stale; ended channels count as aligned.
+        assert_eq!(a.on_barrier(2, 6), None);
+        assert!(!a.blocked(2));
+        let ended = [
+            ChannelStatus::Active,
+            ChannelStatus::Ended,
+            ChannelStatus::Ended,
+        ];
+        a.on_barrier(0, 7);
+        assert_eq!(a.complete(&ended), Some(7));
+    }
+
+    #[test]
     fn without_idleness_the_minimum_waits_for_every_input() {
         let mut inputs = Inputs {
             receivers: vec![bounded(1).1, bounded(1).1],
@@ -1764,8 +1867,7 @@ mod tests {
             current: MIN_TIMESTAMP,
             next: 0,
             since_watermark: 0,
-            blocked: vec![false; 2],
-            aligning: None,
+            alignment: Alignment::new(2),
             first_pending: vec![false; 2],
             started: Instant::now(),
         };

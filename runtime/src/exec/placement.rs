@@ -166,6 +166,8 @@ pub fn checkpoint_coordinator(
     store: crate::checkpoint::CheckpointStore,
     retain: usize,
     first_id: CheckpointId,
+    limits: crate::checkpoint::coordinator::CheckpointLimits,
+    prune_on_complete: bool,
 ) -> crate::checkpoint::coordinator::CheckpointCoordinator {
     use crate::checkpoint::coordinator::{CheckpointCoordinator, CoordinatorConfig, NodeInfo};
     let nodes = graph
@@ -190,6 +192,8 @@ pub fn checkpoint_coordinator(
             max_parallelism: graph.max_parallelism,
             retain,
             first_id,
+            limits,
+            prune_on_complete,
         },
         store,
         nodes,
