@@ -1,5 +1,10 @@
 //! The dead-letter file: malformed input lines, with where they came from and why they were
 //! refused, so that bad data is never silently dropped and never stops the job.
+//!
+//! The file is only ever appended to, and synced to disk at every checkpoint of a source that
+//! wrote to it (and at the end), so what it held before a crash is still there after the
+//! restart. Records between the last checkpoint and a crash are read again by the replay and
+//! recorded again: dead letters are at-least-once.
 
 use serde::Serialize;
 use std::fs::File;
@@ -69,19 +74,50 @@ impl DeadLetters {
             if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
             }
-            *guard = Some(BufWriter::new(File::create(&self.path)?));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            *guard = Some(BufWriter::new(file));
         }
         let writer = guard.as_mut().expect("just created");
         serde_json::to_writer(&mut *writer, &entry)?;
         writer.write_all(b"\n")
     }
 
-    /// Flushes what was written.
-    pub fn flush(&self) -> std::io::Result<()> {
+    /// Writes what was recorded through to disk (a checkpoint, or the end of a source).
+    pub fn sync(&self) -> std::io::Result<()> {
         let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_mut() {
-            Some(w) => w.flush(),
+            Some(w) => {
+                w.flush()?;
+                w.get_ref().sync_data()
+            }
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_appends_to_the_dead_letters_of_the_previous_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        for run in 0..2 {
+            let letters = DeadLetters::new(path.clone());
+            letters
+                .record("events", "in.jsonl", run + 1, "bad", b"{oops\n")
+                .unwrap();
+            letters.sync().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.contains("\"line\":1") && text.contains("\"line\":2"),
+            "{text}"
+        );
     }
 }

@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use compile::{compile_expr, compile_keys, BuildError};
-pub use sink::SinkFiles;
+pub use sink::{is_directory as sink_is_directory, SinkFiles};
 
 /// Settings that apply to a whole run rather than to one node.
 #[derive(Clone, Debug)]

@@ -174,6 +174,13 @@ struct Staged {
     committed: PathBuf,
 }
 
+impl Staged {
+    /// Whether a commit already renamed it into place.
+    fn is_published(&self) -> bool {
+        self.committed.exists() && !self.staging.exists()
+    }
+}
+
 /// What a sink subtask's snapshot holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SinkState {
@@ -198,8 +205,16 @@ pub fn commit(state: &SubtaskState) -> Result<(), String> {
         .map_err(|e| format!("unreadable sink state: {e}"))?;
     let mut dirs = Vec::new();
     for staged in &state.pending {
-        if staged.committed.exists() && !staged.staging.exists() {
+        if staged.is_published() {
             continue;
+        }
+        if staged.committed.exists() {
+            // Checkpoint ids are never reused, so this is another run's output.
+            return Err(format!(
+                "refusing to replace `{}`, published by another run, with `{}`: give this job an output directory of its own",
+                staged.committed.display(),
+                staged.staging.display()
+            ));
         }
         std::fs::rename(&staged.staging, &staged.committed).map_err(|e| {
             format!(
@@ -214,15 +229,11 @@ pub fn commit(state: &SubtaskState) -> Result<(), String> {
             }
         }
     }
+    // The renames are durable only once their directory is synced; a commit that cannot
+    // make them so fails (and is retried: it is idempotent).
     for dir in dirs {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        eddy_runtime::checkpoint::storage::sync_dir(dir)
+            .map_err(|e| format!("cannot sync `{}` after publishing: {e}", dir.display()))?;
     }
     Ok(())
 }
@@ -236,6 +247,10 @@ pub struct PartWriter {
     /// Publishing waits for checkpoints; otherwise the part is published at the end.
     exactly_once: bool,
     current: Option<(PathBuf, File)>,
+    /// Parts sealed at earlier checkpoints and not yet seen published. Every snapshot lists
+    /// them all: a checkpoint the coordinator abandoned (timed out) never commits, and the next
+    /// one that completes must publish its parts too, or their rows would be lost.
+    unpublished: Vec<Staged>,
     /// The last checkpoint this subtask took part in (or was restored from).
     last_checkpoint: CheckpointId,
     /// Distinguishes staging files of different runs and parts.
@@ -246,7 +261,8 @@ pub struct PartWriter {
 impl PartWriter {
     fn write(&mut self, bytes: &[u8]) -> OpResult {
         if self.current.is_none() {
-            std::fs::create_dir_all(&self.dir).map_err(|e| io_error("create", &self.dir, e))?;
+            eddy_runtime::checkpoint::storage::create_dir_all_durable(&self.dir)
+                .map_err(|e| io_error("create", &self.dir, e))?;
             self.parts += 1;
             let path = self.dir.join(format!(
                 ".part-{}-{}-{}-{}.inprogress",
@@ -256,7 +272,8 @@ impl PartWriter {
             self.current = Some((path, file));
         }
         let (path, file) = self.current.as_mut().expect("opened above");
-        file.write_all(bytes)
+        eddy_runtime::faults::check(eddy_runtime::faults::Site::Output)
+            .and_then(|()| file.write_all(bytes))
             .map_err(|e| io_error("write", path, e))
     }
 
@@ -265,7 +282,10 @@ impl PartWriter {
         let Some((staging, file)) = self.current.take() else {
             return Ok(None);
         };
-        file.sync_all().map_err(|e| io_error("sync", &staging, e))?;
+        eddy_runtime::faults::before_sync();
+        eddy_runtime::faults::check(eddy_runtime::faults::Site::Output)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_error("sync", &staging, e))?;
         // The staging file's directory entry too, so that a completed checkpoint never lists a
         // file a power cut took away.
         File::open(&self.dir)
@@ -314,6 +334,7 @@ impl SinkOutput {
             subtask,
             exactly_once,
             current: None,
+            unpublished: Vec::new(),
             last_checkpoint: 0,
             run: format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff),
             parts: 0,
@@ -464,7 +485,10 @@ impl Operator for Sink {
             // The final checkpoint gets a later id than any barrier this subtask saw.
             SnapshotPoint::EndOfInput => parts.last_checkpoint + 1,
         };
-        let pending: Vec<Staged> = parts.seal(checkpoint)?.into_iter().collect();
+        let sealed = parts.seal(checkpoint)?;
+        parts.unpublished.retain(|staged| !staged.is_published());
+        parts.unpublished.extend(sealed);
+        let pending = parts.unpublished.clone();
         parts.last_checkpoint = checkpoint;
         let state = SinkState {
             pending,

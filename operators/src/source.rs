@@ -345,12 +345,16 @@ impl Source for FileSource {
     }
 
     fn snapshot(&mut self) -> OpResult<serde_json::Value> {
+        // What was refused before this checkpoint's position must survive a crash after it.
+        self.dead_letters
+            .sync()
+            .map_err(|e| OperatorError::io("cannot write the dead-letter file", e))?;
         Ok(self.splits.snapshot(self.line_index))
     }
 
     fn close(&mut self) -> OpResult {
         self.dead_letters
-            .flush()
+            .sync()
             .map_err(|e| OperatorError::io("cannot write the dead-letter file", e))
     }
 }

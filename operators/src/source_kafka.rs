@@ -336,6 +336,9 @@ impl Source for KafkaSource {
     }
 
     fn snapshot(&mut self) -> OpResult<serde_json::Value> {
+        self.dead_letters
+            .sync()
+            .map_err(|e| OperatorError::io("cannot write the dead-letter file", e))?;
         let positions = Positions {
             partitions: self
                 .partitions
@@ -349,7 +352,7 @@ impl Source for KafkaSource {
     fn close(&mut self) -> OpResult {
         self.reader = None;
         self.dead_letters
-            .flush()
+            .sync()
             .map_err(|e| OperatorError::io("cannot write the dead-letter file", e))
     }
 }

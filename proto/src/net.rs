@@ -20,7 +20,45 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// How long a connection attempt may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The environment variable that reroutes this process's outgoing connections, for fault
+/// injection: `DEST=VIA,DEST=VIA` (HOST:PORT each). A connection to `DEST` goes to `VIA`
+/// instead, a proxy that forwards to `DEST` unless it was told to drop, delay or cut the
+/// traffic. The chaos harness gives every node its own routes through one proxy per pair of
+/// nodes, so it can partition any two of them without privileges. Unset, nothing changes.
+pub const ROUTES_ENV: &str = "EDDY_NET_ROUTES";
+
+/// The address to connect to for `addr`: itself, or the proxy [`ROUTES_ENV`] names for it.
+pub fn route(addr: &str) -> String {
+    static ROUTES: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+        std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        std::env::var(ROUTES_ENV)
+            .ok()
+            .map(|v| parse_routes(&v))
+            .unwrap_or_default()
+    });
+    routes
+        .get(addr)
+        .cloned()
+        .unwrap_or_else(|| addr.to_string())
+}
+
+/// Parses `DEST=VIA,DEST=VIA`; malformed entries are ignored (with a warning).
+pub fn parse_routes(text: &str) -> std::collections::HashMap<String, String> {
+    text.split(',')
+        .filter(|e| !e.trim().is_empty())
+        .filter_map(|entry| match entry.split_once('=') {
+            Some((dest, via)) => Some((dest.trim().to_string(), via.trim().to_string())),
+            None => {
+                tracing::warn!(entry, "{ROUTES_ENV}: not DEST=VIA; ignored");
+                None
+            }
+        })
+        .collect()
+}
+
 fn endpoint(addr: &str, timeout: Option<Duration>) -> Result<Endpoint, NetError> {
+    let addr = route(addr);
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {

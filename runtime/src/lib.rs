@@ -5,9 +5,11 @@
 //! operator and no transport, so the cluster can later move the same tasks into actors and over gRPC.
 
 pub mod checkpoint;
+pub mod dirlock;
 pub mod element;
 pub mod exec;
 pub mod expr;
+pub mod faults;
 pub mod graph;
 pub mod keygroup;
 pub mod operator;

@@ -168,8 +168,15 @@ impl WorkerControl for Control {
             .spawn(move || {
                 let result = deploy::run(&prepared);
                 // The attempt stays known until the leader cancels it: the commit of its final
-                // checkpoint arrives after its tasks ended.
+                // checkpoint arrives after its tasks ended. Its local state is only a cache of
+                // its checkpoints: gone with it.
                 done.inlets.drop_attempt(&key.0, key.1);
+                let dir = deploy::attempt_dir(&done.config.data_dir, &key.0, key.1);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an attempt's state");
+                    }
+                }
                 // A cancelled part did not finish either: it is reported as failed (the leader
                 // ignores the ends of attempts it stopped itself), but it is not worth a warning.
                 let (state, failed, error) = match result {
@@ -264,6 +271,7 @@ impl WorkerControl for Control {
 /// A running worker.
 pub struct WorkerHandle {
     pub addr: String,
+    _lock: eddy_runtime::dirlock::DirLock,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     actors: Arc<TaskActors>,
@@ -282,7 +290,8 @@ impl WorkerHandle {
 /// Starts a worker on the current tokio runtime: its gRPC server, registration, heartbeats
 /// and the forwarding of checkpoint acknowledgements to the leader.
 pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    let lock = eddy_runtime::dirlock::DirLock::acquire(&config.data_dir, "worker data directory")?;
+    deploy::remove_attempt_dirs(&config.data_dir);
     let (listener, local) = eddy_proto::net::bind(&config.listen).await?;
     let addr = local.to_string();
     let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<CheckpointAck>();
@@ -387,6 +396,7 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
     }
     Ok(WorkerHandle {
         addr,
+        _lock: lock,
         shutdown: shutdown_tx,
         server,
         actors: Arc::clone(&shared.actors),

@@ -39,7 +39,7 @@ impl DirStorage {
     /// Storage rooted at `root`, created if missing.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<DirStorage> {
         let root = root.into();
-        std::fs::create_dir_all(&root)?;
+        create_dir_all_durable(&root)?;
         Ok(DirStorage { root })
     }
 
@@ -49,19 +49,46 @@ impl DirStorage {
 
     fn ensure_parent(path: &Path) -> io::Result<()> {
         match path.parent() {
-            Some(parent) => std::fs::create_dir_all(parent),
+            Some(parent) => create_dir_all_durable(parent),
             None => Ok(()),
         }
     }
 }
 
 /// Syncs a directory so that a rename or new entry in it survives a power loss.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing parents like `create_dir_all`, and syncs the parent of each
+/// directory it creates, so that new directories (and the files later synced inside them) do
+/// not vanish in a power loss.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
 }
 
 impl CheckpointStorage for DirStorage {
     fn put_file(&self, key: &str, local: &Path) -> io::Result<()> {
+        crate::faults::check(crate::faults::Site::Checkpoint)?;
         let dest = self.path(key);
         Self::ensure_parent(&dest)?;
         let tmp = dest.with_extension("tmp-upload");
@@ -70,6 +97,7 @@ impl CheckpointStorage for DirStorage {
         if std::fs::hard_link(local, &tmp).is_err() {
             std::fs::copy(local, &tmp)?;
         }
+        crate::faults::before_sync();
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &dest)?;
         // The directory entry too: the metadata published later must not outlive its files.
@@ -81,12 +109,14 @@ impl CheckpointStorage for DirStorage {
 
     fn put_bytes(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         use std::io::Write;
+        crate::faults::check(crate::faults::Site::Checkpoint)?;
         let dest = self.path(key);
         Self::ensure_parent(&dest)?;
         let tmp = dest.with_extension("tmp-write");
         {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
+            crate::faults::before_sync();
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &dest)?;

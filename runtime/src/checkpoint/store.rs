@@ -24,6 +24,7 @@ pub const METADATA_FORMAT: u32 = 1;
 const METADATA: &str = "_metadata";
 const SHARED: &str = "shared";
 const SAVEPOINT: &str = "_savepoint";
+const RESERVED: &str = "_reserved";
 
 /// Where the newest savepoint of a job is, when it is newer than its checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +248,45 @@ impl CheckpointStore {
         }
     }
 
+    /// Records that ids up to `id` are taken, before barriers of checkpoint `id` exist: a later
+    /// run continues above it even when the checkpoint never completed or its directory was
+    /// removed, so no id whose output a sink may have committed is ever used twice.
+    pub fn reserve(&self, id: CheckpointId) -> Result<(), CheckpointError> {
+        if self.reserved()? >= id {
+            return Ok(());
+        }
+        self.storage
+            .put_bytes(RESERVED, id.to_string().as_bytes())
+            .map_err(|e| {
+                CheckpointError::io(
+                    format!("cannot write `{RESERVED}` in `{}`", self.storage.describe()),
+                    e,
+                )
+            })
+    }
+
+    /// The highest id [`CheckpointStore::reserve`] recorded (0: none).
+    pub fn reserved(&self) -> Result<CheckpointId, CheckpointError> {
+        let location = format!("{}/{RESERVED}", self.storage.describe());
+        match self.storage.get_bytes(RESERVED) {
+            Ok(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| CheckpointError::Corrupt {
+                    location,
+                    message: "not a checkpoint id".into(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(CheckpointError::io(format!("cannot read `{location}`"), e)),
+        }
+    }
+
+    /// The id a new run's first checkpoint takes: above every completed and reserved one.
+    pub fn next_id(&self) -> Result<CheckpointId, CheckpointError> {
+        let completed = self.completed()?.last().copied().unwrap_or(0);
+        Ok(completed.max(self.reserved()?) + 1)
+    }
+
     /// Ids of the completed checkpoints, oldest first.
     pub fn completed(&self) -> Result<Vec<CheckpointId>, CheckpointError> {
         let mut ids = Vec::new();
@@ -419,6 +459,13 @@ mod tests {
             .unwrap()
             .contains(&"chk-0000000005".to_string()));
         assert_eq!(store.latest().unwrap().unwrap().checkpoint, 4);
+        // Reserved ids survive pruning and count for the next run, and never go down.
+        assert_eq!(store.next_id().unwrap(), 5);
+        store.reserve(9).unwrap();
+        store.reserve(6).unwrap();
+        store.prune(1).unwrap();
+        assert_eq!(store.reserved().unwrap(), 9);
+        assert_eq!(store.next_id().unwrap(), 10);
         // Damaged metadata is an error that says so, not a panic.
         storage.put_bytes("chk-0000000004/_metadata", b"{").unwrap();
         assert!(matches!(
