@@ -2,6 +2,7 @@
 //! arguments, reports results and maps failures to exit codes (2: bad job or arguments,
 //! 1: the job failed while running).
 
+mod chaos;
 mod cluster;
 mod gen;
 mod http;
@@ -15,6 +16,7 @@ use eddy_operators::checkpointing::{check_fits, Restored, RocksOptions, StateBac
 use eddy_operators::{Factory, RunSettings};
 use eddy_runtime::checkpoint::storage::DirStorage;
 use eddy_runtime::checkpoint::{CheckpointMetadata, CheckpointStore};
+use eddy_runtime::dirlock::DirLock;
 use eddy_runtime::exec::{
     commit_checkpoint, execute, CancelHandle, CheckpointSettings, ExecOptions,
 };
@@ -71,6 +73,9 @@ enum Command {
     /// Set up the e-commerce warehouse in PostgreSQL.
     #[command(subcommand)]
     Warehouse(warehouse::WarehouseCommand),
+    /// Start a cluster on loopback, inject seeded faults (kills, pauses, partitions, disk and
+    /// dependency failures) while it runs a job, and check that nothing was lost or duplicated.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Args)]
@@ -227,11 +232,75 @@ struct Plan {
     checkpointing: Option<CheckpointSettings>,
     /// Keeps a temporary state directory alive for the run.
     _temp: Option<tempfile::TempDir>,
+    /// The checkpoint, state and output directories this run uses, locked against another
+    /// run using them at the same time.
+    _locks: Vec<DirLock>,
     /// The run resumes a job that had already finished: nothing to do but re-commit.
     finished: Option<Arc<CheckpointMetadata>>,
 }
 
+/// Locks every directory the run writes: its checkpoints, its keyed state and the part-file
+/// directories of its sinks.
+fn lock_directories(args: &RunArgs, graph: &JobGraph) -> Result<Vec<DirLock>, BadRun> {
+    let c = &args.checkpoints;
+    let mut dirs: Vec<(PathBuf, &str)> = Vec::new();
+    if let Some(d) = &c.checkpoint_dir {
+        dirs.push((d.clone(), "checkpoint directory"));
+    }
+    if let Some(d) = &c.state_dir {
+        dirs.push((d.clone(), "state directory"));
+    }
+    for node in &graph.nodes {
+        if let NodeKind::Sink(spec) = &node.kind {
+            if let SinkConnector::File { path } = &spec.connector {
+                if eddy_operators::sink_is_directory(&spec.connector) {
+                    dirs.push((PathBuf::from(path), "output directory"));
+                }
+            }
+        }
+    }
+    let mut locks: Vec<DirLock> = Vec::new();
+    for (dir, what) in dirs {
+        // Two sinks may share a directory: this run holds it once.
+        let canonical = std::fs::canonicalize(&dir).unwrap_or(dir.clone());
+        if locks
+            .iter()
+            .any(|l| std::fs::canonicalize(l.dir()).ok().as_ref() == Some(&canonical))
+        {
+            continue;
+        }
+        locks.push(DirLock::acquire(&dir, what).map_err(|e| BadRun(format!("error: {e}")))?);
+    }
+    Ok(locks)
+}
+
+/// Temporary state directories of `eddy run` start with this.
+const TEMP_STATE_PREFIX: &str = "eddy-state-";
+
+/// Deletes the temporary state directories of runs that ended without cleaning up (killed):
+/// each run locks its own, so one that can be locked belongs to no live run.
+fn remove_abandoned_state_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(TEMP_STATE_PREFIX));
+        if ours && path.is_dir() && path.join(eddy_runtime::dirlock::LOCK_FILE).exists() {
+            if let Ok(lock) = DirLock::acquire(&path, "state directory") {
+                tracing::info!(dir = %path.display(), "removing the state of a run that was killed");
+                let _ = std::fs::remove_dir_all(&path);
+                drop(lock);
+            }
+        }
+    }
+}
+
 fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
+    let mut locks = lock_directories(args, graph)?;
     let c = &args.checkpoints;
     let rocksdb = match c.state_backend.as_deref() {
         Some("memory") if c.checkpoint_dir.is_some() => {
@@ -249,15 +318,21 @@ fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
         ..Default::default()
     };
     let mut temp = None;
+    let mut temp_lock = None;
     if rocksdb {
         let dir = match &c.state_dir {
             Some(d) => d.clone(),
             None => {
+                remove_abandoned_state_dirs();
                 let t = tempfile::Builder::new()
-                    .prefix("eddy-state-")
+                    .prefix(TEMP_STATE_PREFIX)
                     .tempdir()
                     .map_err(|e| BadRun(format!("error: cannot create a state directory: {e}")))?;
                 let path = t.path().to_path_buf();
+                temp_lock = Some(
+                    DirLock::acquire(&path, "state directory")
+                        .map_err(|e| BadRun(format!("error: {e}")))?,
+                );
                 temp = Some(t);
                 path
             }
@@ -269,11 +344,13 @@ fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
         .map_err(|e| BadRun(format!("error: {e}")))?;
         settings.state = StateBackendChoice::RocksDb { dir, options };
     }
+    locks.extend(temp_lock);
     let Some(dir) = &c.checkpoint_dir else {
         return Ok(Plan {
             settings,
             checkpointing: None,
             _temp: temp,
+            _locks: locks,
             finished: None,
         });
     };
@@ -324,7 +401,10 @@ fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
     }
     let restored = candidates.into_iter().max_by_key(|r| r.metadata.checkpoint);
     let mut finished = None;
-    let mut first_id = 1;
+    // Above every id this directory ever completed or reserved: a run restored from an older
+    // checkpoint (the newest removed as damaged, or lost) never reuses an id whose output may
+    // already be committed.
+    let mut first_id = store.next_id().map_err(|e| BadRun(format!("error: {e}")))?;
     if let Some(r) = &restored {
         if r.metadata.job != graph.name {
             return Err(BadRun(format!(
@@ -336,7 +416,7 @@ fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
             )));
         }
         check_fits(graph, &r.metadata).map_err(|e| BadRun(format!("error: {e}")))?;
-        first_id = r.metadata.checkpoint + 1;
+        first_id = first_id.max(r.metadata.checkpoint + 1);
         if r.metadata.finished {
             finished = Some(Arc::clone(&r.metadata));
         }
@@ -357,9 +437,11 @@ fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
             interval: c.checkpoint_interval,
             retain: c.retain_checkpoints as usize,
             first_id,
+            limits: Default::default(),
             savepoint_on_stop,
         }),
         _temp: temp,
+        _locks: locks,
         finished,
     })
 }
@@ -590,6 +672,7 @@ fn main() -> ExitCode {
         Command::Gen(command) => report(gen::gen(command)),
         Command::Warehouse(command) => report(warehouse::warehouse(command)),
         Command::Serve(args) => report(serve::serve(args)),
+        Command::Chaos(args) => report(chaos::chaos(args)),
     }
 }
 

@@ -45,12 +45,52 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Ok when `actual` holds exactly the rows of `expected`; otherwise a report with the counts
-/// and the first missing and extra rows.
-pub fn compare(
-    expected: &[Map<String, Value>],
-    actual: &[Map<String, Value>],
-) -> Result<(), String> {
+/// How two multisets of rows differ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diff {
+    pub expected: usize,
+    pub actual: usize,
+    /// Expected rows that `actual` lacks.
+    pub missing: Vec<Map<String, Value>>,
+    /// Rows of `actual` beyond the expected ones.
+    pub extra: Vec<Map<String, Value>>,
+    /// How many of `extra` are expected rows seen once too often (duplicates), as opposed to
+    /// rows the reference does not have at all.
+    pub duplicated: usize,
+}
+
+impl Diff {
+    pub fn is_equal(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty()
+    }
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_equal() {
+            return write!(f, "EQUAL: {} rows", self.expected);
+        }
+        write!(
+            f,
+            "DIFFERENT: expected {} rows, actual {} rows; {} missing from actual, {} extra in actual ({} of them duplicates)",
+            self.expected,
+            self.actual,
+            self.missing.len(),
+            self.extra.len(),
+            self.duplicated
+        )?;
+        for row in self.missing.iter().take(5) {
+            write!(f, "\n  missing: {}", Value::Object(row.clone()))?;
+        }
+        for row in self.extra.iter().take(5) {
+            write!(f, "\n  extra: {}", Value::Object(row.clone()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares `actual` with `expected` as multisets (see the module for the equality rule).
+pub fn diff(expected: &[Map<String, Value>], actual: &[Map<String, Value>]) -> Diff {
     let fuzzy: BTreeSet<&String> = expected
         .iter()
         .chain(actual)
@@ -60,10 +100,7 @@ pub fn compare(
         let exact: Map<String, Value> = row
             .iter()
             .filter(|(k, _)| !fuzzy.contains(k))
-            .map(|(k, v)| {
-                // Integral floats of fuzzy-free columns compare as numbers.
-                (k.clone(), v.clone())
-            })
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut keys: Vec<_> = row.keys().cloned().collect();
         keys.sort();
@@ -73,9 +110,12 @@ pub fn compare(
     for row in actual {
         groups.entry(exact_key(row)).or_default().push(row);
     }
+    let mut expected_keys: BTreeSet<String> = BTreeSet::new();
     let mut missing = Vec::new();
     for row in expected {
-        let candidates = groups.entry(exact_key(row)).or_default();
+        let key = exact_key(row);
+        let candidates = groups.entry(key.clone()).or_default();
+        expected_keys.insert(key);
         let found = candidates.iter().position(|c| {
             fuzzy.iter().all(|k| match (row.get(*k), c.get(*k)) {
                 (Some(a), Some(b)) => close(a, b),
@@ -87,27 +127,38 @@ pub fn compare(
             Some(i) => {
                 candidates.swap_remove(i);
             }
-            None => missing.push(row),
+            None => missing.push(row.clone()),
         }
     }
-    let extra: Vec<_> = groups.values().flatten().collect();
-    if missing.is_empty() && extra.is_empty() {
-        return Ok(());
+    let mut duplicated = 0;
+    let mut extra = Vec::new();
+    for (key, rows) in groups {
+        if expected_keys.contains(&key) {
+            duplicated += rows.len();
+        }
+        extra.extend(rows.into_iter().cloned());
     }
-    let mut report = format!(
-        "DIFFERENT: expected {} rows, actual {} rows; {} missing from actual, {} extra in actual",
-        expected.len(),
-        actual.len(),
-        missing.len(),
-        extra.len()
-    );
-    for row in missing.iter().take(5) {
-        report.push_str(&format!("\n  missing: {}", Value::Object((*row).clone())));
+    Diff {
+        expected: expected.len(),
+        actual: actual.len(),
+        missing,
+        extra,
+        duplicated,
     }
-    for row in extra.iter().take(5) {
-        report.push_str(&format!("\n  extra: {}", Value::Object((**row).clone())));
+}
+
+/// Ok when `actual` holds exactly the rows of `expected`; otherwise a report with the counts
+/// and the first missing and extra rows.
+pub fn compare(
+    expected: &[Map<String, Value>],
+    actual: &[Map<String, Value>],
+) -> Result<(), String> {
+    let d = diff(expected, actual);
+    if d.is_equal() {
+        Ok(())
+    } else {
+        Err(d.to_string())
     }
-    Err(report)
 }
 
 /// Compares two files (see [`compare`]).
@@ -142,5 +193,13 @@ mod tests {
         let d = rows("{\"a\":1}");
         let e = rows("{\"a\":1.5}");
         assert!(compare(&d, &e).is_err());
+    }
+
+    #[test]
+    fn duplicates_are_told_apart_from_foreign_rows() {
+        let expected = rows("{\"a\":1}\n{\"a\":2}");
+        let actual = rows("{\"a\":1}\n{\"a\":1}\n{\"a\":3}");
+        let d = diff(&expected, &actual);
+        assert_eq!((d.missing.len(), d.extra.len(), d.duplicated), (1, 2, 1));
     }
 }
