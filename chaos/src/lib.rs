@@ -179,6 +179,23 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     round.wait_finished(&monitor, bound).await;
     rounds.push(round.verify(&config, &client, &monitor).await);
     let observed = monitor.stop().await;
+    // The history of every job, for a post-mortem of a failed run.
+    let samples = config.dir.join("samples.jsonl");
+    let lines: Vec<String> = observed
+        .samples
+        .iter()
+        .flat_map(|(job, samples)| {
+            samples.iter().map(move |s| {
+                format!(
+                    "{{\"job\":{job:?},\"sample\":{}}}",
+                    serde_json::to_string(s).unwrap_or_default()
+                )
+            })
+        })
+        .collect();
+    if let Err(e) = std::fs::write(&samples, lines.join("\n")) {
+        tracing::warn!(path = %samples.display(), error = %e, "cannot write the samples");
+    }
     Ok(Report::new(
         &config,
         schedule,

@@ -13,9 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// One look at a job.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Sample {
+    #[serde(skip)]
     pub at: Instant,
+    /// Wall clock, ms since the epoch.
+    pub wall_ms: u64,
     pub state: String,
     pub terminal: bool,
     pub message: String,
@@ -35,7 +38,8 @@ pub struct Observed {
     pub violations: Vec<String>,
     /// Raft terms seen, with the nodes that claimed leadership in each.
     pub leaders: BTreeMap<u64, BTreeSet<u64>>,
-    pub samples: usize,
+    /// Every sample of every job, for a post-mortem (written next to the logs).
+    pub samples: BTreeMap<String, Vec<Sample>>,
 }
 
 #[derive(Default)]
@@ -154,8 +158,10 @@ impl Monitor {
         lock(&self.shared).stop = true;
         let _ = self.task.await;
         let mut s = lock(&self.shared);
-        s.observed.samples = s.jobs.values().map(Vec::len).sum();
-        std::mem::take(&mut s.observed)
+        let samples = std::mem::take(&mut s.jobs).into_iter().collect();
+        let mut observed = std::mem::take(&mut s.observed);
+        observed.samples = samples;
+        observed
     }
 }
 
@@ -225,6 +231,7 @@ async fn poll_job(client: &Coordinators, job: &str, sources: &[String]) -> Optio
     let terminal = matches!(summary.state.as_str(), "finished" | "cancelled" | "failed");
     Some(Sample {
         at: Instant::now(),
+        wall_ms: wall_ms(),
         terminal,
         message: summary.message,
         attempt: summary.attempt,

@@ -70,6 +70,14 @@ pub enum KafkaError {
     },
 }
 
+impl KafkaError {
+    /// Whether trying again later may succeed: the broker was down or slow. A missing topic is
+    /// a mistake in the job, and deleted records are input lost for good.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, KafkaError::Connect { .. } | KafkaError::Request { .. })
+    }
+}
+
 /// How long requests are retried before an operation fails (broker down, topic missing).
 const RETRY_DEADLINE: Duration = Duration::from_secs(10);
 

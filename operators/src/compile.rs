@@ -4,23 +4,15 @@ use eddy_runtime::expr::{self, AggregateCall, Expr, Scope};
 use eddy_runtime::graph::{JobGraph, NamedExpr, NodeId};
 use eddy_runtime::types::Schema;
 
-/// An operator could not be built from its graph node. The job compiler validates everything
-/// first, so this means a graph that did not come from it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub String);
-
-impl BuildError {
-    pub fn new(message: impl Into<String>) -> BuildError {
-        BuildError(message.into())
-    }
-}
+/// An operator could not be built from its graph node, with whose fault it is (the runtime's
+/// type: the executor decides restarts by it).
+pub use eddy_runtime::error::BuildError;
 
 /// Compiles one scalar expression in a scope.
 pub fn compile_expr(text: &str, scope: &Scope) -> Result<Expr, BuildError> {
     expr::parse_expr(text)
         .and_then(|ast| expr::compile(&ast, scope))
-        .map_err(|e| BuildError(format!("`{text}`: {e}")))
+        .map_err(|e| BuildError::new(format!("`{text}`: {e}")))
 }
 
 /// Compiles key expressions over one schema.
@@ -59,7 +51,7 @@ fn compile_aggregates(
         .map(|i| {
             expr::parse_expr(&i.expr)
                 .and_then(|ast| expr::compile_aggregate(&ast, &Scope::single(schema)))
-                .map_err(|e| BuildError(format!("`{}`: {e}", i.expr)))
+                .map_err(|e| BuildError::new(format!("`{}`: {e}", i.expr)))
         })
         .collect()
 }
@@ -73,7 +65,7 @@ pub fn input_schema(graph: &JobGraph, node: NodeId, input: usize) -> &Schema {
 pub fn column(schema: &Schema, name: &str) -> Result<usize, BuildError> {
     schema
         .index_of(name)
-        .ok_or_else(|| BuildError(format!("no column `{name}` (have: {})", schema.names())))
+        .ok_or_else(|| BuildError::new(format!("no column `{name}` (have: {})", schema.names())))
 }
 
 /// Evaluates key expressions into a key.

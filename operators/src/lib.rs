@@ -259,7 +259,7 @@ impl TaskFactory for Factory {
         graph: &JobGraph,
         node: NodeId,
         subtask: u32,
-    ) -> Result<Box<dyn Source>, String> {
+    ) -> Result<Box<dyn Source>, BuildError> {
         let positions = self.settings.restore.as_ref().map(|r| {
             let n = &graph.nodes[node];
             let range = KeyGroupRange::of_subtask(subtask, n.parallelism, graph.max_parallelism);
@@ -272,7 +272,6 @@ impl TaskFactory for Factory {
             &self.dead_letters,
             positions.as_deref(),
         )
-        .map_err(|e| e.to_string())
     }
 
     fn operator(
@@ -280,12 +279,16 @@ impl TaskFactory for Factory {
         graph: &JobGraph,
         node: NodeId,
         subtask: u32,
-    ) -> Result<Box<dyn Operator>, String> {
+    ) -> Result<Box<dyn Operator>, BuildError> {
         self.build_operator(graph, node, subtask)
-            .map_err(|e| e.to_string())
     }
 
-    fn commit(&self, graph: &JobGraph, node: NodeId, state: &SubtaskState) -> Result<(), String> {
+    fn commit(
+        &self,
+        graph: &JobGraph,
+        node: NodeId,
+        state: &SubtaskState,
+    ) -> Result<(), BuildError> {
         match graph.nodes[node].kind {
             NodeKind::Sink(SinkSpec {
                 connector: SinkConnector::Postgres { .. },

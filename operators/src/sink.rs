@@ -197,12 +197,12 @@ fn io_error(action: &str, path: &Path, e: std::io::Error) -> OperatorError {
 
 /// Publishes the files a completed checkpoint lists for one sink subtask. Idempotent: a file
 /// already published is skipped, so a restore may run it again.
-pub fn commit(state: &SubtaskState) -> Result<(), String> {
+pub fn commit(state: &SubtaskState) -> Result<(), BuildError> {
     if state.state.is_null() {
         return Ok(());
     }
     let state: SinkState = serde_json::from_value(state.state.clone())
-        .map_err(|e| format!("unreadable sink state: {e}"))?;
+        .map_err(|e| BuildError::internal(format!("unreadable sink state: {e}")))?;
     let mut dirs = Vec::new();
     for staged in &state.pending {
         if staged.is_published() {
@@ -210,18 +210,25 @@ pub fn commit(state: &SubtaskState) -> Result<(), String> {
         }
         if staged.committed.exists() {
             // Checkpoint ids are never reused, so this is another run's output.
-            return Err(format!(
+            return Err(BuildError::new(format!(
                 "refusing to replace `{}`, published by another run, with `{}`: give this job an output directory of its own",
                 staged.committed.display(),
                 staged.staging.display()
-            ));
+            )));
         }
         std::fs::rename(&staged.staging, &staged.committed).map_err(|e| {
-            format!(
+            let message = format!(
                 "cannot publish `{}` as `{}` ({e}); the staged file of a completed checkpoint must not be removed",
                 staged.staging.display(),
                 staged.committed.display()
-            )
+            );
+            // A staged file that is gone will not come back; anything else (permissions, a
+            // full disk) may pass, and the commit is retried.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                BuildError::internal(message)
+            } else {
+                BuildError::transient(message)
+            }
         })?;
         if let Some(dir) = staged.committed.parent() {
             if !dirs.contains(&dir) {
@@ -232,8 +239,9 @@ pub fn commit(state: &SubtaskState) -> Result<(), String> {
     // The renames are durable only once their directory is synced; a commit that cannot
     // make them so fails (and is retried: it is idempotent).
     for dir in dirs {
-        eddy_runtime::checkpoint::storage::sync_dir(dir)
-            .map_err(|e| format!("cannot sync `{}` after publishing: {e}", dir.display()))?;
+        eddy_runtime::checkpoint::storage::sync_dir(dir).map_err(|e| {
+            BuildError::transient(format!("cannot sync `{}` after publishing: {e}", dir.display()))
+        })?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use crate::compile::BuildError;
 use crate::format::write_json_row;
-use eddy_postgres::{Dimension, Op, Stager, Target};
+use eddy_postgres::{Dimension, Op, PgError, Stager, Target};
 use eddy_runtime::checkpoint::{CheckpointId, OperatorSnapshot, SnapshotPoint, SubtaskState};
 use eddy_runtime::graph::{JobGraph, NodeId, SinkConnector};
 use eddy_runtime::operator::{OpResult, Operator, OperatorError, Output};
@@ -61,8 +61,27 @@ fn sink_id(graph: &JobGraph, node: NodeId) -> String {
     format!("{}/{}", graph.name, graph.nodes[node].name)
 }
 
+/// A PostgreSQL failure as an operator error of the right domain.
+fn operator_error(e: PgError) -> OperatorError {
+    if e.is_transient() {
+        OperatorError::Transient(e.to_string())
+    } else {
+        OperatorError::User(e.to_string())
+    }
+}
+
+/// A PostgreSQL failure while building or committing, of the right domain.
+fn build_error(e: PgError, sink: &str) -> BuildError {
+    let message = format!("sink `{sink}`: {e}");
+    if e.is_transient() {
+        BuildError::transient(message)
+    } else {
+        BuildError::new(message)
+    }
+}
+
 /// Publishes the rows a completed checkpoint covers for one subtask; idempotent.
-pub fn commit(graph: &JobGraph, node: NodeId, state: &SubtaskState) -> Result<(), String> {
+pub fn commit(graph: &JobGraph, node: NodeId, state: &SubtaskState) -> Result<(), BuildError> {
     if state.state.is_null() {
         return Ok(());
     }
@@ -70,9 +89,9 @@ pub fn commit(graph: &JobGraph, node: NodeId, state: &SubtaskState) -> Result<()
         return Ok(());
     };
     let s: PgSinkState = serde_json::from_value(state.state.clone())
-        .map_err(|e| format!("unreadable PostgreSQL sink state: {e}"))?;
+        .map_err(|e| BuildError::internal(format!("unreadable PostgreSQL sink state: {e}")))?;
     eddy_postgres::commit(&target, &sink_id(graph, node), &s.run, s.epoch)
-        .map_err(|e| format!("sink `{}`: {e}", graph.nodes[node].name))
+        .map_err(|e| build_error(e, &graph.nodes[node].name))
 }
 
 /// One subtask of a PostgreSQL sink.
@@ -107,7 +126,7 @@ impl PgSink {
             .unwrap_or(0);
         let run = format!("{:x}-{:x}-{subtask}", std::process::id(), nanos);
         let stager = Stager::connect(target, &sink_id(graph, node), &run)
-            .map_err(|e| BuildError::new(format!("sink `{name}`: {e}")))?;
+            .map_err(|e| build_error(e, name))?;
         Ok(PgSink {
             schema: graph.input_schema(node, 0).clone(),
             stager,
@@ -122,7 +141,7 @@ impl PgSink {
     fn stage(&mut self, epoch: CheckpointId) -> OpResult {
         self.stager
             .flush(epoch)
-            .map_err(|e| OperatorError::Message(e.to_string()))
+            .map_err(operator_error)
     }
 }
 
@@ -135,7 +154,7 @@ impl Operator for PgSink {
                 RowKind::UpdateBefore if self.keyed => continue,
                 RowKind::Delete if self.keyed => Op::Delete,
                 RowKind::UpdateBefore | RowKind::Delete => {
-                    return Err(OperatorError::Message(
+                    return Err(OperatorError::User(
                         "a PostgreSQL sink without `key` cannot apply a retraction; give the sink the key of its input (e.g. the window and group columns)".into(),
                     ))
                 }
@@ -157,7 +176,7 @@ impl Operator for PgSink {
             // No checkpoints: the end of input is the only commit.
             self.stager
                 .commit(epoch)
-                .map_err(|e| OperatorError::Message(e.to_string()))?;
+                .map_err(operator_error)?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! run. A checkpoint records, per range of splits, the index of the next record to read; a
 //! restore at any parallelism gives each new subtask the positions of the splits it now owns.
 
+use crate::compile::BuildError;
 use crate::dead_letter::DeadLetters;
 use crate::format::{event_to_row, generator_config, JsonColumn, JsonParser, NexmarkParser};
 use crate::pushdown::required_columns;
@@ -79,16 +80,16 @@ pub fn build(
     subtask: u32,
     dead_letters: &Arc<DeadLetters>,
     restored: Option<&[&SubtaskState]>,
-) -> Result<Box<dyn Source>, String> {
+) -> Result<Box<dyn Source>, BuildError> {
     let node = &graph.nodes[id];
     let NodeKind::Source(spec) = &node.kind else {
-        return Err(format!("`{}` is not a source", node.name));
+        return Err(BuildError::new(format!("`{}` is not a source", node.name)));
     };
     let range = KeyGroupRange::of_subtask(subtask, node.parallelism, graph.max_parallelism);
     // Files and the generator split records by index; Kafka splits by partition.
     let splits = || {
         Splits::new(range, graph.max_parallelism, restored.unwrap_or_default())
-            .map_err(|e| format!("source `{}`: {e}", node.name))
+            .map_err(|e| BuildError::internal(format!("source `{}`: {e}", node.name)))
     };
     // Ports nobody reads are not parsed at all, and columns nobody reads are not decoded.
     let needed: Vec<Option<Vec<bool>>> = (0..node.outputs.len())
@@ -129,7 +130,7 @@ pub fn build(
         match unnest {
             Some(u) => parser
                 .with_unnest(&u.path, u.ordinal.is_some())
-                .map_err(|e| format!("source `{}`: {e}", node.name)),
+                .map_err(|e| BuildError::new(format!("source `{}`: {e}", node.name))),
             None => Ok(parser),
         }
     };
@@ -150,7 +151,15 @@ pub fn build(
                     LineParser::Json(json_parser(columns, unnest)?)
                 }
             };
-            let files = list_files(Path::new(path)).map_err(|e| e.to_string())?;
+            // An input that is not there is the job's mistake (a wrong path or parameter).
+            let files = list_files(Path::new(path)).map_err(|e| match &e {
+                OperatorError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    BuildError::new(e.to_string())
+                }
+                _ => BuildError::transient(e.to_string()),
+            })?;
             Ok(Box::new(FileSource {
                 name: node.name.clone(),
                 files,
@@ -171,10 +180,10 @@ pub fn build(
         ))),
         SourceConnector::Kafka(kafka) => {
             let FileFormat::Json { columns, unnest } = &kafka.format else {
-                return Err(format!(
+                return Err(BuildError::new(format!(
                     "source `{}`: Kafka records must be JSON with declared columns",
                     node.name
-                ));
+                )));
             };
             let parser = json_parser(columns, unnest)?;
             let time_column = spec
@@ -192,7 +201,7 @@ pub fn build(
                 restored.unwrap_or_default(),
                 dead_letters,
             )
-            .map_err(|e| format!("source `{}`: {e}", node.name))?;
+            .map_err(|e| e.context(format!("source `{}`", node.name)))?;
             Ok(Box::new(source))
         }
     }
@@ -341,7 +350,9 @@ impl Source for FileSource {
     }
 
     fn input_position(&self) -> Option<u64> {
-        Some(self.line_index)
+        // A restored subtask reads (and skips) the input up to its first owned record: pacing
+        // counts from there, not from the start of the file.
+        Some(self.line_index.max(self.splits.first_position()))
     }
 
     fn snapshot(&mut self) -> OpResult<serde_json::Value> {
@@ -411,6 +422,15 @@ impl Splits {
             max_parallelism: max_parallelism as u64,
             from,
         })
+    }
+
+    /// The lowest position this subtask resumes at in any of its splits (0 when it starts
+    /// from the beginning).
+    fn first_position(&self) -> u64 {
+        (self.range.start..self.range.end)
+            .filter_map(|split| self.from[split as usize])
+            .min()
+            .unwrap_or(0)
     }
 
     #[inline]

@@ -10,6 +10,7 @@
 //! time minus the delay (Flink's per-partition watermarks), so a partition that lags holds the
 //! others back instead of making its records late.
 
+use crate::compile::BuildError;
 use crate::dead_letter::DeadLetters;
 use crate::format::JsonParser;
 use eddy_kafka::{Kafka, Reader, ReaderEvent, StartAt};
@@ -81,6 +82,15 @@ pub struct KafkaSource {
     rows: Vec<Row>,
 }
 
+/// A Kafka failure at the start of a source, of the right domain.
+fn build_error(e: eddy_kafka::KafkaError) -> BuildError {
+    if e.is_transient() {
+        BuildError::transient(e.to_string())
+    } else {
+        BuildError::new(e.to_string())
+    }
+}
+
 impl KafkaSource {
     /// Connects, finds the partitions this subtask owns and where to start in each, and starts
     /// reading them.
@@ -95,14 +105,16 @@ impl KafkaSource {
         max_parallelism: u32,
         restored: &[&SubtaskState],
         dead_letters: &Arc<DeadLetters>,
-    ) -> Result<KafkaSource, String> {
+    ) -> Result<KafkaSource, BuildError> {
         let mut positions: BTreeMap<i32, (i64, Timestamp)> = BTreeMap::new();
         for state in restored {
             if state.state.is_null() {
                 continue;
             }
             let p: Positions = serde_json::from_value(state.state.clone())
-                .map_err(|e| format!("unreadable Kafka offsets in the checkpoint: {e}"))?;
+                .map_err(|e| {
+                    BuildError::internal(format!("unreadable Kafka offsets in the checkpoint: {e}"))
+                })?;
             for (partition, next, max_time) in p.partitions {
                 positions.insert(partition, (next, max_time));
             }
@@ -130,7 +142,7 @@ impl KafkaSource {
             Ok::<_, eddy_kafka::KafkaError>((owned, starts))
         })
         .and_then(|r| r)
-        .map_err(|e| e.to_string())?;
+        .map_err(build_error)?;
         let (owned, starts) = setup;
         let now = Instant::now();
         let mut partitions = Vec::with_capacity(owned.len());
@@ -155,7 +167,7 @@ impl KafkaSource {
             None
         } else {
             let from = partitions.iter().map(|p| (p.id, p.next)).collect();
-            Some(Reader::start(&spec.brokers, &topic, from).map_err(|e| e.to_string())?)
+            Some(Reader::start(&spec.brokers, &topic, from).map_err(build_error)?)
         };
         Ok(KafkaSource {
             name: name.to_string(),
@@ -183,10 +195,12 @@ impl KafkaSource {
             return Ok(());
         };
         if let Some(e) = reader.failure() {
-            return Err(OperatorError::Message(format!(
-                "source `{}`: {e}",
-                self.name
-            )));
+            let message = format!("source `{}`: {e}", self.name);
+            return Err(if e.is_transient() {
+                OperatorError::Transient(message)
+            } else {
+                OperatorError::User(message)
+            });
         }
         for partition in &mut self.partitions {
             while partition.fetched.len() < 2 * BATCH {

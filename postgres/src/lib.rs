@@ -21,6 +21,34 @@
 pub mod migrate;
 pub mod testing;
 
+impl PgError {
+    /// Whether trying again later may succeed: the server was unreachable, restarting, shutting
+    /// down, out of resources, or the connection broke. A missing table or column, a bad query
+    /// or data the table refuses is a mistake in the job, which a retry repeats.
+    pub fn is_transient(&self) -> bool {
+        let query_error = match self {
+            PgError::Connect { .. } | PgError::Io { .. } => return true,
+            PgError::NoTable { .. } | PgError::MissingColumns { .. } | PgError::NoNaturalKey { .. } => {
+                return false
+            }
+            PgError::Query { source, .. } => source,
+        };
+        match query_error.code() {
+            // No SQLSTATE: the connection failed or closed under the query.
+            None => true,
+            Some(code) => {
+                let code = code.code();
+                // 08: connection exception; 40: transaction rollback (serialization failure,
+                // deadlock); 53: insufficient resources; 57: operator intervention (shutdown,
+                // crash recovery); 58: system error.
+                ["08", "40", "53", "57", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }
+        }
+    }
+}
+
 use postgres::{Client, NoTls};
 use std::collections::HashMap;
 use std::io::Write;

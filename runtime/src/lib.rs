@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod dirlock;
 pub mod element;
+pub mod error;
 pub mod exec;
 pub mod expr;
 pub mod faults;

@@ -11,17 +11,35 @@ use crate::types::{Row, Timestamp};
 /// Why an operator, source or sink failed. The message names the operator and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
+    /// An I/O error (a full disk, a failing device): transient.
     #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
+    /// Something that should not happen: internal.
     #[error("{0}")]
     Message(String),
+    /// A mistake in the job or its configuration, which a restart would repeat.
+    #[error("{0}")]
+    User(String),
+    /// A dependency failed (a database or broker down): retried.
+    #[error("{0}")]
+    Transient(String),
 }
 
 impl OperatorError {
+    /// Whose fault it is.
+    pub fn domain(&self) -> crate::error::FaultDomain {
+        use crate::error::FaultDomain;
+        match self {
+            OperatorError::Io { .. } | OperatorError::Transient(_) => FaultDomain::Transient,
+            OperatorError::Message(_) => FaultDomain::Internal,
+            OperatorError::User(_) => FaultDomain::User,
+        }
+    }
+
     /// An I/O error with the path or action that failed.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> OperatorError {
         OperatorError::Io {

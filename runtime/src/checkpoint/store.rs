@@ -49,6 +49,28 @@ pub enum CheckpointError {
     Incompatible(String),
     #[error("{0}")]
     Failed(String),
+    /// A completed checkpoint could not be committed (a sink's files or rows not published).
+    #[error("cannot commit checkpoint {checkpoint} at `{node}`: {source}")]
+    Commit {
+        checkpoint: CheckpointId,
+        node: String,
+        #[source]
+        source: crate::error::BuildError,
+    },
+}
+
+impl CheckpointError {
+    /// Whose fault it is: storage I/O is transient, a checkpoint that does not fit the job is
+    /// the user's, corrupt metadata is internal, a commit says for itself.
+    pub fn domain(&self) -> crate::error::FaultDomain {
+        use crate::error::FaultDomain;
+        match self {
+            CheckpointError::Io { .. } => FaultDomain::Transient,
+            CheckpointError::Incompatible(_) => FaultDomain::User,
+            CheckpointError::Corrupt { .. } | CheckpointError::Failed(_) => FaultDomain::Internal,
+            CheckpointError::Commit { source, .. } => source.domain,
+        }
+    }
 }
 
 impl CheckpointError {

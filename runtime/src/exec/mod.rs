@@ -27,6 +27,7 @@ use crate::checkpoint::{
     CheckpointError, CheckpointId, CheckpointStore, SnapshotPoint, SubtaskState,
 };
 use crate::element::Element;
+use crate::error::{BuildError, FaultDomain};
 use crate::expr::{self, Expr, Scope};
 use crate::graph::{JobGraph, NodeId, NodeKind, Partitioning};
 use crate::keygroup::{hash_key, key_group_of, subtask_of, KeyGroupRange};
@@ -41,8 +42,12 @@ use std::time::{Duration, Instant};
 /// Why a job could not be planned or failed while running.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("cannot build {node}: {message}")]
-    Build { node: String, message: String },
+    #[error("cannot build {node}: {source}")]
+    Build {
+        node: String,
+        #[source]
+        source: BuildError,
+    },
     #[error("{task} failed: {source}")]
     Task {
         task: String,
@@ -59,6 +64,27 @@ pub enum ExecError {
     Checkpoint(#[from] CheckpointError),
 }
 
+impl ExecError {
+    /// Whose fault the failure is (see [`FaultDomain`]). A task that stopped because a peer
+    /// failed is transient: the peer's own report says why.
+    pub fn domain(&self) -> FaultDomain {
+        match self {
+            ExecError::Build { source, .. } => source.domain,
+            ExecError::Task { source, .. } => source.domain(),
+            ExecError::Panic { .. } => FaultDomain::Internal,
+            ExecError::Disconnected { .. } | ExecError::Cancelled => FaultDomain::Transient,
+            ExecError::Checkpoint(e) => e.domain(),
+        }
+    }
+
+    fn build(node: &str, source: BuildError) -> ExecError {
+        ExecError::Build {
+            node: node.to_string(),
+            source,
+        }
+    }
+}
+
 /// Creates the operator instances of a job. Implemented by `eddy-operators`; the executor only
 /// decides where and when to call it.
 pub trait TaskFactory: Sync {
@@ -68,14 +94,14 @@ pub trait TaskFactory: Sync {
         graph: &JobGraph,
         node: NodeId,
         subtask: u32,
-    ) -> Result<Box<dyn Source>, String>;
+    ) -> Result<Box<dyn Source>, BuildError>;
     /// The operator (or sink) instance of subtask `subtask` of `node`.
     fn operator(
         &self,
         graph: &JobGraph,
         node: NodeId,
         subtask: u32,
-    ) -> Result<Box<dyn Operator>, String>;
+    ) -> Result<Box<dyn Operator>, BuildError>;
 
     /// A checkpoint that holds `state` for a subtask of `node` completed: make what it covers
     /// visible (sinks publish staged files). Called again for the same state after a restore,
@@ -85,7 +111,7 @@ pub trait TaskFactory: Sync {
         _graph: &JobGraph,
         _node: NodeId,
         _state: &SubtaskState,
-    ) -> Result<(), String> {
+    ) -> Result<(), BuildError> {
         Ok(())
     }
 }
@@ -115,12 +141,13 @@ pub fn commit_checkpoint_where(
             continue;
         };
         for state in op.subtasks.iter().filter(|s| mine(node, s.subtask)) {
-            factory.commit(graph, node, state).map_err(|message| {
-                CheckpointError::Failed(format!(
-                    "cannot commit checkpoint {} at `{}`: {message}",
-                    metadata.checkpoint, op.name
-                ))
-            })?;
+            factory
+                .commit(graph, node, state)
+                .map_err(|source| CheckpointError::Commit {
+                    checkpoint: metadata.checkpoint,
+                    node: op.name.clone(),
+                    source,
+                })?;
         }
     }
     Ok(())
@@ -1249,9 +1276,11 @@ fn compile_keys(
         .map(|k| {
             expr::parse_expr(k)
                 .and_then(|ast| expr::compile(&ast, &Scope::single(schema)))
-                .map_err(|e| ExecError::Build {
-                    node: graph.nodes[from].name.clone(),
-                    message: format!("key `{k}`: {e}"),
+                .map_err(|e| {
+                    ExecError::build(
+                        &graph.nodes[from].name,
+                        BuildError::new(format!("key `{k}`: {e}")),
+                    )
                 })
         })
         .collect()
@@ -1315,9 +1344,9 @@ pub fn execute(
                         from: i as u32,
                         to: j as u32,
                     };
-                    let build = |message: String| ExecError::Build {
-                        node: node.name.clone(),
-                        message,
+                    // A channel that cannot be set up: the network's fault.
+                    let build = |message: String| {
+                        ExecError::build(&node.name, BuildError::transient(message))
                     };
                     match (sends_here, receives_here, placement) {
                         (true, true, _) | (_, _, None) => {
@@ -1387,10 +1416,7 @@ pub fn execute(
                 }
                 let op = factory
                     .operator(graph, member, subtask)
-                    .map_err(|message| ExecError::Build {
-                        node: node.name.clone(),
-                        message,
-                    })?;
+                    .map_err(|e| ExecError::build(&node.name, e))?;
                 ops.push(ChainOp {
                     node: member,
                     key_groups: KeyGroupRange::of_subtask(
@@ -1429,12 +1455,9 @@ pub fn execute(
             };
             let head_state = match &head.kind {
                 NodeKind::Source(spec) => {
-                    let source = factory.source(graph, head.id, subtask).map_err(|message| {
-                        ExecError::Build {
-                            node: head.name.clone(),
-                            message,
-                        }
-                    })?;
+                    let source = factory
+                        .source(graph, head.id, subtask)
+                        .map_err(|e| ExecError::build(&head.name, e))?;
                     let watermarks = spec.watermark.as_ref().map(|w| SourceWatermarks {
                         columns: head
                             .outputs
@@ -1557,10 +1580,7 @@ pub fn execute(
                     .map_err(|e| format!("cannot start a thread: {e}")),
             };
             if let Err(message) = launched {
-                fail(ExecError::Build {
-                    node: "executor".into(),
-                    message,
-                });
+                fail(ExecError::build("executor", BuildError::internal(message)));
                 break;
             }
         }
@@ -1737,14 +1757,24 @@ mod tests {
     }
 
     impl TaskFactory for Factory {
-        fn source(&self, _: &JobGraph, _: NodeId, subtask: u32) -> Result<Box<dyn Source>, String> {
+        fn source(
+            &self,
+            _: &JobGraph,
+            _: NodeId,
+            subtask: u32,
+        ) -> Result<Box<dyn Source>, BuildError> {
             Ok(Box::new(Scripted {
                 subtask,
                 next: 0,
                 release: Arc::clone(&self.release),
             }))
         }
-        fn operator(&self, _: &JobGraph, _: NodeId, _: u32) -> Result<Box<dyn Operator>, String> {
+        fn operator(
+            &self,
+            _: &JobGraph,
+            _: NodeId,
+            _: u32,
+        ) -> Result<Box<dyn Operator>, BuildError> {
             Ok(Box::new(Probe(Arc::clone(&self.seen))))
         }
     }
