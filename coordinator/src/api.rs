@@ -2,16 +2,17 @@
 //! service workers call. On a follower every call answers "not the leader" with the leader's
 //! address (see `eddy_proto::leader`), and clients follow it.
 
-use crate::leader::{decode_subtasks, CountersFrom, Leader};
-use crate::raft::ProposeError;
-use crate::state::{CheckpointRecord, Command, CommandResult, JobRecord, JobSpec};
+use crate::error::CoordinatorError;
+use crate::job::{CountersFrom, JobEvent};
+use crate::leader::Leader;
+use crate::state::{CheckpointRecord, Command, CommandResult, JobRecord, JobSpec, JobState};
 use eddy_proto::leader::not_leader;
 use eddy_proto::v1::client_api_server::ClientApi;
 use eddy_proto::v1::coordinator_control_server::CoordinatorControl;
 use eddy_proto::v1::*;
 use eddy_runtime::checkpoint::coordinator::{CoordinatorInput, ReportedSubtask};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
 
 /// Both services, over the same leader.
@@ -36,19 +37,13 @@ impl Api {
             .raft
             .propose(command)
             .await
-            .map_err(|e| match e {
-                ProposeError::NotLeader { leader } => not_leader(leader.map(|(_, a)| a)),
-                other => Status::unavailable(other.to_string()),
-            })
+            .map_err(|e| CoordinatorError::from(e).status())
     }
 
     fn job(&self, id: &str) -> Result<JobRecord, Status> {
         self.leader
             .raft
-            .state()
-            .jobs
-            .get(id)
-            .cloned()
+            .with_state(|s| s.jobs.get(id).cloned())
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no job `{id}` (eddy list shows the jobs the cluster knows)"
@@ -97,10 +92,16 @@ impl ClientApi for Api {
             max_source_rate: (r.max_source_rate > 0).then_some(r.max_source_rate),
             topics_from: (!r.topics_from.is_empty()).then_some(r.topics_from),
         };
-        let graph = spec
-            .compile()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Compiling reads no files but is not free: off the async runtime.
+        let graph = {
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || spec.compile())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
         let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
+        let outputs = output_directories(&graph);
         if spec.checkpoint_interval_ms > 0 && spec.checkpoint_dir.is_empty() {
             // Unique per submission: job ids are assigned by the state machine, so use time.
             let stamp = SystemTime::now()
@@ -117,21 +118,26 @@ impl ClientApi for Api {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let name = graph.name.clone();
         let from_savepoint = if r.from_savepoint.is_empty() {
             None
         } else {
+            let dir = r.from_savepoint.clone();
             Some(
-                savepoint_to_start_from(&r.from_savepoint, &graph, at_ms)
+                tokio::task::spawn_blocking(move || savepoint_to_start_from(&dir, &graph, at_ms))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
                     .map_err(Status::invalid_argument)?,
             )
         };
         match self
             .propose(Command::SubmitJob {
-                name: graph.name.clone(),
-                spec,
+                name,
+                spec: Box::new(spec),
                 parallelism,
                 at_ms,
                 from_savepoint,
+                outputs,
             })
             .await?
         {
@@ -158,12 +164,7 @@ impl ClientApi for Api {
     ) -> Result<Response<JobStatusResponse>, Status> {
         self.require_leader()?;
         let job = self.job(&request.into_inner().job_id)?;
-        let mut tasks = self
-            .leader
-            .soft
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .task_statuses(&job.id, job.attempt);
+        let mut tasks = self.leader.ctx().counters().tasks(&job.id);
         tasks.sort_by(|a, b| (&a.name, a.subtask).cmp(&(&b.name, b.subtask)));
         // Records in: what operators took in; records out: what sources and operators emitted
         // (the sum over every operator subtask of the current attempt).
@@ -198,10 +199,27 @@ impl ClientApi for Api {
                 job.state.name()
             )));
         }
-        self.leader
-            .cancel(&job)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.leader.send(&job.id, JobEvent::Cancel(tx)) {
+            match tokio::time::timeout(Duration::from_secs(60), rx).await {
+                Ok(Ok(result)) => result.map_err(|e| e.status())?,
+                Ok(Err(_)) => return Err(CoordinatorError::LeaderChanged.status()),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(
+                        "the cancel did not complete within 60 s; check `eddy status`",
+                    ))
+                }
+            }
+        } else {
+            // No driver yet (just submitted, or a new leader): Raft alone decides; a driver
+            // that starts later finds the job cancelled and never deploys it.
+            self.propose(Command::SetJobState {
+                job: job.id.clone(),
+                state: JobState::Cancelled,
+                message: "cancelled by a user".into(),
+            })
+            .await?;
+        }
         Ok(Response::new(CancelResponse {}))
     }
 
@@ -217,17 +235,25 @@ impl ClientApi for Api {
         } else {
             r.dir
         };
-        let rx = self
-            .leader
-            .savepoint(&job.id, &dir, r.stop)
-            .map_err(Status::failed_precondition)?;
-        self.leader.dispatch_pending().await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let event = JobEvent::Savepoint {
+            dir,
+            stop: r.stop,
+            reply: tx,
+        };
+        if !self.leader.send(&job.id, event) {
+            return Err(Status::failed_precondition(format!(
+                "{} is {}",
+                job.id,
+                job.state.name()
+            )));
+        }
         match tokio::time::timeout(Duration::from_secs(120), rx).await {
             Ok(Ok(Ok((checkpoint, location)))) => Ok(Response::new(SavepointResponse {
                 checkpoint,
                 location,
             })),
-            Ok(Ok(Err(e))) => Err(Status::aborted(e)),
+            Ok(Ok(Err(e))) => Err(Status::aborted(e.to_string())),
             Ok(Err(_)) => Err(Status::aborted(
                 "the job's attempt ended before the savepoint completed",
             )),
@@ -244,8 +270,6 @@ impl ClientApi for Api {
         self.require_leader()?;
         let state = self.leader.raft.state();
         let free = state.free_slots();
-        let soft = self.leader.soft.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
         let workers = state
             .workers
             .values()
@@ -254,10 +278,10 @@ impl ClientApi for Api {
                 addr: w.addr.clone(),
                 slots: w.slots,
                 slots_used: w.slots - free.get(&w.id).copied().unwrap_or(0),
-                last_heartbeat_ms_ago: soft
-                    .heartbeats
-                    .get(&w.id)
-                    .map_or(0, |t| now.duration_since(*t).as_millis() as u64),
+                last_heartbeat_ms_ago: self
+                    .leader
+                    .last_heartbeat(w.id)
+                    .map_or(0, |d| d.as_millis() as u64),
             })
             .collect();
         Ok(Response::new(ListWorkersResponse {
@@ -283,12 +307,7 @@ impl CoordinatorControl for Api {
             .await?
         {
             CommandResult::WorkerRegistered(id) => {
-                self.leader
-                    .soft
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .heartbeats
-                    .insert(id, Instant::now());
+                self.leader.registered(id);
                 tracing::info!(id, addr = %r.addr, slots = r.slots, "worker registered");
                 Ok(Response::new(RegisterResponse { worker_id: id }))
             }
@@ -302,20 +321,7 @@ impl CoordinatorControl for Api {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.require_leader()?;
         let r = request.into_inner();
-        let known = self.leader.raft.state().workers.contains_key(&r.worker_id);
-        if known {
-            let mut soft = self.leader.soft.lock().unwrap_or_else(|e| e.into_inner());
-            soft.heartbeats.insert(r.worker_id, Instant::now());
-            for a in r.attempts {
-                soft.record_metrics(
-                    &a.job_id,
-                    a.attempt,
-                    r.worker_id,
-                    a.tasks,
-                    CountersFrom::Heartbeat,
-                );
-            }
-        }
+        let known = self.leader.heartbeat(r.worker_id, r.attempts);
         Ok(Response::new(HeartbeatResponse { known }))
     }
 
@@ -339,11 +345,13 @@ impl CoordinatorControl for Api {
                 subtasks,
             }
         };
-        if let Err(e) = self.leader.acknowledge(&r.job_id, r.attempt, input) {
-            tracing::warn!(job = %r.job_id, error = %e, "checkpoint failed");
-            self.leader.attempt_failed(&r.job_id, r.attempt, e).await;
-        }
-        self.leader.dispatch_pending().await;
+        self.leader.send(
+            &r.job_id,
+            JobEvent::Ack {
+                attempt: r.attempt,
+                input,
+            },
+        );
         Ok(Response::new(Empty {}))
     }
 
@@ -356,25 +364,23 @@ impl CoordinatorControl for Api {
         let addr = self
             .leader
             .raft
-            .state()
-            .workers
-            .get(&r.worker_id)
-            .map(|w| w.addr.clone())
+            .with_state(|s| s.workers.get(&r.worker_id).map(|w| w.addr.clone()))
             .unwrap_or_default();
-        self.leader
-            .soft
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record_metrics(
-                &r.job_id,
-                r.attempt,
-                r.worker_id,
-                r.tasks,
-                CountersFrom::End,
-            );
-        self.leader
-            .attempt_ended(&r.job_id, r.attempt, addr, r.failed, r.error)
-            .await;
+        self.leader.ctx().counters().record(
+            &r.job_id,
+            r.attempt,
+            r.worker_id,
+            r.tasks.clone(),
+            CountersFrom::End,
+        );
+        self.leader.send(
+            &r.job_id.clone(),
+            JobEvent::PartEnded {
+                attempt: r.attempt,
+                addr,
+                report: r,
+            },
+        );
         Ok(Response::new(Empty {}))
     }
 }
@@ -391,7 +397,8 @@ fn savepoint_to_start_from(
             "savepoint directory `{dir}` does not exist (check --from-savepoint; it must be reachable from the coordinators)"
         ));
     }
-    let store = crate::leader::open_store(dir)?;
+    let store = eddy_runtime::checkpoint::CheckpointStore::open_dir(std::path::Path::new(dir))
+        .map_err(|e| e.to_string())?;
     let metadata = store
         .latest()
         .map_err(|e| format!("cannot read the savepoint in `{dir}`: {e}"))?
@@ -410,4 +417,37 @@ fn savepoint_to_start_from(
         location: dir.to_string(),
         savepoint: true,
     })
+}
+
+/// The directories the job's file sinks publish into (absolute, for comparing jobs).
+fn output_directories(graph: &eddy_runtime::graph::JobGraph) -> Vec<String> {
+    use eddy_runtime::graph::{NodeKind, SinkConnector};
+    graph
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Sink(spec) => match &spec.connector {
+                SinkConnector::File { path }
+                    if eddy_operators::sink_is_directory(&spec.connector) =>
+                {
+                    let p = std::path::Path::new(path);
+                    Some(
+                        std::path::absolute(p)
+                            .unwrap_or_else(|_| p.to_path_buf())
+                            .display()
+                            .to_string()
+                            .trim_end_matches('/')
+                            .to_string(),
+                    )
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Decodes an acknowledgement's subtask states.
+pub(crate) fn decode_subtasks(json: &[u8]) -> Result<Vec<ReportedSubtask>, String> {
+    serde_json::from_slice(json).map_err(|e| format!("bad acknowledgement: {e}"))
 }

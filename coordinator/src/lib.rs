@@ -5,9 +5,12 @@
 //! followers point callers to the leader.
 
 pub mod api;
+pub mod error;
+pub mod job;
 pub mod leader;
 pub mod raft;
 pub mod state;
+pub mod workers;
 
 use eddy_proto::v1::client_api_server::ClientApiServer;
 use eddy_proto::v1::coordinator_control_server::CoordinatorControlServer;
@@ -15,7 +18,7 @@ use leader::{Leader, LeaderOptions};
 use raft::{RaftNode, RaftOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// How a coordinator node is started.
@@ -61,11 +64,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         config.raft.clone(),
     )
     .await?;
-    let leader = Arc::new(Leader {
-        raft: raft.clone(),
-        soft: Mutex::default(),
-        options: config.leader.clone(),
-    });
+    let leader = Arc::new(Leader::new(raft.clone(), config.leader.clone()));
     let api = api::Api {
         leader: Arc::clone(&leader),
         default_checkpoint_root: config.data_dir.join("checkpoints"),
@@ -112,7 +111,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
                     metrics::gauge!("eddy_workers").set(state.workers.len() as f64);
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(leader.options.tick) => {}
+                    _ = tokio::time::sleep(leader.options().tick) => {}
                     _ = rx.wait_for(|s| *s) => return,
                 }
             }

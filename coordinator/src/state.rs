@@ -90,6 +90,9 @@ pub struct JobRecord {
     pub max_checkpoint_id: u64,
     pub restarts: u64,
     pub submitted_at_ms: u64,
+    /// Directories the job's file sinks publish into: no two live jobs may share one.
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
 /// A worker process that registered.
@@ -113,12 +116,16 @@ pub enum Command {
     },
     SubmitJob {
         name: String,
-        spec: JobSpec,
+        /// Boxed: the largest command by far (serialized exactly as unboxed).
+        spec: Box<JobSpec>,
         parallelism: u32,
         at_ms: u64,
         /// The savepoint the job starts from, checked against the job when it was submitted.
         #[serde(default)]
         from_savepoint: Option<CheckpointRecord>,
+        /// The output directories of its file sinks.
+        #[serde(default)]
+        outputs: Vec<String>,
     },
     /// A new attempt is deployed on these slots.
     StartAttempt {
@@ -191,7 +198,30 @@ impl ClusterState {
                 parallelism,
                 at_ms,
                 from_savepoint,
+                outputs,
             } => {
+                // Two live jobs on one checkpoint directory would overwrite each other's
+                // checkpoints; on one output directory, each other's files.
+                for other in self.jobs.values().filter(|j| !j.state.is_terminal()) {
+                    if !spec.checkpoint_dir.is_empty()
+                        && other.spec.checkpoint_dir == spec.checkpoint_dir
+                    {
+                        return CommandResult::Rejected(format!(
+                            "checkpoint directory `{}` is in use by {} ({}); give this job a directory of its own",
+                            spec.checkpoint_dir,
+                            other.id,
+                            other.state.name()
+                        ));
+                    }
+                    if let Some(dir) = outputs.iter().find(|o| other.outputs.contains(o)) {
+                        return CommandResult::Rejected(format!(
+                            "output directory `{dir}` is written by {} ({}); give this job a directory of its own",
+                            other.id,
+                            other.state.name()
+                        ));
+                    }
+                }
+                self.forget_old_jobs();
                 self.next_job += 1;
                 let id = format!("job-{}", self.next_job);
                 self.jobs.insert(
@@ -199,7 +229,7 @@ impl ClusterState {
                     JobRecord {
                         id: id.clone(),
                         name: name.clone(),
-                        spec: spec.clone(),
+                        spec: (**spec).clone(),
                         state: JobState::Scheduling,
                         message: String::new(),
                         attempt: 0,
@@ -209,6 +239,7 @@ impl ClusterState {
                         max_checkpoint_id: from_savepoint.as_ref().map_or(0, |c| c.id),
                         restarts: 0,
                         submitted_at_ms: *at_ms,
+                        outputs: outputs.clone(),
                     },
                 );
                 CommandResult::JobSubmitted(id)
@@ -228,6 +259,19 @@ impl ClusterState {
                         j.attempt
                     ));
                 }
+                // The slots must be free (the job's own count as free: it moves).
+                let mut free = self.free_slots_except(job);
+                for w in slots {
+                    match free.get_mut(w) {
+                        Some(n) if *n > 0 => *n -= 1,
+                        _ => {
+                            return CommandResult::Rejected(format!(
+                                "worker {w} has no free slot for {job}"
+                            ))
+                        }
+                    }
+                }
+                let j = self.jobs.get_mut(job).expect("looked up above");
                 if j.attempt > 0 {
                     j.restarts += 1;
                 }
@@ -292,11 +336,41 @@ impl ClusterState {
         }
     }
 
+    /// Terminal jobs kept for `eddy list` and `status`; older ones are forgotten, so the state
+    /// (and every snapshot of it) does not grow with every job ever submitted.
+    pub const TERMINAL_JOBS_KEPT: usize = 1000;
+
+    fn forget_old_jobs(&mut self) {
+        let mut terminal: Vec<(u64, String)> = self
+            .jobs
+            .values()
+            .filter(|j| j.state.is_terminal())
+            .map(|j| (j.submitted_at_ms, j.id.clone()))
+            .collect();
+        if terminal.len() < Self::TERMINAL_JOBS_KEPT {
+            return;
+        }
+        terminal.sort();
+        let excess = terminal.len() + 1 - Self::TERMINAL_JOBS_KEPT;
+        for (_, id) in terminal.into_iter().take(excess) {
+            self.jobs.remove(&id);
+        }
+    }
+
     /// Slots of live workers not used by running attempts.
     pub fn free_slots(&self) -> BTreeMap<WorkerId, u32> {
+        self.free_slots_except("")
+    }
+
+    /// Slots of live workers not used by running attempts of jobs other than `except`.
+    pub fn free_slots_except(&self, except: &str) -> BTreeMap<WorkerId, u32> {
         let mut free: BTreeMap<WorkerId, u32> =
             self.workers.values().map(|w| (w.id, w.slots)).collect();
-        for job in self.jobs.values().filter(|j| j.state == JobState::Running) {
+        for job in self
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Running && j.id != except)
+        {
             for w in &job.slots {
                 if let Some(n) = free.get_mut(w) {
                     *n = n.saturating_sub(1);
@@ -314,10 +388,11 @@ mod tests {
     fn submit(state: &mut ClusterState) -> String {
         match state.apply(&Command::SubmitJob {
             name: "q5".into(),
-            spec: JobSpec::default(),
+            spec: Box::default(),
             parallelism: 2,
             at_ms: 0,
             from_savepoint: None,
+            outputs: Vec::new(),
         }) {
             CommandResult::JobSubmitted(id) => id,
             other => panic!("{other:?}"),
@@ -351,6 +426,12 @@ mod tests {
     #[test]
     fn attempts_only_go_forward_and_count_restarts() {
         let mut s = ClusterState::default();
+        for addr in ["a", "b"] {
+            s.apply(&Command::RegisterWorker {
+                addr: addr.into(),
+                slots: 1,
+            });
+        }
         let job = submit(&mut s);
         let start = |attempt| Command::StartAttempt {
             job: job.clone(),
@@ -361,6 +442,58 @@ mod tests {
         assert!(matches!(s.apply(&start(1)), CommandResult::Rejected(_)));
         assert_eq!(s.apply(&start(2)), CommandResult::Done);
         assert_eq!(s.jobs[&job].restarts, 1);
+    }
+
+    #[test]
+    fn an_attempt_needs_free_slots_and_live_jobs_need_their_own_directories() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::RegisterWorker {
+            addr: "a".into(),
+            slots: 1,
+        });
+        let first = submit(&mut s);
+        let second = submit(&mut s);
+        let start = |job: &String, attempt| Command::StartAttempt {
+            job: job.clone(),
+            attempt,
+            slots: vec![1],
+        };
+        assert_eq!(s.apply(&start(&first, 1)), CommandResult::Done);
+        assert!(
+            matches!(s.apply(&start(&second, 1)), CommandResult::Rejected(m) if m.contains("no free slot"))
+        );
+        // A restart of the first job may take its own slot again.
+        assert_eq!(s.apply(&start(&first, 2)), CommandResult::Done);
+        let spec = JobSpec {
+            checkpoint_dir: "/ckpt".into(),
+            ..JobSpec::default()
+        };
+        let with = |outputs: Vec<String>| Command::SubmitJob {
+            name: "q5".into(),
+            spec: Box::new(spec.clone()),
+            parallelism: 1,
+            at_ms: 0,
+            from_savepoint: None,
+            outputs,
+        };
+        assert!(matches!(
+            s.apply(&with(vec!["/out".into()])),
+            CommandResult::JobSubmitted(_)
+        ));
+        assert!(
+            matches!(s.apply(&with(Vec::new())), CommandResult::Rejected(m) if m.contains("checkpoint directory `/ckpt`"))
+        );
+        let other = Command::SubmitJob {
+            name: "q5".into(),
+            spec: Box::default(),
+            parallelism: 1,
+            at_ms: 0,
+            from_savepoint: None,
+            outputs: vec!["/out".into()],
+        };
+        assert!(
+            matches!(s.apply(&other), CommandResult::Rejected(m) if m.contains("output directory `/out`"))
+        );
     }
 
     #[test]

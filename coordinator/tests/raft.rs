@@ -3,7 +3,7 @@
 //! code as in a real cluster.
 
 use eddy_coordinator::raft::{ProposeError, RaftNode, RaftOptions};
-use eddy_coordinator::state::{ClusterState, Command, CommandResult, JobSpec};
+use eddy_coordinator::state::{ClusterState, Command, CommandResult};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -160,10 +160,11 @@ fn register(n: u64) -> Command {
 fn submit(name: &str) -> Command {
     Command::SubmitJob {
         name: name.to_string(),
-        spec: JobSpec::default(),
+        spec: Box::default(),
         parallelism: 2,
         at_ms: 1,
         from_savepoint: None,
+        outputs: Vec::new(),
     }
 }
 

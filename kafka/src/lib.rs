@@ -74,7 +74,10 @@ impl KafkaError {
     /// Whether trying again later may succeed: the broker was down or slow. A missing topic is
     /// a mistake in the job, and deleted records are input lost for good.
     pub fn is_transient(&self) -> bool {
-        matches!(self, KafkaError::Connect { .. } | KafkaError::Request { .. })
+        matches!(
+            self,
+            KafkaError::Connect { .. } | KafkaError::Request { .. }
+        )
     }
 }
 

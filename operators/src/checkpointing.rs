@@ -153,14 +153,22 @@ pub struct Stateful {
     pub name: String,
 }
 
+/// A keyed-state failure as an operator error of the same domain.
+fn state_error(name: &str, what: &str, e: eddy_state_rocksdb::StateError) -> OperatorError {
+    use eddy_runtime::error::FaultDomain;
+    let message = format!("{what} `{name}`: {e}");
+    match e.domain() {
+        FaultDomain::Transient => OperatorError::Transient(message),
+        FaultDomain::User => OperatorError::User(message),
+        FaultDomain::Internal => OperatorError::Message(message),
+    }
+}
+
 impl Stateful {
     fn check(&self, result: OpResult) -> OpResult {
         result?;
         match self.backend.take_error() {
-            Some(e) => Err(OperatorError::Message(format!(
-                "keyed state of `{}`: {e}",
-                self.name
-            ))),
+            Some(e) => Err(state_error(&self.name, "keyed state of", e)),
             None => Ok(()),
         }
     }
@@ -185,9 +193,10 @@ impl Operator for Stateful {
     fn snapshot(&mut self, point: SnapshotPoint) -> OpResult<OperatorSnapshot> {
         let mut snapshot = self.op.snapshot(point)?;
         if let SnapshotPoint::Barrier(id) = point {
-            let upload = self.backend.snapshot(id).map_err(|e| {
-                OperatorError::Message(format!("cannot snapshot `{}`: {e}", self.name))
-            })?;
+            let upload = self
+                .backend
+                .snapshot(id)
+                .map_err(|e| state_error(&self.name, "cannot snapshot", e))?;
             snapshot.keyed = Some(upload);
         }
         Ok(snapshot)
@@ -195,6 +204,9 @@ impl Operator for Stateful {
 }
 
 /// The error for a keyed backend that cannot open.
-pub fn open_error(node: &Node, e: impl std::fmt::Display) -> BuildError {
-    BuildError::new(format!("cannot open the state of `{}`: {e}", node.name))
+pub fn open_error(node: &Node, e: eddy_state_rocksdb::StateError) -> BuildError {
+    BuildError {
+        message: format!("cannot open the state of `{}`: {e}", node.name),
+        domain: e.domain(),
+    }
 }

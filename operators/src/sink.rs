@@ -240,7 +240,10 @@ pub fn commit(state: &SubtaskState) -> Result<(), BuildError> {
     // make them so fails (and is retried: it is idempotent).
     for dir in dirs {
         eddy_runtime::checkpoint::storage::sync_dir(dir).map_err(|e| {
-            BuildError::transient(format!("cannot sync `{}` after publishing: {e}", dir.display()))
+            BuildError::transient(format!(
+                "cannot sync `{}` after publishing: {e}",
+                dir.display()
+            ))
         })?;
     }
     Ok(())

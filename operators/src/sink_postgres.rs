@@ -139,9 +139,7 @@ impl PgSink {
     }
 
     fn stage(&mut self, epoch: CheckpointId) -> OpResult {
-        self.stager
-            .flush(epoch)
-            .map_err(operator_error)
+        self.stager.flush(epoch).map_err(operator_error)
     }
 }
 
@@ -174,9 +172,7 @@ impl Operator for PgSink {
         self.stage(epoch)?;
         if !self.exactly_once {
             // No checkpoints: the end of input is the only commit.
-            self.stager
-                .commit(epoch)
-                .map_err(operator_error)?;
+            self.stager.commit(epoch).map_err(operator_error)?;
         }
         Ok(())
     }

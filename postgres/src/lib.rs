@@ -28,9 +28,9 @@ impl PgError {
     pub fn is_transient(&self) -> bool {
         let query_error = match self {
             PgError::Connect { .. } | PgError::Io { .. } => return true,
-            PgError::NoTable { .. } | PgError::MissingColumns { .. } | PgError::NoNaturalKey { .. } => {
-                return false
-            }
+            PgError::NoTable { .. }
+            | PgError::MissingColumns { .. }
+            | PgError::NoNaturalKey { .. } => return false,
             PgError::Query { source, .. } => source,
         };
         match query_error.code() {

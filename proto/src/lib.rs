@@ -7,5 +7,6 @@ pub mod v1 {
     tonic::include_proto!("eddy.v1");
 }
 
+pub mod convert;
 pub mod leader;
 pub mod net;

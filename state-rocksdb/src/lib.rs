@@ -53,11 +53,44 @@ pub enum StateError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A checkpoint's files or metadata are damaged.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A write to the database failed earlier (a full disk, a failing device).
+    #[error("writing keyed state failed: {0}")]
+    Write(String),
+}
+
+impl StateError {
+    /// Whose fault it is: the disk or RocksDB's I/O (a full disk, a failing device) is
+    /// transient; state that does not fit the job (other declared states) is the user's.
+    pub fn domain(&self) -> eddy_runtime::error::FaultDomain {
+        use eddy_runtime::error::FaultDomain;
+        match self {
+            StateError::Io { .. } => FaultDomain::Transient,
+            StateError::Rocks { message, .. } if message.contains("IO error") => {
+                FaultDomain::Transient
+            }
+            StateError::Rocks { .. } => FaultDomain::Internal,
+            StateError::Invalid(_) => FaultDomain::User,
+            StateError::Corrupt(_) => FaultDomain::Internal,
+            StateError::Write(_) => FaultDomain::Transient,
+        }
+    }
 }
 
 impl From<StateError> for CheckpointError {
+    /// Keeps the domain: a transient state error is an I/O error of the checkpoint.
     fn from(e: StateError) -> CheckpointError {
-        CheckpointError::Failed(e.to_string())
+        use eddy_runtime::error::FaultDomain;
+        match e.domain() {
+            FaultDomain::Transient => CheckpointError::Io {
+                context: "keyed state".into(),
+                source: std::io::Error::other(e.to_string()),
+            },
+            FaultDomain::User => CheckpointError::Incompatible(e.to_string()),
+            FaultDomain::Internal => CheckpointError::Failed(e.to_string()),
+        }
     }
 }
 
@@ -135,14 +168,24 @@ struct Db {
     db: DB,
     path: String,
     failed: AtomicBool,
-    error: Mutex<Option<String>>,
+    error: Mutex<Option<StateError>>,
 }
 
 impl Db {
+    /// Records a value that cannot be decoded (corrupt state: internal).
     fn fail(&self, message: String) {
+        self.record(StateError::Corrupt(message));
+    }
+
+    /// Records a failed RocksDB read or write (the disk: transient).
+    fn fail_storage(&self, message: String) {
+        self.record(StateError::Write(message));
+    }
+
+    fn record(&self, error: StateError) {
         let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            *slot = Some(message);
+            *slot = Some(error);
         }
         self.failed.store(true, Ordering::Relaxed);
     }
@@ -152,7 +195,7 @@ impl Db {
             Ok(Some(bytes)) => decode(&bytes).map_err(|e| self.fail(e)).ok(),
             Ok(None) => None,
             Err(e) => {
-                self.fail(format!("read failed: {e}"));
+                self.fail_storage(format!("read failed: {e}"));
                 None
             }
         }
@@ -213,7 +256,7 @@ fn write_back(db: &Db, cache: &mut impl Flush) {
     let mut batch = WriteBatch::default();
     cache.flush(&mut batch);
     if let Err(e) = db.write(batch) {
-        db.fail(e.to_string());
+        db.fail_storage(e.to_string());
     }
 }
 
@@ -563,7 +606,7 @@ impl<T: StateData> ListTable<T> {
                 let (k, v) = match entry {
                     Ok(kv) => kv,
                     Err(e) => {
-                        self.db.fail(format!("list read failed: {e}"));
+                        self.db.fail_storage(format!("list read failed: {e}"));
                         break;
                     }
                 };
@@ -800,7 +843,7 @@ impl RocksBackend {
             Some(r) if !r.handles.is_empty() => {
                 let states = r.handles[0].1.states.clone();
                 if let Some((_, h)) = r.handles.iter().find(|(_, h)| h.states != states) {
-                    return Err(StateError::Invalid(format!(
+                    return Err(StateError::Corrupt(format!(
                         "the checkpoint's subtasks disagree on the declared states ({:?} vs {:?})",
                         states, h.states
                     )));
@@ -846,7 +889,7 @@ impl RocksBackend {
     }
 
     /// The first storage error since the last call, if any.
-    pub fn take_error(&self) -> Option<String> {
+    pub fn take_error(&self) -> Option<StateError> {
         let db = &self.inner.db;
         if !db.failed.load(Ordering::Relaxed) {
             return None;
@@ -921,7 +964,7 @@ impl RocksBackend {
         }
         inner.db.write(batch)?;
         if let Some(e) = self.take_error() {
-            return Err(StateError::Invalid(e));
+            return Err(e);
         }
         let local = inner.dir.join(format!("chk-{checkpoint}"));
         if local.exists() {
@@ -1019,7 +1062,7 @@ fn materialise(
             && f.local != "."
             && f.local != "..";
         if !plain {
-            return Err(StateError::Invalid(format!(
+            return Err(StateError::Corrupt(format!(
                 "the checkpoint in {} is corrupt: `{}` is not a file name",
                 store.storage().describe(),
                 f.local
@@ -1078,7 +1121,7 @@ fn rescale(
             for item in iter {
                 let (k, v) = item.map_err(|e| rocks_error(&tmp, e))?;
                 let [hi, lo, ..] = *k else {
-                    return Err(StateError::Invalid(format!(
+                    return Err(StateError::Corrupt(format!(
                         "the checkpointed state at `{}` is corrupt: a key shorter than its key group prefix",
                         tmp.display()
                     )));

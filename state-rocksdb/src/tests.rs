@@ -32,7 +32,7 @@ fn conforms_with_a_large_and_a_tiny_cache() {
         let mut b =
             RocksBackend::open(&dir.path().join("s"), "op-0", ALL, &options(cache), None).unwrap();
         conformance(&mut b);
-        assert_eq!(b.take_error(), None);
+        assert!(b.take_error().is_none());
     }
 }
 
@@ -74,7 +74,7 @@ fn check(b: &mut RocksBackend, n: i64) {
         expected_timers.push((1000 + i, kg, key(i)));
     }
     assert_eq!(t.pop_due(i64::MAX), expected_timers, "timers");
-    assert_eq!(b.take_error(), None);
+    assert!(b.take_error().is_none());
 }
 
 #[test]
@@ -263,7 +263,7 @@ fn state_larger_than_memory_lives_in_rocksdb_with_bounded_memory() {
         let value = v.get(kg, &key(i)).expect("every key is still there");
         assert!(value.starts_with(&format!("{i}:")));
     }
-    assert_eq!(b.take_error(), None);
+    assert!(b.take_error().is_none());
     let peak = proc_status_kib("VmHWM:");
     let grown_mib = peak.saturating_sub(before) / 1024;
     eprintln!("peak memory grew by {grown_mib} MiB for ~250 MiB of state");

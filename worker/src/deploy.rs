@@ -1,13 +1,13 @@
 //! Job attempts deployed on this worker: building their tasks, wiring them to the network and
 //! to the leader's checkpoint coordinator, and reporting how they end.
 
+use crate::error::WorkerError;
 use crate::exchange::{GrpcNetwork, Inlets};
 use eddy_jobs::Submission;
 use eddy_operators::checkpointing::{Restored, RocksOptions, StateBackendChoice};
 use eddy_operators::{Factory, RunSettings};
-use eddy_proto::v1::{CheckpointAck, DeployRequest};
+use eddy_proto::v1::{AttemptEndedRequest, CheckpointAck, DeployRequest};
 use eddy_runtime::checkpoint::coordinator::{CoordinatorInput, ReportedSubtask};
-use eddy_runtime::checkpoint::storage::DirStorage;
 use eddy_runtime::checkpoint::{CheckpointId, CheckpointMetadata, CheckpointStore, UploadTarget};
 use eddy_runtime::exec::{
     commit_checkpoint_where, execute, task_layout, CancelHandle, CheckpointLink, ExecError,
@@ -36,6 +36,19 @@ pub struct Link {
     triggers: Mutex<Triggers>,
     targets: Mutex<HashMap<CheckpointId, UploadTarget>>,
     acks: mpsc::UnboundedSender<CheckpointAck>,
+    /// The end-of-input reports sent so far: a new leader that adopts the attempt asks for
+    /// them (the old leader may have died with them).
+    finished: Mutex<Vec<CheckpointAck>>,
+}
+
+impl Link {
+    /// The end-of-input reports of the tasks that finished here.
+    pub fn finished_reports(&self) -> Vec<CheckpointAck> {
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl Link {
@@ -90,20 +103,29 @@ impl CheckpointLink for Link {
         };
         let subtasks: Vec<ReportedSubtask> = subtasks;
         let json = serde_json::to_vec(&subtasks).unwrap_or_default();
-        let _ = self.acks.send(CheckpointAck {
+        let ack = CheckpointAck {
             job_id: self.job.clone(),
             attempt: self.attempt,
             checkpoint,
             task: task as u32,
             finished,
             subtasks_json: json,
-        });
+        };
+        if finished {
+            self.finished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ack.clone());
+        }
+        let _ = self.acks.send(ack);
     }
 }
 
 /// An attempt running on this worker.
 pub struct Running {
     pub cancel: CancelHandle,
+    /// How its part ended here, once it did (kept for a leader that asks).
+    pub end: Mutex<Option<AttemptEndedRequest>>,
     pub link: Arc<Link>,
     pub live: Arc<LiveStats>,
     pub graph: Arc<JobGraph>,
@@ -122,13 +144,13 @@ impl Running {
     }
 
     /// Publishes what a completed checkpoint covers for the subtasks that run here.
-    pub fn commit(&self, metadata: &CheckpointMetadata) -> Result<(), String> {
+    pub fn commit(&self, metadata: &CheckpointMetadata) -> Result<(), WorkerError> {
         commit_checkpoint_where(self.factory.as_ref(), &self.graph, metadata, &|n, s| {
             // A restored state of another parallelism is committed by the subtask it maps to.
             let p = self.graph.nodes[n].parallelism.max(1);
             self.hosts(n, s % p)
         })
-        .map_err(|e| e.to_string())
+        .map_err(WorkerError::Checkpoint)
     }
 }
 
@@ -184,10 +206,12 @@ pub fn prepare(
     acks: mpsc::UnboundedSender<CheckpointAck>,
     runtime: tokio::runtime::Handle,
     host: Arc<dyn TaskHost>,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, WorkerError> {
     let submission: Submission = serde_json::from_slice(&request.job_json)
-        .map_err(|e| format!("bad job description: {e}"))?;
-    let graph = submission.compile().map_err(|e| e.to_string())?;
+        .map_err(|e| WorkerError::Job(format!("bad job description: {e}")))?;
+    let graph = submission
+        .compile()
+        .map_err(|e| WorkerError::Job(e.to_string()))?;
     let checkpointing = submission.checkpoint_interval_ms > 0;
     let attempt_dir = attempt_dir(&paths.data_dir, &request.job_id, request.attempt);
     let mut settings = RunSettings {
@@ -200,14 +224,19 @@ pub fn prepare(
     if checkpointing {
         settings.state = StateBackendChoice::RocksDb {
             dir: attempt_dir.join("state"),
-            options: RocksOptions::new(64 << 20, 100_000).map_err(|e| e.to_string())?,
+            options: RocksOptions::new(64 << 20, 100_000)
+                .map_err(|e| WorkerError::State(e.to_string()))?,
         };
     }
     if request.restore_checkpoint > 0 {
-        let store = open_store(Path::new(&request.restore_dir))?;
-        let metadata = store
-            .load(request.restore_checkpoint)
-            .map_err(|e| format!("cannot read checkpoint {}: {e}", request.restore_checkpoint))?;
+        let store = CheckpointStore::open_dir(Path::new(&request.restore_dir))?;
+        let metadata =
+            store
+                .load(request.restore_checkpoint)
+                .map_err(|source| WorkerError::Restore {
+                    checkpoint: request.restore_checkpoint,
+                    source,
+                })?;
         settings.restore = Some(Restored {
             store,
             metadata: Arc::new(metadata),
@@ -224,6 +253,7 @@ pub fn prepare(
         triggers: Mutex::new(Triggers::Waiting(None)),
         targets: Mutex::default(),
         acks,
+        finished: Mutex::default(),
     });
     let live = Arc::new(LiveStats::default());
     let network = Arc::new(GrpcNetwork {
@@ -236,6 +266,7 @@ pub fn prepare(
     });
     let running = Arc::new(Running {
         cancel: CancelHandle::default(),
+        end: Mutex::default(),
         link: Arc::clone(&link),
         live: Arc::clone(&live),
         graph: Arc::new(graph),
@@ -260,13 +291,6 @@ pub fn prepare(
         ..ExecOptions::default()
     };
     Ok(Prepared { running, options })
-}
-
-/// Opens checkpoint storage in a directory.
-pub fn open_store(dir: &Path) -> Result<CheckpointStore, String> {
-    let storage = DirStorage::new(dir)
-        .map_err(|e| format!("cannot use checkpoint directory `{}`: {e}", dir.display()))?;
-    Ok(CheckpointStore::new(Arc::new(storage)))
 }
 
 /// Runs the attempt's local tasks to their end (blocking).

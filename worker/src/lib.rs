@@ -4,6 +4,7 @@
 
 pub mod actors;
 pub mod deploy;
+pub mod error;
 pub mod exchange;
 
 use actors::TaskActors;
@@ -13,11 +14,14 @@ use eddy_proto::v1::coordinator_control_client::CoordinatorControlClient;
 use eddy_proto::v1::exchange_server::ExchangeServer;
 use eddy_proto::v1::worker_control_server::{WorkerControl, WorkerControlServer};
 use eddy_proto::v1::{
-    AttemptEndedRequest, AttemptMetrics, CancelAttemptRequest, CheckpointAck, CompleteRequest,
-    DeployRequest, Empty, HeartbeatRequest, RegisterRequest, TaskStatus, TriggerRequest,
+    AttemptDescription, AttemptEndedRequest, AttemptMetrics, CancelAttemptRequest, CheckpointAck,
+    CompleteRequest, DeployRequest, DescribeAttemptRequest, Empty, HeartbeatRequest,
+    RegisterRequest, TaskStatus, TriggerRequest,
 };
-use eddy_runtime::checkpoint::{CheckpointMetadata, UploadTarget};
+use eddy_runtime::checkpoint::{CheckpointMetadata, CheckpointStore, UploadTarget};
+use eddy_runtime::error::FaultDomain;
 use eddy_runtime::exec::{ExecError, TaskHost};
+use error::WorkerError;
 use exchange::{ExchangeService, Inlets};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +50,7 @@ struct Shared {
     worker_id: AtomicU64,
     coordinators: Coordinators,
     attempts: Mutex<HashMap<AttemptKey, Arc<Running>>>,
+    cancelled: Mutex<Tombstones>,
     inlets: Arc<Inlets>,
     acks: mpsc::UnboundedSender<CheckpointAck>,
     runtime: tokio::runtime::Handle,
@@ -122,9 +127,129 @@ impl Shared {
     }
 }
 
+/// Attempts cancelled on this worker, remembered so that a deployment that arrives (or
+/// finishes preparing) after its cancel does not start: bounded, oldest forgotten first.
+#[derive(Default)]
+struct Tombstones {
+    order: std::collections::VecDeque<AttemptKey>,
+    set: std::collections::HashSet<AttemptKey>,
+}
+
+impl Tombstones {
+    const KEEP: usize = 4096;
+
+    fn insert(&mut self, key: AttemptKey) {
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > Self::KEEP {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, key: &AttemptKey) -> bool {
+        self.set.contains(key)
+    }
+}
+
 /// The control service the leader calls.
 struct Control {
     shared: Arc<Shared>,
+}
+
+impl Control {
+    /// Removes and cancels an attempt, and remembers that it was cancelled.
+    fn cancel(&self, key: &AttemptKey) {
+        self.shared
+            .cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        let removed = self
+            .shared
+            .attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        if let Some(running) = removed {
+            running.cancel.cancel();
+        }
+        self.shared.inlets.drop_attempt(&key.0, key.1);
+    }
+
+    fn is_cancelled(&self, key: &AttemptKey) -> bool {
+        self.shared
+            .cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+}
+
+/// Runs a prepared attempt to its end on a thread of its own, then reports the end.
+fn run_attempt(
+    shared: Arc<Shared>,
+    key: AttemptKey,
+    prepared: deploy::Prepared,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("{}-{}", key.0, key.1))
+        .spawn(move || {
+            let result = deploy::run(&prepared);
+            // The attempt stays known until the leader cancels it: the commit of its final
+            // checkpoint arrives after its tasks ended. Its local state is only a cache of
+            // its checkpoints: gone with it.
+            shared.inlets.drop_attempt(&key.0, key.1);
+            let dir = deploy::attempt_dir(&shared.config.data_dir, &key.0, key.1);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an attempt's state");
+                }
+            }
+            let (state, failed, cancelled, error, domain) = match &result {
+                Ok(()) => ("finished", false, false, String::new(), FaultDomain::Transient),
+                Err(ExecError::Cancelled) => (
+                    "cancelled",
+                    true,
+                    true,
+                    ExecError::Cancelled.to_string(),
+                    FaultDomain::Transient,
+                ),
+                Err(e) => {
+                    let error = e.to_string();
+                    tracing::warn!(job = %key.0, attempt = key.1, %error, domain = e.domain().name(), "attempt failed here");
+                    ("failed", true, false, error, e.domain())
+                }
+            };
+            let report = AttemptEndedRequest {
+                worker_id: shared.worker_id.load(Ordering::Relaxed),
+                tasks: shared.task_statuses(&key.0, &prepared.running, state),
+                job_id: key.0.clone(),
+                attempt: key.1,
+                failed,
+                error,
+                domain: eddy_proto::v1::FaultDomain::from(domain) as i32,
+                cancelled,
+            };
+            *prepared
+                .running
+                .end
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+            let reporter = Arc::clone(&shared);
+            shared.runtime.spawn(async move {
+                let _ = reporter
+                    .coordinators
+                    .call(Duration::from_secs(30), |c| {
+                        let report = report.clone();
+                        async move { CoordinatorControlClient::new(c).attempt_ended(report).await }
+                    })
+                    .await;
+            });
+        })
+        .map(|_| ())
 }
 
 #[tonic::async_trait]
@@ -134,6 +259,27 @@ impl WorkerControl for Control {
         let key = (request.job_id.clone(), request.attempt);
         if self.shared.attempt(&key.0, key.1).is_some() {
             return Ok(Response::new(Empty {}));
+        }
+        let cancelled = || WorkerError::Cancelled {
+            job: key.0.clone(),
+            attempt: key.1,
+        };
+        if self.is_cancelled(&key) {
+            return Err(cancelled().status());
+        }
+        // A newer attempt of a job supersedes every older one still here.
+        let older: Vec<AttemptKey> = self
+            .shared
+            .attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|(job, attempt)| *job == key.0 && *attempt < key.1)
+            .cloned()
+            .collect();
+        for old in older {
+            tracing::info!(job = %old.0, attempt = old.1, "superseded by attempt {}", key.1);
+            self.cancel(&old);
         }
         let shared = Arc::clone(&self.shared);
         let paths = Paths {
@@ -154,62 +300,19 @@ impl WorkerControl for Control {
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::failed_precondition)?
+            .map_err(|e| e.status())?
         };
-        shared
-            .attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), Arc::clone(&prepared.running));
+        {
+            // A cancel that came while the deployment was prepared wins: the attempt never
+            // starts, so it cannot run untracked.
+            let mut attempts = shared.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            if self.is_cancelled(&key) {
+                return Err(cancelled().status());
+            }
+            attempts.insert(key.clone(), Arc::clone(&prepared.running));
+        }
         tracing::info!(job = %key.0, attempt = key.1, tasks = ?request.tasks, "deployed");
-        let done = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name(format!("{}-{}", key.0, key.1))
-            .spawn(move || {
-                let result = deploy::run(&prepared);
-                // The attempt stays known until the leader cancels it: the commit of its final
-                // checkpoint arrives after its tasks ended. Its local state is only a cache of
-                // its checkpoints: gone with it.
-                done.inlets.drop_attempt(&key.0, key.1);
-                let dir = deploy::attempt_dir(&done.config.data_dir, &key.0, key.1);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an attempt's state");
-                    }
-                }
-                // A cancelled part did not finish either: it is reported as failed (the leader
-                // ignores the ends of attempts it stopped itself), but it is not worth a warning.
-                let (state, failed, error) = match result {
-                    Ok(()) => ("finished", false, String::new()),
-                    Err(ExecError::Cancelled) => ("cancelled", true, ExecError::Cancelled.to_string()),
-                    Err(e) => {
-                        let error = e.to_string();
-                        tracing::warn!(job = %key.0, attempt = key.1, %error, "attempt failed here");
-                        ("failed", true, error)
-                    }
-                };
-                let report = AttemptEndedRequest {
-                    worker_id: done.worker_id.load(Ordering::Relaxed),
-                    tasks: done.task_statuses(&key.0, &prepared.running, state),
-                    job_id: key.0,
-                    attempt: key.1,
-                    failed,
-                    error,
-                };
-                let shared = Arc::clone(&done);
-                done.runtime.spawn(async move {
-                    let _ =
-                        shared
-                            .coordinators
-                            .call(Duration::from_secs(30), |c| {
-                                let report = report.clone();
-                                async move {
-                                    CoordinatorControlClient::new(c).attempt_ended(report).await
-                                }
-                            })
-                            .await;
-                });
-            })
+        run_attempt(Arc::clone(&shared), key, prepared)
             .map_err(|e| Status::internal(format!("cannot start a thread: {e}")))?;
         Ok(Response::new(Empty {}))
     }
@@ -219,16 +322,7 @@ impl WorkerControl for Control {
         request: Request<CancelAttemptRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = request.into_inner();
-        let removed = self
-            .shared
-            .attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(r.job_id.clone(), r.attempt));
-        if let Some(running) = removed {
-            running.cancel.cancel();
-        }
-        self.shared.inlets.drop_attempt(&r.job_id, r.attempt);
+        self.cancel(&(r.job_id, r.attempt));
         Ok(Response::new(Empty {}))
     }
 
@@ -238,10 +332,17 @@ impl WorkerControl for Control {
     ) -> Result<Response<Empty>, Status> {
         let r = request.into_inner();
         let Some(running) = self.shared.attempt(&r.job_id, r.attempt) else {
-            return Err(Status::not_found("no such attempt here"));
+            return Err(WorkerError::UnknownAttempt {
+                job: r.job_id,
+                attempt: r.attempt,
+            }
+            .status());
         };
-        let store = deploy::open_store(std::path::Path::new(&r.store_dir))
-            .map_err(Status::failed_precondition)?;
+        let dir = std::path::PathBuf::from(&r.store_dir);
+        let store = tokio::task::spawn_blocking(move || CheckpointStore::open_dir(&dir))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| WorkerError::Checkpoint(e).status())?;
         running.link.trigger(UploadTarget {
             store,
             checkpoint: r.checkpoint,
@@ -255,16 +356,49 @@ impl WorkerControl for Control {
         request: Request<CompleteRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = request.into_inner();
-        let metadata: CheckpointMetadata = serde_json::from_slice(&r.metadata_json)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let running = self.shared.attempt(&r.job_id, r.attempt);
-        if let Some(running) = running {
-            tokio::task::spawn_blocking(move || running.commit(&metadata))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(Status::internal)?;
-        }
+        // The commit of an attempt this worker does not run cannot be done here: saying so
+        // (rather than "done") makes the leader restart the job, whose restore commits it.
+        let Some(running) = self.shared.attempt(&r.job_id, r.attempt) else {
+            return Err(WorkerError::UnknownAttempt {
+                job: r.job_id,
+                attempt: r.attempt,
+            }
+            .status());
+        };
+        tokio::task::spawn_blocking(move || {
+            let metadata: CheckpointMetadata = if r.metadata_json.is_empty() {
+                CheckpointStore::open_dir(std::path::Path::new(&r.location))?.load(r.checkpoint)?
+            } else {
+                serde_json::from_slice(&r.metadata_json)
+                    .map_err(|e| WorkerError::Job(format!("unreadable checkpoint metadata: {e}")))?
+            };
+            running.commit(&metadata)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e: WorkerError| e.status())?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn describe_attempt(
+        &self,
+        request: Request<DescribeAttemptRequest>,
+    ) -> Result<Response<AttemptDescription>, Status> {
+        let r = request.into_inner();
+        let Some(running) = self.shared.attempt(&r.job_id, r.attempt) else {
+            return Ok(Response::new(AttemptDescription::default()));
+        };
+        let end = running
+            .end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(Response::new(AttemptDescription {
+            known: true,
+            ended: end.is_some(),
+            end,
+            finished: running.link.finished_reports(),
+        }))
     }
 }
 
@@ -301,6 +435,7 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
         addr: addr.clone(),
         worker_id: AtomicU64::new(0),
         attempts: Mutex::default(),
+        cancelled: Mutex::default(),
         inlets: Arc::new(Inlets::default()),
         acks: acks_tx,
         runtime: tokio::runtime::Handle::current(),

@@ -85,6 +85,10 @@ pub enum ProposeError {
     /// Only the leader accepts proposals. `leader` is `(id, address)` when a leader is known.
     #[error("{}", not_leader_message(.leader))]
     NotLeader { leader: Option<(u64, String)> },
+    /// The state machine refused the command (it does not fit the state: a cancelled job,
+    /// slots taken meanwhile); nothing changed.
+    #[error("{0}")]
+    Rejected(String),
     #[error("the proposal failed: {0}")]
     Other(String),
 }
@@ -261,7 +265,10 @@ impl RaftNode {
     /// leader so the caller can redirect.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
         match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
+            Ok(response) => match response.data {
+                CommandResult::Rejected(reason) => Err(ProposeError::Rejected(reason)),
+                result => Ok(result),
+            },
             Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = f.leader_id.map(|id| {
                     let addr = f
@@ -275,6 +282,12 @@ impl RaftNode {
             }
             Err(e) => Err(ProposeError::Other(e.to_string())),
         }
+    }
+
+    /// Reads the applied state without copying it (for frequent, small questions such as a
+    /// heartbeat's "is this worker known").
+    pub fn with_state<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> T {
+        read(&self.applied.read().unwrap_or_else(|e| e.into_inner()).state)
     }
 
     /// A copy of the applied state machine data.

@@ -200,6 +200,17 @@ impl CheckpointStore {
         CheckpointStore { storage }
     }
 
+    /// The checkpoints in a local (or mounted) directory, created if missing.
+    pub fn open_dir(dir: &std::path::Path) -> Result<CheckpointStore, CheckpointError> {
+        let storage = super::storage::DirStorage::new(dir).map_err(|e| {
+            CheckpointError::io(
+                format!("cannot use checkpoint directory `{}`", dir.display()),
+                e,
+            )
+        })?;
+        Ok(CheckpointStore::new(Arc::new(storage)))
+    }
+
     /// The storage underneath.
     pub fn storage(&self) -> &dyn CheckpointStorage {
         &*self.storage
