@@ -169,7 +169,17 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
                 baseline,
             )
             .await;
-        tracing::info!(?record, "fault done");
+        eprintln!(
+            "fault {:>3}/{}  {:<30} {:<40} {:>7} ms  checkpoint after {:>6}  90% rate after {:>6}{}",
+            index + 1,
+            schedule.len(),
+            record.kind.name(),
+            record.target,
+            record.duration_ms,
+            report::show(record.checkpoint_recovery_ms),
+            report::show(record.throughput_recovery_ms),
+            if record.within_bound { "" } else { "  (over the bound)" }
+        );
         records.push(record);
     }
     injector.heal_all(&mut cluster).await;

@@ -246,6 +246,7 @@ impl Report {
     }
 }
 
-fn show(ms: Option<u64>) -> String {
+/// A duration in ms for the table, `-` when there is none.
+pub fn show(ms: Option<u64>) -> String {
     ms.map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"))
 }

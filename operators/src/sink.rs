@@ -203,6 +203,11 @@ pub fn commit(state: &SubtaskState) -> Result<(), BuildError> {
     }
     let state: SinkState = serde_json::from_value(state.state.clone())
         .map_err(|e| BuildError::internal(format!("unreadable sink state: {e}")))?;
+    if !state.pending.is_empty() {
+        eddy_runtime::faults::check(eddy_runtime::faults::Site::Commit).map_err(|e| {
+            BuildError::transient(format!("cannot publish the checkpoint's files: {e}"))
+        })?;
+    }
     let mut dirs = Vec::new();
     for staged in &state.pending {
         if staged.is_published() {

@@ -12,6 +12,8 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     child: Child,
     port: u16,
+    bin: PathBuf,
+    root: bool,
 }
 
 /// The directory of `initdb` and `postgres`: the newest `/usr/lib/postgresql/*/bin`, or `PATH`.
@@ -90,25 +92,25 @@ impl PgServer {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
-        let child = command(&bin.join("postgres"), root)
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.path().display()))
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("postgres: {e}"))?;
-        let mut server = PgServer { dir, child, port };
+        let child = spawn(&bin, root, dir.path(), port)?;
+        let mut server = PgServer {
+            dir,
+            child,
+            port,
+            bin,
+            root,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
-            if postgres::Client::connect(&server.url(), postgres::NoTls).is_ok() {
-                return Ok(server);
+            if postgres::Client::connect(&self.url(), postgres::NoTls).is_ok() {
+                return Ok(());
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("postgres exited at start: {status}"));
             }
             if started.elapsed() > Duration::from_secs(30) {
@@ -116,6 +118,37 @@ impl PgServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops the server the way a crash would (an immediate shutdown: open connections break,
+    /// nothing is checkpointed), keeping its data.
+    pub fn crash(&mut self) {
+        self.signal("-QUIT");
+    }
+
+    /// Starts the server again on the same port and data, after [`PgServer::crash`]; it
+    /// recovers from its WAL like a real server does.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        self.child = spawn(&self.bin, self.root, self.dir.path(), self.port)?;
+        self.wait_ready()
+    }
+
+    /// Sends `signal` to the postmaster (not to `runuser`) and waits up to 10 s for it to end.
+    fn signal(&mut self, signal: &str) {
+        let postmaster = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .unwrap_or_else(|| self.child.id().to_string());
+        let _ = Command::new("kill").args([signal, &postmaster]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The connection URL (user `eddy`, database `postgres`, no password).
@@ -134,23 +167,27 @@ impl PgServer {
     }
 }
 
+/// Starts `postgres` on the data directory under `dir`.
+fn spawn(bin: &Path, root: bool, dir: &Path, port: u16) -> Result<Child, String> {
+    command(&bin.join("postgres"), root)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.display()))
+        .args(["-c", "fsync=off", "-c", "max_connections=200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("postgres: {e}"))
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
-        // SIGINT to the postmaster (not to `runuser`): a fast shutdown that ends the backends
-        // too; then make sure.
-        let postmaster = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().map(str::to_string))
-            .unwrap_or_else(|| self.child.id().to_string());
-        let _ = Command::new("kill").args(["-INT", &postmaster]).status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        // SIGINT: a fast shutdown that ends the backends too.
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("-INT");
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

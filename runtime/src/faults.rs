@@ -5,7 +5,8 @@
 //! a fault on while it is there:
 //!
 //! ```text
-//! io_error=checkpoint,state,output   writes there fail with EIO
+//! io_error=checkpoint,state,output   writes there fail with EIO (also: commit, the
+//!                                    publishing of a completed checkpoint's output)
 //! slow_sync_ms=500                   every sync there first waits this long
 //! ```
 //! A missing or empty file means no faults. Without the variable nothing is read and every
@@ -29,23 +30,26 @@ pub enum Site {
     State = 1,
     /// Sink output (part files).
     Output = 2,
+    /// Publishing what a completed checkpoint covers (a sink's commit).
+    Commit = 3,
 }
 
-const SITES: [(&str, Site); 3] = [
+const SITES: [(&str, Site); 4] = [
     ("checkpoint", Site::Checkpoint),
     ("state", Site::State),
     ("output", Site::Output),
+    ("commit", Site::Commit),
 ];
 
 #[derive(Default)]
 struct Faults {
-    io_error: [AtomicBool; 3],
+    io_error: [AtomicBool; 4],
     slow_sync_ms: AtomicU64,
 }
 
 impl Faults {
     fn load(&self, text: &str) {
-        let mut errors = [false; 3];
+        let mut errors = [false; 4];
         let mut slow = 0;
         for line in text.lines() {
             match line.trim().split_once('=') {
