@@ -221,7 +221,7 @@ fn open_store(dir: &Path) -> Result<CheckpointStore, BadRun> {
 fn latest(store: &CheckpointStore, what: &str) -> Result<Option<CheckpointMetadata>, BadRun> {
     store.latest().map_err(|e| {
         BadRun(format!(
-            "error: cannot restore from the {what}: {e}\n(remove the damaged chk-* directory to fall back to an earlier one, or start over with an empty directory)"
+            "error: cannot restore from the {what}: {e}\n(remove the damaged chk-* directory to fall back to an earlier one: output committed after that one is produced again; or start over with an empty directory)"
         ))
     })
 }

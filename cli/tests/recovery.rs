@@ -463,3 +463,84 @@ fn q5_with_tiny_state_caches_survives_kill_9() {
     }
     panic!("the job finished before it could be killed, five times");
 }
+
+/// Committed part files of `out/` with their contents.
+fn committed_parts(out: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("part-"))
+        .map(|n| {
+            let bytes = std::fs::read(out.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect()
+}
+
+/// The checkpoint id in a part file's name (`part-<id>-<subtask>-<sink>.jsonl`).
+fn part_checkpoint(name: &str) -> u64 {
+    name.split('-').nth(1).and_then(|n| n.parse().ok()).unwrap()
+}
+
+#[test]
+fn checkpoint_ids_are_never_reused_after_the_newest_checkpoint_is_removed() {
+    // The documented fallback for a damaged checkpoint: remove it and restart from the one
+    // before. Before the fix the run went on at restored + 1 and published files under ids
+    // already used, replacing committed output.
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run {
+        dir: dir.path(),
+        query: "q1",
+        generate: false,
+    };
+    assert!(run.kill_after_checkpoints(1, &["--max-rate", "20000"], 4));
+    let newest = run.checkpoints_made();
+    let before = committed_parts(&dir.path().join("out"));
+    assert!(!before.is_empty(), "no part committed before the kill");
+    let used = before.keys().map(|n| part_checkpoint(n)).max().unwrap();
+    std::fs::remove_dir_all(dir.path().join(format!("ckpt/chk-{newest:010}"))).unwrap();
+    run.finish(1);
+    let after = committed_parts(&dir.path().join("out"));
+    for (name, bytes) in &before {
+        assert_eq!(after.get(name), Some(bytes), "{name} was replaced");
+    }
+    for name in after.keys().filter(|n| !before.contains_key(*n)) {
+        assert!(
+            part_checkpoint(name) > used.max(newest),
+            "{name} reuses a checkpoint id (the first run reached {newest})"
+        );
+    }
+}
+
+#[test]
+fn two_runs_on_one_checkpoint_directory_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run {
+        dir: dir.path(),
+        query: "q5",
+        generate: false,
+    };
+    let mut first = run
+        .command(1, &["--max-rate", "2000"])
+        .spawn()
+        .expect("start eddy");
+    let started = Instant::now();
+    while run.checkpoints() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = wait_bounded(run.spawn(1), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another eddy process") && stderr.contains(&first.id().to_string()),
+        "{stderr}"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    // Killed, it holds nothing: the next run resumes.
+    run.finish(1);
+    run.assert_output_equals_flink();
+}
