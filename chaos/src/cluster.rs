@@ -27,6 +27,14 @@ impl std::fmt::Display for Node {
     }
 }
 
+/// A process that exited by itself.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Crash {
+    pub node: Node,
+    pub status: String,
+    pub log_tail: String,
+}
+
 /// How a process is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessState {
@@ -285,6 +293,34 @@ impl Cluster {
             },
             None => Ok(()),
         }
+    }
+
+    /// Restarts every process that exited without the harness killing it, as a supervisor
+    /// (systemd, Kubernetes) would, and returns what it found: the node, how it ended and
+    /// the last lines of its log.
+    pub fn reap(&mut self) -> Vec<Crash> {
+        let exe = self.exe.clone();
+        let mut crashes = Vec::new();
+        for (node, p) in self.processes.iter_mut() {
+            let Some(child) = p.child.as_mut() else {
+                continue;
+            };
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            crashes.push(Crash {
+                node: *node,
+                status: status.to_string(),
+                log_tail: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            });
+            p.child = None;
+            if let Err(e) = p.spawn(&exe) {
+                tracing::error!(%node, error = %e, "cannot restart a crashed process");
+            }
+        }
+        crashes
     }
 
     /// SIGSTOP.

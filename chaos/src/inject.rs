@@ -24,6 +24,8 @@ pub struct Injector {
     max_fault_duration: Duration,
     rng: ChaCha8Rng,
     started: Instant,
+    /// Processes that exited by themselves (restarted, as a supervisor would).
+    pub crashes: Vec<crate::cluster::Crash>,
 }
 
 impl Injector {
@@ -35,6 +37,7 @@ impl Injector {
             max_fault_duration: config.max_fault_duration,
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed),
             started: Instant::now(),
+            crashes: Vec::new(),
         }
     }
 
@@ -60,6 +63,7 @@ impl Injector {
         job: &str,
         baseline: Option<f64>,
     ) -> FaultRecord {
+        self.crashes.extend(cluster.reap());
         let nodes = cluster.nodes();
         let node_at = |i: usize| nodes[i.min(nodes.len() - 1)];
         let leader = match planned.target {
@@ -232,6 +236,7 @@ impl Injector {
                 target = "not in this scenario".into();
             }
         }
+        self.crashes.extend(cluster.reap());
         let healed = Instant::now();
         let healed_ms = wall_ms();
         let (checkpoint, throughput) = self
@@ -309,6 +314,7 @@ impl Injector {
     /// Ends every fault still in effect: links healed, processes resumed and restarted, disks
     /// freed, fault files emptied.
     pub async fn heal_all(&mut self, cluster: &mut Cluster) {
+        self.crashes.extend(cluster.reap());
         heal(cluster);
         for node in cluster.nodes() {
             cluster.resume(node);

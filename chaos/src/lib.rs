@@ -186,7 +186,9 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     // The last round runs to its end; then the checks.
     round.cancel_decoy(&client).await;
     let bound = round.time_left(&config) + Duration::from_secs(120);
-    round.wait_finished(&monitor, bound).await;
+    round
+        .wait_finished_supervised(&monitor, bound, &mut cluster, &mut injector)
+        .await;
     rounds.push(round.verify(&config, &client, &monitor).await);
     let observed = monitor.stop().await;
     // The history of every job, for a post-mortem of a failed run.
@@ -206,7 +208,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     if let Err(e) = std::fs::write(&samples, lines.join("\n")) {
         tracing::warn!(path = %samples.display(), error = %e, "cannot write the samples");
     }
-    Ok(Report::new(
+    let mut report = Report::new(
         &config,
         schedule,
         records,
@@ -215,7 +217,9 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
         skipped,
         baseline,
         started.elapsed(),
-    ))
+    );
+    report.crashes = std::mem::take(&mut injector.crashes);
+    Ok(report)
 }
 
 /// The names of the job's source nodes (their records out are its throughput).
@@ -388,9 +392,17 @@ impl Round {
         }
     }
 
-    async fn wait_finished(&self, monitor: &monitor::Monitor, limit: Duration) {
+    /// Waits for the job's end, restarting processes that crash meanwhile.
+    async fn wait_finished_supervised(
+        &self,
+        monitor: &monitor::Monitor,
+        limit: Duration,
+        cluster: &mut Cluster,
+        injector: &mut inject::Injector,
+    ) {
         let until = Instant::now() + limit;
         while Instant::now() < until && !self.finished(monitor) {
+            injector.crashes.extend(cluster.reap());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

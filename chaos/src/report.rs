@@ -81,6 +81,9 @@ pub struct Report {
     pub terms_seen: usize,
     /// Fault kinds left out, and why.
     pub skipped: Vec<String>,
+    /// Processes that exited by themselves (the harness restarted them, as a supervisor
+    /// would). Not a verdict by itself: what it cost shows in the recoveries and the output.
+    pub crashes: Vec<crate::cluster::Crash>,
     pub passed: bool,
 }
 
@@ -165,6 +168,7 @@ impl Report {
             violations,
             terms_seen: observed.leaders.len(),
             skipped,
+            crashes: Vec::new(),
             passed,
         }
     }
@@ -228,7 +232,14 @@ impl Report {
             );
         }
         for s in &self.skipped {
-            let _ = writeln!(out, "\nskipped: {s}");
+            let _ = writeln!(out, "skipped: {s}");
+        }
+        for c in &self.crashes {
+            let _ = writeln!(
+                out,
+                "crashed (restarted): {} ({}): {}",
+                c.node, c.status, c.log_tail
+            );
         }
         if self.violations.is_empty() {
             let _ = writeln!(

@@ -535,7 +535,8 @@ fn two_runs_on_one_checkpoint_directory_are_refused() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("is in use by another eddy process") && stderr.contains(&first.id().to_string()),
+        stderr.contains("is in use by another eddy process")
+            && stderr.contains(&first.id().to_string()),
         "{stderr}"
     );
     let _ = first.kill();
