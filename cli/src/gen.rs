@@ -302,7 +302,11 @@ impl Target for Files {
     }
 }
 
-/// Straight into the topics (bypassing the ingest API, but routed and validated the same way).
+/// Straight into the topics (bypassing the ingest API, but routed and validated the same way),
+/// in the order generated: sends are spawned on a single-threaded runtime, which first polls
+/// tasks in the order they were spawned, to a producer whose topics are prepared, whose sends
+/// enqueue their record in that first poll. (Sends spawned on several threads were appended in
+/// any order, seconds of event time apart, which made events late that are not.)
 struct KafkaTarget {
     runtime: tokio::runtime::Runtime,
     producer: Arc<eddy_kafka::Producer>,
@@ -311,16 +315,20 @@ struct KafkaTarget {
 
 impl KafkaTarget {
     fn connect(brokers: &str, catalog: &Catalog, partitions: i32) -> anyhow::Result<KafkaTarget> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let producer = runtime.block_on(async {
             let kafka = Arc::new(eddy_kafka::Kafka::connect(brokers).await?);
-            for (topic, n) in catalog.topic_partitions(partitions) {
-                kafka.ensure_topic(topic, n).await?;
+            let topics = catalog.topic_partitions(partitions);
+            for (topic, n) in &topics {
+                kafka.ensure_topic(topic, *n).await?;
             }
-            Ok::<_, eddy_kafka::KafkaError>(Arc::new(eddy_kafka::Producer::new(kafka)))
+            let producer = eddy_kafka::Producer::new(kafka);
+            for (topic, _) in &topics {
+                producer.prepare(topic).await?;
+            }
+            Ok::<_, eddy_kafka::KafkaError>(Arc::new(producer))
         })?;
         Ok(KafkaTarget {
             runtime,

@@ -379,6 +379,17 @@ impl Producer {
         ))
     }
 
+    /// Looks up `topic`'s partitions and opens a batcher for each now. Sends to a prepared
+    /// topic enqueue their record in the first poll, so sends first polled in order are
+    /// appended in that order; to a topic not prepared, the first sends wait for the lookups
+    /// and may overtake each other.
+    pub async fn prepare(&self, topic: &str) -> Result<(), KafkaError> {
+        for partition in 0..self.partitions_of(topic).await? {
+            self.batcher(topic, partition).await?;
+        }
+        Ok(())
+    }
+
     /// Appends one record to the partition of its key (round-robin by value hash without a
     /// key); returns the partition and offset once the broker has it.
     pub async fn send(
