@@ -6,6 +6,7 @@ use crate::cluster::{Cluster, Node};
 use crate::faults::{FaultKind, Planned, Target};
 use crate::monitor::{rate, wall_ms, Monitor};
 use crate::report::FaultRecord;
+use crate::scenario::Dependencies;
 use crate::storage::Disks;
 use crate::ChaosConfig;
 use eddy_proto::leader::Coordinators;
@@ -58,6 +59,7 @@ impl Injector {
         index: usize,
         planned: &Planned,
         cluster: &mut Cluster,
+        deps: &mut Dependencies,
         client: &Coordinators,
         monitor: &Monitor,
         job: &str,
@@ -232,8 +234,25 @@ impl Injector {
                 tokio::time::sleep(duration).await;
                 self.write_faults(w, "");
             }
-            FaultKind::RestartPostgres | FaultKind::RestartKafka => {
-                target = "not in this scenario".into();
+            FaultKind::RestartPostgres => {
+                target = "PostgreSQL (crash, restart, recovery from its WAL)".into();
+                if let Some(pg) = deps.postgres.as_mut() {
+                    pg.crash();
+                    tokio::time::sleep(duration).await;
+                    if let Err(e) = crate::off_runtime(|| pg.start_again()) {
+                        tracing::error!(error = %e, "PostgreSQL did not start again");
+                    }
+                }
+            }
+            FaultKind::RestartKafka => {
+                target = "the Kafka broker (SIGKILL, restart, its log kept)".into();
+                if let Some(broker) = deps.broker.as_mut() {
+                    broker.kill();
+                    tokio::time::sleep(duration).await;
+                    if let Err(e) = broker.start_again() {
+                        tracing::error!(error = %e, "the broker did not start again");
+                    }
+                }
             }
         }
         self.crashes.extend(cluster.reap());
@@ -313,9 +332,19 @@ impl Injector {
 
     /// Ends every fault still in effect: links healed, processes resumed and restarted, disks
     /// freed, fault files emptied.
-    pub async fn heal_all(&mut self, cluster: &mut Cluster) {
+    pub async fn heal_all(&mut self, cluster: &mut Cluster, deps: &mut Dependencies) {
         self.crashes.extend(cluster.reap());
         heal(cluster);
+        if let Some(pg) = deps.postgres.as_mut() {
+            if !pg.is_running() {
+                let _ = crate::off_runtime(|| pg.start_again());
+            }
+        }
+        if let Some(broker) = deps.broker.as_mut() {
+            if !broker.is_running() {
+                let _ = broker.start_again();
+            }
+        }
         for node in cluster.nodes() {
             cluster.resume(node);
             restart(cluster, node);

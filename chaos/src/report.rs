@@ -154,7 +154,7 @@ impl Report {
         }
         let passed = violations.is_empty() && !rounds.is_empty();
         Report {
-            job: config.scenario.job.display().to_string(),
+            job: config.scenario.job().display().to_string(),
             seed: config.seed,
             workers: config.workers,
             parallelism: config.parallelism,

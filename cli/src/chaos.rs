@@ -4,7 +4,7 @@
 
 use clap::Args;
 use eddy_chaos::faults::FaultKind;
-use eddy_chaos::{ChaosConfig, JobScenario};
+use eddy_chaos::{ChaosConfig, JobScenario, Scenario, ShopScenario};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,9 +22,11 @@ pub struct ChaosArgs {
     /// answer next to a Nexmark job (jobs/nexmark/expected/qN.jsonl[.gz]).
     #[arg(long, value_name = "FILE")]
     expected: Option<PathBuf>,
-    /// `ecommerce` is planned: Kafka, PostgreSQL and ingest checked against the generator's
-    /// ground truth (not yet available).
-    #[arg(long, value_name = "NAME")]
+    /// `ecommerce`: instead of --job, each round generates shop traffic into Kafka topics,
+    /// runs jobs/ecommerce/analytics.toml into a PostgreSQL warehouse and compares every KPI
+    /// with the generator's ground truth; PostgreSQL and the broker (its log kept in SQLite)
+    /// are restarted as faults of their own.
+    #[arg(long, value_name = "NAME", value_parser = ["ecommerce"])]
     scenario: Option<String>,
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=16))]
     workers: u32,
@@ -91,28 +93,30 @@ fn bad(message: String) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(2))
 }
 
+/// The shop traffic of each round of the e-commerce scenario: 12 minutes of a small shop at
+/// 80 events per second of event time, with malformed and late events and a revenue drop.
+const SHOP_TRAFFIC: &[&str] = &[
+    "--seed",
+    "7",
+    "--start",
+    "2026-01-01T00:00:00Z",
+    "--rate",
+    "80",
+    "--duration",
+    "12min",
+    "--users",
+    "3000",
+    "--products",
+    "400",
+    "--malformed-share",
+    "0.01",
+    "--late-share",
+    "0.003",
+    "--anomaly",
+    "revenue-drop:at=10min,for=1min,factor=0",
+];
+
 pub fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
-    if let Some(s) = &args.scenario {
-        return bad(format!(
-            "--scenario {s}: only job scenarios (--job) exist so far; the e-commerce scenario is not built yet"
-        ));
-    }
-    if !args.job.exists() {
-        return bad(format!(
-            "job file `{}` does not exist (--job; run from the repository root for the default)",
-            args.job.display()
-        ));
-    }
-    let Some(expected) = args
-        .expected
-        .clone()
-        .or_else(|| default_expected(&args.job))
-    else {
-        return bad(format!(
-            "no reference for `{}`: give --expected FILE with the rows its output must hold",
-            args.job.display()
-        ));
-    };
     let (dir, temp) = match &args.dir {
         Some(d) => (std::path::absolute(d)?, None),
         None => {
@@ -121,6 +125,69 @@ pub fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         }
     };
     std::fs::create_dir_all(&dir)?;
+    let scenario = match &args.scenario {
+        Some(_) => {
+            let job = std::path::absolute("jobs/ecommerce/analytics.toml")?;
+            if !job.exists() {
+                return bad(format!(
+                    "`{}` does not exist: run --scenario ecommerce from the repository root",
+                    job.display()
+                ));
+            }
+            Scenario::Shop(ShopScenario {
+                job,
+                generate: SHOP_TRAFFIC.iter().map(|a| a.to_string()).collect(),
+                max_rate: args.max_rate,
+                events: 80 * 12 * 60,
+            })
+        }
+        None => match job_scenario(&args, &dir)? {
+            Ok(s) => Scenario::Job(s),
+            Err(message) => return bad(message),
+        },
+    };
+    let config = ChaosConfig {
+        exe: std::env::current_exe()?,
+        scenario,
+        workers: args.workers as usize,
+        slots: args.slots,
+        parallelism: args.parallelism,
+        faults: args.faults,
+        seed: args.seed,
+        kinds: if args.kinds.is_empty() {
+            FaultKind::ALL.to_vec()
+        } else {
+            args.kinds.clone()
+        },
+        max_recovery: args.max_recovery,
+        max_fault_duration: args.max_fault_duration,
+        checkpoint_interval: args.checkpoint_interval,
+        dir: dir.clone(),
+        log_filter: std::env::var("EDDY_CHAOS_LOG")
+            .unwrap_or_else(|_| "warn,openraft=error".into()),
+    };
+    run(config, &dir, temp, args.report.as_deref())
+}
+
+/// The job scenario of `--job`: its parameters (an `input` of generated Nexmark events when
+/// none is given) and reference; `Err` with what is wrong with the arguments.
+fn job_scenario(args: &ChaosArgs, dir: &Path) -> anyhow::Result<Result<JobScenario, String>> {
+    if !args.job.exists() {
+        return Ok(Err(format!(
+            "job file `{}` does not exist (--job; run from the repository root for the default)",
+            args.job.display()
+        )));
+    }
+    let Some(expected) = args
+        .expected
+        .clone()
+        .or_else(|| default_expected(&args.job))
+    else {
+        return Ok(Err(format!(
+            "no reference for `{}`: give --expected FILE with the rows its output must hold",
+            args.job.display()
+        )));
+    };
     let mut params = args.params.clone();
     let input_records = match params.iter().find(|(k, _)| k == "input") {
         Some((_, input)) => count_lines(Path::new(input)),
@@ -145,32 +212,22 @@ pub fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             *v = std::path::absolute(p)?.display().to_string();
         }
     }
-    let config = ChaosConfig {
-        exe: std::env::current_exe()?,
-        scenario: JobScenario {
-            job: std::path::absolute(&args.job)?,
-            params,
-            expected,
-            max_rate: args.max_rate,
-            input_records,
-        },
-        workers: args.workers as usize,
-        slots: args.slots,
-        parallelism: args.parallelism,
-        faults: args.faults,
-        seed: args.seed,
-        kinds: if args.kinds.is_empty() {
-            FaultKind::ALL.to_vec()
-        } else {
-            args.kinds.clone()
-        },
-        max_recovery: args.max_recovery,
-        max_fault_duration: args.max_fault_duration,
-        checkpoint_interval: args.checkpoint_interval,
-        dir: dir.clone(),
-        log_filter: std::env::var("EDDY_CHAOS_LOG")
-            .unwrap_or_else(|_| "warn,openraft=error".into()),
-    };
+    Ok(Ok(JobScenario {
+        job: std::path::absolute(&args.job)?,
+        params,
+        expected,
+        max_rate: args.max_rate,
+        input_records,
+    }))
+}
+
+/// Runs the harness, prints the report and keeps the run directory of a failed run.
+fn run(
+    config: ChaosConfig,
+    dir: &Path,
+    temp: Option<tempfile::TempDir>,
+    report_path: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     eprintln!(
         "chaos: {} faults (seed {}) into 3 coordinators and {} workers; run directory {}",
         config.faults,
@@ -192,7 +249,7 @@ pub fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         }
     };
     print!("{}", report.render());
-    if let Some(path) = &args.report {
+    if let Some(path) = report_path {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
         eprintln!("report written to {}", path.display());
     }

@@ -13,7 +13,19 @@ use std::time::{Duration, Instant};
 pub struct Broker {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    binary: PathBuf,
+    storage: Storage,
+    dir: tempfile::TempDir,
+}
+
+/// Where a test broker keeps its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory: fast, gone when the broker stops.
+    Memory,
+    /// In a SQLite file in the broker's directory (tansu's `libsql` engine): kept across a
+    /// [`Broker::restart`], as a real broker's log is.
+    Sqlite,
 }
 
 /// Where the `tansu` binary is, if anywhere.
@@ -34,8 +46,13 @@ pub fn tansu_binary() -> Option<PathBuf> {
 }
 
 impl Broker {
-    /// Starts a broker, or says what is missing.
+    /// Starts a broker with memory storage, or says what is missing.
     pub fn start() -> Result<Broker, String> {
+        Broker::start_with(Storage::Memory)
+    }
+
+    /// Starts a broker with the given storage, or says what is missing.
+    pub fn start_with(storage: Storage) -> Result<Broker, String> {
         let binary = tansu_binary().ok_or(
             "the tansu Kafka broker is not installed: `cargo install tansu --locked --features dynostore` (.ci/run installs it into ~/.cache/eddy/tools)",
         )?;
@@ -47,31 +64,27 @@ impl Broker {
             .prefix("eddy-kafka-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log =
-            std::fs::File::create(dir.path().join("broker.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&binary)
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let child = spawn(&binary, storage, dir.path(), port)?;
         let mut broker = Broker {
             child,
             port,
-            _dir: dir,
+            binary,
+            storage,
+            dir,
         };
+        broker.wait_listening()?;
+        Ok(broker)
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(broker);
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
             }
-            if let Ok(Some(status)) = broker.child.try_wait() {
-                let log = std::fs::read_to_string(broker._dir.path().join("broker.log"))
-                    .unwrap_or_default();
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
                 return Err(format!("tansu exited at start ({status}): {log}"));
             }
             if started.elapsed() > Duration::from_secs(30) {
@@ -81,10 +94,57 @@ impl Broker {
         }
     }
 
+    /// Whether the broker process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the broker (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a killed broker again on the same port; with [`Storage::Sqlite`] its records
+    /// are all there.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        self.child = spawn(&self.binary, self.storage, self.dir.path(), self.port)?;
+        self.wait_listening()
+    }
+
     /// `127.0.0.1:PORT`, for clients.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
+
+/// Starts tansu on `port` with its files in `dir`.
+fn spawn(
+    binary: &PathBuf,
+    storage: Storage,
+    dir: &std::path::Path,
+    port: u16,
+) -> Result<Child, String> {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("broker.log"))
+        .map_err(|e| e.to_string())?;
+    // tansu resolves a SQLite URL's path against its working directory.
+    let engine = match storage {
+        Storage::Memory => "memory://tansu/",
+        Storage::Sqlite => "sqlite://tansu.db",
+    };
+    Command::new(binary)
+        .arg("broker")
+        .args(["--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", engine])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
 }
 
 impl Drop for Broker {

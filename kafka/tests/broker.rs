@@ -144,3 +144,42 @@ fn unreachable_brokers_and_missing_topics_are_named() {
     .unwrap();
     assert!(e.to_string().contains("topic `nope` does not exist"), "{e}");
 }
+
+#[test]
+fn a_broker_with_sqlite_storage_keeps_its_records_across_a_crash() {
+    use eddy_kafka::testing::Storage;
+    let mut broker = Broker::start_with(Storage::Sqlite).expect("a Kafka broker");
+    let address = broker.address();
+    let topic = "kept";
+    let sent = block_on(async {
+        let kafka = Arc::new(Kafka::connect(&address).await.unwrap());
+        kafka.ensure_topic(topic, 2).await.unwrap();
+        let producer = Producer::new(Arc::clone(&kafka));
+        let mut sent = Vec::new();
+        for i in 0..200 {
+            let (p, o) = producer
+                .send(topic, None, format!("{{\"n\":{i}}}").into_bytes())
+                .await
+                .unwrap();
+            sent.push((p, o, format!("{{\"n\":{i}}}")));
+        }
+        sent
+    })
+    .unwrap();
+    broker.kill();
+    broker.start_again().expect("the broker starts again");
+    let ends: Vec<i64> = (0..2)
+        .map(|p| {
+            sent.iter()
+                .filter(|(q, _, _)| *q == p)
+                .map(|(_, o, _)| o + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut got = read_to_end(&address, topic, vec![(0, 0), (1, 0)], &ends);
+    got.sort();
+    let mut sent = sent;
+    sent.sort();
+    assert_eq!(got, sent, "every acknowledged record survives the crash");
+}

@@ -126,6 +126,11 @@ impl PgServer {
         self.signal("-QUIT");
     }
 
+    /// Whether the server process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Starts the server again on the same port and data, after [`PgServer::crash`]; it
     /// recovers from its WAL like a real server does.
     pub fn start_again(&mut self) -> Result<(), String> {
