@@ -52,6 +52,22 @@ impl Restored {
             .filter(move |s| s.key_groups.start < range.end && range.start < s.key_groups.end)
     }
 
+    /// The watermark a new subtask owning `range` resumes from: the lowest of the old
+    /// subtasks whose key groups it takes over (at the same parallelism, its own), so that it
+    /// never drops a row one of them would have kept. `None` when one of them had none.
+    pub fn watermark(
+        &self,
+        node: &Node,
+        range: KeyGroupRange,
+    ) -> Option<eddy_runtime::types::Timestamp> {
+        let mut lowest: Option<eddy_runtime::types::Timestamp> = None;
+        for s in self.subtasks(node, range) {
+            let w = s.watermark?;
+            lowest = Some(lowest.map_or(w, |l| l.min(w)));
+        }
+        lowest
+    }
+
     /// The keyed-state handles for a new subtask owning `range`.
     pub fn keyed<'a>(
         &'a self,

@@ -283,6 +283,17 @@ impl TaskFactory for Factory {
         self.build_operator(graph, node, subtask)
     }
 
+    fn restored_watermark(
+        &self,
+        graph: &JobGraph,
+        node: NodeId,
+        subtask: u32,
+    ) -> Option<eddy_runtime::types::Timestamp> {
+        let n = &graph.nodes[node];
+        let range = KeyGroupRange::of_subtask(subtask, n.parallelism, graph.max_parallelism);
+        self.settings.restore.as_ref()?.watermark(n, range)
+    }
+
     fn commit(
         &self,
         graph: &JobGraph,

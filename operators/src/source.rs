@@ -570,6 +570,7 @@ mod split_tests {
                             finished: false,
                             state: v.clone(),
                             keyed: None,
+                            watermark: None,
                         })
                         .collect();
                     let refs: Vec<&SubtaskState> = states.iter().collect();

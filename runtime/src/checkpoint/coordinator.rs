@@ -403,6 +403,7 @@ mod tests {
             finished: false,
             state: serde_json::json!({ "at": subtask }),
             keyed: None,
+            watermark: None,
         }
     }
 

@@ -123,6 +123,10 @@ pub struct SubtaskState {
     /// Keyed state, for operators that have it.
     #[serde(default)]
     pub keyed: Option<KeyedStateHandle>,
+    /// The watermark the operator had seen at the checkpoint. A restored task resumes from it
+    /// (instead of −∞), so that a row that was late before the restore is late after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<crate::types::Timestamp>,
 }
 
 /// All subtasks of one operator at a checkpoint. Operators are identified by their name in the
@@ -451,6 +455,7 @@ mod tests {
                             })
                             .collect(),
                     }),
+                    watermark: None,
                 }],
             }],
         }

@@ -103,6 +103,18 @@ pub trait TaskFactory: Sync {
         subtask: u32,
     ) -> Result<Box<dyn Operator>, BuildError>;
 
+    /// The watermark subtask `subtask` of `node` resumes from after a restore: the restored
+    /// task forwards it before anything else and its operators judge lateness against it, as
+    /// the run before the restore did. `None`: a fresh start (the watermark starts at −∞).
+    fn restored_watermark(
+        &self,
+        _graph: &JobGraph,
+        _node: NodeId,
+        _subtask: u32,
+    ) -> Option<Timestamp> {
+        None
+    }
+
     /// A checkpoint that holds `state` for a subtask of `node` completed: make what it covers
     /// visible (sinks publish staged files). Called again for the same state after a restore,
     /// so it must be idempotent.
@@ -501,6 +513,8 @@ struct Chain {
     name: String,
     /// A watermark the operators fired on that has not been sent downstream yet.
     unforwarded: Option<Timestamp>,
+    /// The newest watermark the operators fired on: checkpointed with their state.
+    seen: Timestamp,
 }
 
 impl Chain {
@@ -592,6 +606,7 @@ impl Chain {
             self.ops[op].out = out;
         }
         self.unforwarded = Some(watermark);
+        self.seen = self.seen.max(watermark);
         Ok(())
     }
 
@@ -647,6 +662,7 @@ impl Chain {
                     finished: point == SnapshotPoint::EndOfInput,
                     state: snapshot.state,
                     keyed: None,
+                    watermark: (self.seen != MIN_TIMESTAMP).then_some(self.seen),
                 },
                 keyed: snapshot.keyed,
             });
@@ -920,16 +936,38 @@ struct Task {
     head: Head,
     chain: Chain,
     cancel: CancelHandle,
+    /// The watermark a restored task resumes from, applied at its first step.
+    resume_watermark: Option<Timestamp>,
 }
 
 impl Task {
     /// Runs at most `budget` rounds (a poll of the source, or one element of an input);
     /// true when the task has finished.
     fn step(&mut self, budget: u32) -> Result<bool, ExecError> {
+        if let Some(watermark) = self.resume_watermark.take() {
+            self.resume(watermark)?;
+        }
         match &mut self.head {
             Head::Source { .. } => self.source_step(budget),
             Head::Inputs(_) => self.inputs_step(budget),
         }
+    }
+
+    /// A restored task starts where its watermark was at the checkpoint: its operators see it
+    /// (nothing fires that had not fired before), it goes downstream before any row, and later
+    /// watermarks only count once they pass it.
+    fn resume(&mut self, watermark: Timestamp) -> Result<(), ExecError> {
+        match &mut self.head {
+            Head::Source { watermarks, .. } => match watermarks {
+                Some(w) => {
+                    w.emitted = w.emitted.max(watermark);
+                    w.max_seen = w.max_seen.max(watermark.saturating_add(w.delay));
+                }
+                None => return Ok(()),
+            },
+            Head::Inputs(inputs) => inputs.current = inputs.current.max(watermark),
+        }
+        self.chain.watermark(watermark)
     }
 
     /// Records in and out per node of the task, once it finished.
@@ -974,6 +1012,7 @@ impl Task {
                     finished: point == SnapshotPoint::EndOfInput,
                     state: position,
                     keyed: None,
+                    watermark: (chain.seen != MIN_TIMESTAMP).then_some(chain.seen),
                 },
                 keyed: None,
             }];
@@ -1452,6 +1491,7 @@ pub fn execute(
                 exchanges,
                 name: name.clone(),
                 unforwarded: None,
+                seen: MIN_TIMESTAMP,
             };
             let head_state = match &head.kind {
                 NodeKind::Source(spec) => {
@@ -1534,6 +1574,7 @@ pub fn execute(
                 head: head_state,
                 chain,
                 cancel: cancel.clone(),
+                resume_watermark: factory.restored_watermark(graph, head.id, subtask),
             });
         }
     }
