@@ -331,7 +331,14 @@ impl Round {
                 }
                 check_output(output, &scenario.expected, &config.dir, self.number)
             }
-            RoundKind::Shop { url, truth } => crate::off_runtime(|| check_warehouse(url, truth)),
+            RoundKind::Shop { url, truth } => {
+                let diff = crate::off_runtime(|| check_warehouse(url, truth));
+                if diff.error.is_some() {
+                    let dump = config.dir.join(format!("warehouse-{}", self.number));
+                    crate::off_runtime(|| dump_warehouse(url, &dump));
+                }
+                diff
+            }
         };
         if let Some(e) = &diff.error {
             problems.push(e.clone());
@@ -347,6 +354,29 @@ impl Round {
             unexpected: diff.unexpected,
             decoy_cancelled,
             problems,
+        }
+    }
+}
+
+/// Writes the KPI and late-event tables of a warehouse that differs from the truth as JSON
+/// lines into `dir`, for a post-mortem.
+fn dump_warehouse(url: &str, dir: &Path) {
+    let Ok(mut client) = postgres::Client::connect(url, postgres::NoTls) else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(dir);
+    for table in [
+        "kpi_revenue_minute",
+        "kpi_traffic_minute",
+        "kpi_funnel_5min",
+        "kpi_top_products_5min",
+        "alerts",
+        "late_events",
+    ] {
+        let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY 1");
+        if let Ok(rows) = client.query(&sql, &[]) {
+            let lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let _ = std::fs::write(dir.join(format!("{table}.jsonl")), lines.join("\n"));
         }
     }
 }
