@@ -56,6 +56,10 @@ pub struct ChaosArgs {
     /// Input records each source reads per second: a round lasts input / rate.
     #[arg(long, value_name = "ROWS_PER_SEC", default_value_t = 1000)]
     max_rate: u64,
+    /// With --scenario ecommerce: the share of shop events sent an hour late (beyond the
+    /// watermark delay), which the ground truth counts as late.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.003)]
+    late_share: f64,
     /// Where the cluster, its logs and the outputs go (default: a new temporary directory,
     /// removed after a passing run).
     #[arg(long, value_name = "DIR")]
@@ -94,7 +98,8 @@ fn bad(message: String) -> anyhow::Result<ExitCode> {
 }
 
 /// The shop traffic of each round of the e-commerce scenario: 12 minutes of a small shop at
-/// 80 events per second of event time, with malformed and late events and a revenue drop.
+/// 80 events per second of event time, with malformed events and a revenue drop (and late
+/// events, `--late-share`).
 const SHOP_TRAFFIC: &[&str] = &[
     "--seed",
     "7",
@@ -110,8 +115,6 @@ const SHOP_TRAFFIC: &[&str] = &[
     "400",
     "--malformed-share",
     "0.01",
-    "--late-share",
-    "0.003",
     "--anomaly",
     "revenue-drop:at=10min,for=1min,factor=0",
 ];
@@ -136,7 +139,11 @@ pub fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             }
             Scenario::Shop(ShopScenario {
                 job,
-                generate: SHOP_TRAFFIC.iter().map(|a| a.to_string()).collect(),
+                generate: SHOP_TRAFFIC
+                    .iter()
+                    .map(|a| a.to_string())
+                    .chain(["--late-share".to_string(), args.late_share.to_string()])
+                    .collect(),
                 max_rate: args.max_rate,
                 events: 80 * 12 * 60,
             })

@@ -207,7 +207,8 @@ fn install_metrics(addr: &Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn until_signal() {
+/// Completes at the first Ctrl-C or SIGTERM.
+pub(crate) async fn until_signal() {
     #[cfg(unix)]
     {
         let mut term =

@@ -51,14 +51,13 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("cannot install the metrics recorder")?;
         let server = Server::start(&args, Some(metrics)).await?;
         println!("serving on {} ({})", server.url, server.describe);
-        server
-            .run(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        server.run(crate::cluster::until_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// How long a stopping server waits for requests in progress (streams included).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The ingest API and the dashboard, bound and ready to run.
 pub(crate) struct Server {
@@ -120,15 +119,27 @@ impl Server {
         })
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then lets requests in progress finish for at most
+    /// [`DRAIN`]: a dashboard page's event stream never ends by itself, and must not keep the
+    /// process from stopping.
     pub(crate) async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the HTTP server failed")
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(self.listener, self.app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signalled_tx.send(());
+        });
+        let mut serving = std::pin::pin!(std::future::IntoFuture::into_future(serving));
+        tokio::select! {
+            result = &mut serving => return result.context("the HTTP server failed"),
+            _ = signalled_rx => {}
+        }
+        match tokio::time::timeout(DRAIN, serving).await {
+            Ok(result) => result.context("the HTTP server failed"),
+            Err(_) => Ok(()),
+        }
     }
 }
 

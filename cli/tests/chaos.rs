@@ -83,6 +83,11 @@ fn the_shop_survives_postgres_and_kafka_restarts_among_other_faults() {
         "3s",
         "--max-rate",
         "1500",
+        // Events an hour late, kept by a cluster after some restores where an uninterrupted
+        // run drops them, are an open finding (docs/reliability.md); late rows after a
+        // restore are checked in cli/tests/recovery.rs.
+        "--late-share",
+        "0",
     ]);
     let injected: std::collections::BTreeSet<&str> = report["faults"]
         .as_array()

@@ -429,3 +429,22 @@ fn the_dashboard_shows_the_warehouse_live_in_chromium() {
         .unwrap_or_else(|| dir.path().join("dashboard.png"));
     std::fs::write(&target, png).unwrap();
 }
+
+#[test]
+fn sigterm_stops_serve_while_a_dashboard_stream_is_open() {
+    let pg = PgServer::start().unwrap();
+    let url = warehouse(&pg, "term");
+    let serve = Serve::start(&["--warehouse", &url]);
+    // An open event stream, as a dashboard page holds one.
+    let host = serve.url.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&host).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/dashboard/stream HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let _ = stream.read(&mut first);
+    // Before the fix it waited for the stream forever and ignored SIGTERM.
+    assert_eq!(serve.terminate(Duration::from_secs(15)), Some(0));
+}

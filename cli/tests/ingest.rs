@@ -297,3 +297,46 @@ fn generated_in_order(broker: Broker) {
         );
     }
 }
+
+#[test]
+fn too_many_or_too_large_events_are_refused_whole_with_413() {
+    let broker = Broker::start().unwrap();
+    let serve = Serve::start(&["--kafka", &broker.address(), "--partitions", "1"]);
+    let url = &serve.url;
+    // More events than a request may carry: refused before anything is stored.
+    let many: String = (0..10_001)
+        .map(|i| click(&format!("m{i}"), "s9") + "\n")
+        .collect();
+    let (status, answer) = post(url, "/api/v1/events/batch", "application/x-ndjson", &many);
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("10001 events in one request, at most 10000"),
+        "{answer}"
+    );
+    // One event too large for a Kafka record among good ones: nothing of the request is
+    // stored (no 503 after part of it was).
+    let huge = format!(
+        r#"{{"type":"click","event":{{"event_id":"big","user_id":"u1","session_id":"s1","product_id":"p1","ts":"2026-01-01T00:00:00.000Z","page":"{}","referrer":null}}}}"#,
+        "x".repeat(1 << 20)
+    );
+    let body = format!("[{}, {huge}, {}]", click("g1", "s1"), click("g2", "s1"));
+    let (status, answer) = post(url, "/api/v1/events/batch", "application/json", &body);
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("event 1 is"),
+        "{answer}"
+    );
+    let ends = block_on(async {
+        Kafka::connect(&broker.address())
+            .await
+            .unwrap()
+            .end_offsets("shop.clicks")
+            .await
+            .unwrap()
+    })
+    .unwrap();
+    assert_eq!(ends.iter().sum::<i64>(), 0, "nothing was stored");
+}

@@ -29,8 +29,17 @@ use std::sync::Arc;
 /// How long a request waits for Kafka's acknowledgements before it answers 503.
 const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Largest request body accepted.
+/// Largest request body accepted (larger: 413 from the body limit).
 const MAX_BODY: usize = 16 << 20;
+
+/// Most events in one request: each costs a future and an answer entry, so a body of millions
+/// of tiny lines is refused whole (413) instead of held in memory.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Largest event: one Kafka record, within the producer's request size with room for its
+/// envelope. A larger one is refused with the whole request (413) before anything is stored,
+/// so a client never gets a 503 after part of its batch was stored.
+pub const MAX_EVENT_BYTES: usize = 900 * 1024;
 
 /// Counts since the server started, for the dashboard and `/metrics`.
 #[derive(Debug, Default)]
@@ -80,7 +89,25 @@ impl Ingest {
 
     /// Validates, appends and acknowledges a list of envelopes.
     /// `envelopes` come with their index in the request, which a rejection names.
-    async fn take(&self, envelopes: Vec<(usize, Envelope<'_>)>) -> Result<Outcome, String> {
+    async fn take(&self, envelopes: Vec<(usize, Envelope<'_>)>) -> Result<Outcome, Refusal> {
+        if envelopes.len() > MAX_EVENTS {
+            return Err(Refusal::TooLarge(format!(
+                "{} events in one request, at most {MAX_EVENTS}: split the batch",
+                envelopes.len()
+            )));
+        }
+        if let Some((index, len)) = envelopes.iter().find_map(|(i, e)| {
+            let len = e.text().len();
+            (len > MAX_EVENT_BYTES).then_some((*i, len))
+        }) {
+            return Err(Refusal::TooLarge(format!(
+                "event {index} is {len} bytes, at most {MAX_EVENT_BYTES}: nothing of this request was stored"
+            )));
+        }
+        self.store(envelopes).await.map_err(Refusal::Unavailable)
+    }
+
+    async fn store(&self, envelopes: Vec<(usize, Envelope<'_>)>) -> Result<Outcome, String> {
         let received_at = now_rfc3339();
         let mut rejected = Vec::new();
         let mut sends = Vec::with_capacity(envelopes.len());
@@ -135,6 +162,31 @@ enum Envelope<'a> {
     Broken(&'a str, String),
 }
 
+impl Envelope<'_> {
+    fn text(&self) -> &str {
+        match self {
+            Envelope::Text(t) | Envelope::Broken(t, _) => t,
+        }
+    }
+}
+
+/// Why a request was not stored.
+enum Refusal {
+    /// Too many or too large events: 413, nothing stored.
+    TooLarge(String),
+    /// Kafka failed: 503, send again.
+    Unavailable(String),
+}
+
+impl Refusal {
+    fn response(self) -> Response {
+        match self {
+            Refusal::TooLarge(reason) => error(StatusCode::PAYLOAD_TOO_LARGE, reason),
+            Refusal::Unavailable(e) => unavailable(e),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Rejected {
     /// The position in the array, or the line number (from 0) of NDJSON.
@@ -179,7 +231,7 @@ async fn single(State(ingest): State<Ingest>, body: Bytes) -> Response {
     match ingest.take(vec![(0, text)]).await {
         Ok(outcome) if outcome.rejected.is_empty() => json(StatusCode::OK, &outcome),
         Ok(outcome) => json(StatusCode::UNPROCESSABLE_ENTITY, &outcome),
-        Err(e) => unavailable(e),
+        Err(refusal) => refusal.response(),
     }
 }
 
@@ -216,6 +268,6 @@ async fn batch(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) ->
     };
     match ingest.take(envelopes).await {
         Ok(outcome) => json(StatusCode::OK, &outcome),
-        Err(e) => unavailable(e),
+        Err(refusal) => refusal.response(),
     }
 }

@@ -594,7 +594,13 @@ async fn read_partition(
                             high_watermark,
                         })
                     }
-                    None => ReaderEvent::CaughtUp { partition, offset },
+                    None if offset >= high_watermark => ReaderEvent::CaughtUp { partition, offset },
+                    // Nothing readable yet below the high watermark: not caught up (that
+                    // would let the partition's watermark pass rows still to come).
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 if tx.send(event).await.is_err() {
                     return Ok(());
@@ -634,13 +640,13 @@ async fn fetch_from(
     client: &PartitionClient,
     offset: i64,
 ) -> Result<(Vec<RecordAndOffset>, i64), rskafka::client::error::Error> {
-    let (records, high_watermark) = client.fetch_records(offset, 1..FETCH_BYTES, 200).await?;
-    let skipped = match records.first() {
+    let (first_answer, high_watermark) = client.fetch_records(offset, 1..FETCH_BYTES, 200).await?;
+    let skipped = match first_answer.first() {
         Some(first) => first.offset > offset,
         None => high_watermark > offset,
     };
     if !skipped {
-        return Ok((records, high_watermark));
+        return Ok((first_answer, high_watermark));
     }
     let earliest = client.get_offset(OffsetAt::Earliest).await?;
     let mut back = 1;
@@ -648,6 +654,11 @@ async fn fetch_from(
         let from = offset.saturating_sub(back).max(earliest);
         let (records, high_watermark) = client.fetch_records(from, 1..FETCH_BYTES, 0).await?;
         let covers = records.first().is_some_and(|r| r.offset <= offset);
+        if !covers && from == earliest && !first_answer.is_empty() {
+            // No batch holds `offset` at all: a gap in the log (compaction deleted those
+            // records), not a fetch that skipped part of a batch. Read on after it.
+            return Ok((first_answer, high_watermark));
+        }
         if covers || from == earliest {
             let records = in_order_from(records, offset);
             if records.is_empty() {

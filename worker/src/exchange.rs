@@ -65,10 +65,30 @@ impl ChannelMetrics {
     }
 }
 
+/// Streams that may wait at once for their receiving task to be deployed, and streams that
+/// may be open at once: a peer that opens streams nobody expects (a bug, or a hostile one)
+/// gets RESOURCE_EXHAUSTED instead of a thread and a wait each.
+const MAX_WAITING_STREAMS: usize = 1024;
+const MAX_OPEN_STREAMS: usize = 8192;
+
 /// Receiving ends registered by deployed tasks, waiting for their streams.
-#[derive(Default)]
 pub struct Inlets {
     waiting: Mutex<HashMap<ChannelId, crossbeam_channel::Sender<Element>>>,
+    /// Woken whenever an inlet is registered.
+    registered: tokio::sync::Notify,
+    waiters: std::sync::atomic::AtomicUsize,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Inlets {
+    fn default() -> Self {
+        Inlets {
+            waiting: Mutex::default(),
+            registered: tokio::sync::Notify::new(),
+            waiters: std::sync::atomic::AtomicUsize::new(0),
+            open: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_STREAMS)),
+        }
+    }
 }
 
 impl Inlets {
@@ -77,24 +97,46 @@ impl Inlets {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, into);
+        self.registered.notify_waiters();
     }
 
-    async fn take(&self, id: &ChannelId) -> Option<crossbeam_channel::Sender<Element>> {
-        let until = Instant::now() + INLET_WAIT;
-        loop {
-            if let Some(tx) = self
-                .waiting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id)
-            {
-                return Some(tx);
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    fn try_take(&self, id: &ChannelId) -> Option<crossbeam_channel::Sender<Element>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+
+    /// The receiving end of `id`, waiting (woken by registrations, not polling) up to
+    /// [`INLET_WAIT`] for its task to be deployed.
+    async fn take(&self, id: &ChannelId) -> Result<crossbeam_channel::Sender<Element>, Status> {
+        if let Some(tx) = self.try_take(id) {
+            return Ok(tx);
         }
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.waiters.fetch_add(1, SeqCst) >= MAX_WAITING_STREAMS {
+            self.waiters.fetch_sub(1, SeqCst);
+            return Err(Status::resource_exhausted(
+                "too many exchange streams wait for their tasks",
+            ));
+        }
+        let until = tokio::time::Instant::now() + INLET_WAIT;
+        let found = loop {
+            let registered = self.registered.notified();
+            if let Some(tx) = self.try_take(id) {
+                break Some(tx);
+            }
+            if tokio::time::timeout_at(until, registered).await.is_err() {
+                break self.try_take(id);
+            }
+        };
+        self.waiters.fetch_sub(1, SeqCst);
+        found.ok_or_else(|| {
+            Status::not_found(format!(
+                "no task of {} attempt {} receives {:?} here",
+                id.job, id.attempt, id.key
+            ))
+        })
     }
 
     /// Forgets the inlets of an attempt that ended before their streams arrived.
@@ -173,12 +215,10 @@ impl Exchange for ExchangeService {
                 to: open.to_subtask,
             },
         };
-        let Some(into) = self.inlets.take(&id).await else {
-            return Err(Status::not_found(format!(
-                "no task of {} attempt {} receives {:?} here",
-                id.job, id.attempt, id.key
-            )));
-        };
+        let permit = Arc::clone(&self.inlets.open)
+            .try_acquire_owned()
+            .map_err(|_| Status::resource_exhausted("too many exchange streams are open"))?;
+        let into = self.inlets.take(&id).await?;
         let (credits_tx, credits_rx) = mpsc::unbounded_channel();
         let _ = credits_tx.send(Ok(Credit {
             frames: INITIAL_CREDITS,
@@ -191,6 +231,8 @@ impl Exchange for ExchangeService {
         std::thread::Builder::new()
             .name(format!("exchange-in-{}", id.key.node))
             .spawn(move || {
+                // The stream counts as open until its thread ends.
+                let _permit = permit;
                 while let Some(element) = frames_rx.blocking_recv() {
                     if into.send(element).is_err() {
                         break;
@@ -359,6 +401,56 @@ async fn connect(addr: &str) -> Result<tonic::transport::Channel, String> {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() >= until => return Err(e.to_string()),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> ChannelId {
+        ChannelId {
+            job: "job-1".into(),
+            attempt: 1,
+            key: ChannelKey {
+                node: 1,
+                input: 0,
+                from: n,
+                to: 0,
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waits_for_its_inlet_without_polling_and_strangers_are_bounded() {
+        let inlets = Arc::new(Inlets::default());
+        // Registered a little later: the waiting stream is woken, not polling.
+        let waiting = {
+            let inlets = Arc::clone(&inlets);
+            tokio::spawn(async move { inlets.take(&id(0)).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        inlets.register(id(0), tx);
+        assert!(waiting.await.unwrap().is_ok());
+        // A stream nobody expects gives up after the wait, with NOT_FOUND.
+        let unknown = inlets.take(&id(1)).await.map(|_| ()).unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+        // More strangers than may wait at once: the surplus is refused at once.
+        let mut strangers = Vec::new();
+        for n in 0..MAX_WAITING_STREAMS as u32 {
+            let inlets = Arc::clone(&inlets);
+            strangers.push(tokio::spawn(async move {
+                inlets.take(&id(100 + n)).await.map(|_| ())
+            }));
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let refused = inlets.take(&id(99_999)).await.map(|_| ()).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        for s in strangers {
+            assert_eq!(s.await.unwrap().unwrap_err().code(), tonic::Code::NotFound);
         }
     }
 }

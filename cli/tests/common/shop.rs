@@ -110,6 +110,23 @@ impl Serve {
     }
 }
 
+impl Serve {
+    /// Sends SIGTERM and waits (bounded) for the process to end; its exit code.
+    pub fn terminate(mut self, within: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -172,15 +172,49 @@ impl CheckpointMetadata {
             .sum()
     }
 
-    /// Every storage key the checkpoint refers to.
+    /// Every storage key the checkpoint refers to: keyed-state files and stored operator state.
     fn referenced_keys(&self) -> impl Iterator<Item = &str> {
-        self.operators
-            .iter()
-            .flat_map(|o| &o.subtasks)
+        let subtasks = self.operators.iter().flat_map(|o| &o.subtasks);
+        let files = subtasks
+            .clone()
             .filter_map(|s| s.keyed.as_ref())
             .flat_map(|k| &k.files)
-            .map(|f| f.key.as_str())
+            .map(|f| f.key.as_str());
+        files.chain(subtasks.filter_map(|s| stored_state_key(&s.state)))
     }
+}
+
+/// Operator state larger than this is stored as a file of its own and referred to from the
+/// metadata, so that acknowledgements and `_metadata` stay small whatever the state (an
+/// updating sink's whole table, many Kafka partitions).
+pub const INLINE_STATE_BYTES: usize = 64 * 1024;
+
+const STORED_STATE: &str = "$stored";
+
+/// The key a reference to stored operator state names (`{"$stored": KEY}`).
+pub fn stored_state_key(state: &serde_json::Value) -> Option<&str> {
+    match state {
+        serde_json::Value::Object(map) if map.len() == 1 => map.get(STORED_STATE)?.as_str(),
+        _ => None,
+    }
+}
+
+/// Stores `state` under `key` when it is larger than [`INLINE_STATE_BYTES`] and returns the
+/// reference to it; small state comes back as it is.
+pub fn store_large_state(
+    storage: &dyn CheckpointStorage,
+    key: &str,
+    state: serde_json::Value,
+) -> Result<serde_json::Value, CheckpointError> {
+    let bytes = serde_json::to_vec(&state)
+        .map_err(|e| CheckpointError::Failed(format!("cannot encode operator state: {e}")))?;
+    if bytes.len() <= INLINE_STATE_BYTES {
+        return Ok(state);
+    }
+    storage.put_bytes(key, &bytes).map_err(|e| {
+        CheckpointError::io(format!("cannot store `{key}` in {}", storage.describe()), e)
+    })?;
+    Ok(serde_json::json!({ STORED_STATE: key }))
 }
 
 /// Checkpoints of one job in a storage: naming, publishing, finding and pruning.
@@ -375,7 +409,32 @@ impl CheckpointStore {
                 ),
             });
         }
+        let mut metadata = metadata;
+        self.resolve_stored_states(&mut metadata)?;
         Ok(metadata)
+    }
+
+    /// Replaces references to stored operator state by the state, so that readers of the
+    /// metadata see it as if it had been inline.
+    fn resolve_stored_states(
+        &self,
+        metadata: &mut CheckpointMetadata,
+    ) -> Result<(), CheckpointError> {
+        for state in metadata.operators.iter_mut().flat_map(|o| &mut o.subtasks) {
+            let Some(key) = stored_state_key(&state.state).map(str::to_string) else {
+                continue;
+            };
+            let location = format!("{}/{key}", self.storage.describe());
+            let bytes = self
+                .storage
+                .get_bytes(&key)
+                .map_err(|e| CheckpointError::io(format!("cannot read `{location}`"), e))?;
+            state.state = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+                location,
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     /// The newest completed checkpoint, if any.
@@ -459,6 +518,32 @@ mod tests {
                 }],
             }],
         }
+    }
+
+    #[test]
+    fn large_operator_state_is_stored_apart_and_read_back_transparently() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(DirStorage::new(dir.path()).unwrap());
+        let store = CheckpointStore::new(storage.clone());
+        let small = serde_json::json!({"pending": []});
+        assert_eq!(
+            store_large_state(storage.as_ref(), "chk-0000000001/s.json", small.clone()).unwrap(),
+            small
+        );
+        let table: Vec<(Vec<i64>, i64)> = (0..20_000).map(|i| (vec![i, i * 7], 1)).collect();
+        let large = serde_json::json!({ "pending": [], "table": table });
+        let reference =
+            store_large_state(storage.as_ref(), "chk-0000000001/s.json", large.clone()).unwrap();
+        assert_eq!(stored_state_key(&reference), Some("chk-0000000001/s.json"));
+        let mut m = metadata(1, &[]);
+        m.operators[0].subtasks[0].state = reference;
+        store.publish(&m).unwrap();
+        let published = std::fs::metadata(dir.path().join("chk-0000000001/_metadata")).unwrap();
+        assert!(
+            published.len() < INLINE_STATE_BYTES as u64,
+            "the metadata stays small"
+        );
+        assert_eq!(store.load(1).unwrap().operators[0].subtasks[0].state, large);
     }
 
     #[test]

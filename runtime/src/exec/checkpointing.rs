@@ -241,14 +241,52 @@ fn upload(
     acknowledge: &dyn Fn(CoordinatorInput),
     fail: &(impl Fn(ExecError) + Sync),
 ) {
+    // Where end-of-input states go when large: the storage of the latest checkpoint.
+    let mut last_store: Option<crate::checkpoint::CheckpointStore> = None;
+    let run = std::process::id();
     for report in reports.iter() {
         let target = match report.point {
             SnapshotPoint::Barrier(id) => target_of(id),
             SnapshotPoint::EndOfInput => None,
         };
+        if let Some(t) = &target {
+            last_store = Some(t.store.clone());
+        }
         let mut subtasks = Vec::with_capacity(report.subtasks.len());
         for pending in report.subtasks {
             let mut state = pending.state;
+            // Large operator state goes to storage, the report carries a reference.
+            let stored = match (&target, &last_store) {
+                (Some(t), _) => Some((
+                    t.store.clone(),
+                    format!(
+                        "{}/state-{}-{}.json",
+                        crate::checkpoint::store::checkpoint_dir(t.checkpoint),
+                        pending.node,
+                        state.subtask
+                    ),
+                )),
+                // An end-of-input state stands in for the task in every later checkpoint: it
+                // is kept apart, where pruning never reaches.
+                (None, Some(store)) => Some((
+                    store.clone(),
+                    format!(
+                        "finished/state-{}-{}-{:x}-{}.json",
+                        pending.node, state.subtask, run, report.task
+                    ),
+                )),
+                (None, None) => None,
+            };
+            if let Some((store, key)) = stored {
+                let value = std::mem::take(&mut state.state);
+                match crate::checkpoint::store::store_large_state(store.storage(), &key, value) {
+                    Ok(v) => state.state = v,
+                    Err(e) => {
+                        fail(ExecError::Checkpoint(e));
+                        return;
+                    }
+                }
+            }
             if let (Some(upload), Some(target)) = (pending.keyed, &target) {
                 match upload(target) {
                     Ok(handle) => {
