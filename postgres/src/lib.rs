@@ -170,11 +170,22 @@ fn quote_ident(name: &str) -> String {
         .join(".")
 }
 
+/// A connection whose string literals follow the SQL standard: the queries here quote names
+/// inside literals by doubling `'`, which is only safe with `standard_conforming_strings` on
+/// (a server or role that turns it off would read a backslash as an escape).
 fn connect(url: &str) -> Result<Client, PgError> {
-    Client::connect(url, NoTls).map_err(|source| PgError::Connect {
+    let mut client = Client::connect(url, NoTls).map_err(|source| PgError::Connect {
         url: redact(url),
         source,
-    })
+    })?;
+    client
+        .batch_execute("SET standard_conforming_strings = on")
+        .map_err(|source| PgError::Query {
+            action: "session setup",
+            table: String::new(),
+            source,
+        })?;
+    Ok(client)
 }
 
 /// Creates Eddy's own tables once per database, under an advisory lock so that subtasks
