@@ -551,6 +551,13 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             .map(absolute)
             .unwrap_or_default(),
     };
+    if request.checkpoint_interval_ms > 0 && request.checkpoint_dir.is_empty() {
+        // A new leader (or a worker) on another host would not find them there.
+        eprintln!(
+            "note: without --checkpoint-dir the checkpoints go under the leader's data directory; \
+             when coordinators and workers run on several hosts, give a directory on storage they all reach"
+        );
+    }
     let rt = runtime()?;
     match rt.block_on(call(&args.client, |mut c| {
         let r = request.clone();
