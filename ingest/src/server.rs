@@ -235,6 +235,29 @@ async fn single(State(ingest): State<Ingest>, body: Bytes) -> Response {
     }
 }
 
+/// The events of a batch body with their indexes: one per line for NDJSON (or a body that is
+/// not an array; blank lines are no events, but indexes stay line numbers from 0), else the
+/// elements of a JSON array.
+pub fn split_batch(text: &str, ndjson: bool) -> Result<Vec<(usize, &str)>, String> {
+    if ndjson || !text.trim_start().starts_with('[') {
+        return Ok(text
+            .lines()
+            .map(str::trim)
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .collect());
+    }
+    serde_json::from_str::<Vec<&RawValue>>(text)
+        .map(|items| {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| (i, item.get()))
+                .collect()
+        })
+        .map_err(|e| format!("the body is not a JSON array of events ({e}); send an array, or one event per line with Content-Type: application/x-ndjson"))
+}
+
 async fn batch(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text".into());
@@ -243,28 +266,12 @@ async fn batch(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) ->
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("ndjson") || v.contains("jsonl"));
-    let envelopes: Vec<(usize, Envelope)> = if ndjson || !text.trim_start().starts_with('[') {
-        // Blank lines are no events, but the indexes stay line numbers (from 0).
-        text.lines()
-            .map(str::trim)
-            .enumerate()
-            .filter(|(_, l)| !l.is_empty())
-            .map(|(i, l)| (i, Envelope::Text(l)))
-            .collect()
-    } else {
-        match serde_json::from_str::<Vec<&RawValue>>(text) {
-            Ok(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| (i, Envelope::Text(item.get())))
-                .collect(),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body is not a JSON array of events ({e}); send an array, or one event per line with Content-Type: application/x-ndjson"),
-                )
-            }
-        }
+    let envelopes: Vec<(usize, Envelope)> = match split_batch(text, ndjson) {
+        Ok(items) => items
+            .into_iter()
+            .map(|(i, item)| (i, Envelope::Text(item)))
+            .collect(),
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match ingest.take(envelopes).await {
         Ok(outcome) => json(StatusCode::OK, &outcome),

@@ -163,6 +163,15 @@ fn encode(element: Element) -> Result<(Kind, usize), String> {
     })
 }
 
+/// The element a frame from another worker carries; an error for a frame that is not one
+/// (also what a hostile or broken peer sends: never a panic).
+pub fn decode_frame(frame: ExchangeFrame) -> Result<Element, String> {
+    match frame.kind {
+        Some(kind) => decode(kind),
+        None => Err("an empty frame".into()),
+    }
+}
+
 fn decode(kind: Kind) -> Result<Element, String> {
     Ok(match kind {
         Kind::Batch(bytes) => {
