@@ -464,7 +464,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let factory = Factory::new(plan.settings.clone());
     if let Some(r) = &plan.settings.restore {
         // The previous run may have died between completing this checkpoint and committing it.
-        commit_checkpoint(&factory, &graph, &r.metadata)?;
+        commit_checkpoint(&factory, &graph, &r.metadata, &r.store)?;
         if !args.quiet {
             eprintln!(
                 "{}: resuming from checkpoint {} in {}",

@@ -144,12 +144,23 @@ impl Running {
     }
 
     /// Publishes what a completed checkpoint covers for the subtasks that run here.
-    pub fn commit(&self, metadata: &CheckpointMetadata) -> Result<(), WorkerError> {
-        commit_checkpoint_where(self.factory.as_ref(), &self.graph, metadata, &|n, s| {
-            // A restored state of another parallelism is committed by the subtask it maps to.
-            let p = self.graph.nodes[n].parallelism.max(1);
-            self.hosts(n, s % p)
-        })
+    /// `store` holds the checkpoint (and any operator state its metadata refers to).
+    pub fn commit(
+        &self,
+        metadata: &CheckpointMetadata,
+        store: &CheckpointStore,
+    ) -> Result<(), WorkerError> {
+        commit_checkpoint_where(
+            self.factory.as_ref(),
+            &self.graph,
+            metadata,
+            store,
+            &|n, s| {
+                // A restored state of another parallelism is committed by the subtask it maps to.
+                let p = self.graph.nodes[n].parallelism.max(1);
+                self.hosts(n, s % p)
+            },
+        )
         .map_err(WorkerError::Checkpoint)
     }
 }
@@ -277,7 +288,7 @@ pub fn prepare(
     if let Some(r) = &restore {
         // The previous attempt may have died between completing this checkpoint and
         // committing it; commits are idempotent.
-        running.commit(&r.metadata)?;
+        running.commit(&r.metadata, &r.store)?;
     }
     let options = ExecOptions {
         placement: Some(Placement {

@@ -366,13 +366,14 @@ impl WorkerControl for Control {
             .status());
         };
         tokio::task::spawn_blocking(move || {
+            let store = CheckpointStore::open_dir(std::path::Path::new(&r.location))?;
             let metadata: CheckpointMetadata = if r.metadata_json.is_empty() {
-                CheckpointStore::open_dir(std::path::Path::new(&r.location))?.load(r.checkpoint)?
+                store.load(r.checkpoint)?
             } else {
                 serde_json::from_slice(&r.metadata_json)
                     .map_err(|e| WorkerError::Job(format!("unreadable checkpoint metadata: {e}")))?
             };
-            running.commit(&metadata)
+            running.commit(&metadata, &store)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?

@@ -15,6 +15,7 @@ use super::storage::CheckpointStorage;
 use super::CheckpointId;
 use crate::keygroup::KeyGroupRange;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -421,20 +422,35 @@ impl CheckpointStore {
         metadata: &mut CheckpointMetadata,
     ) -> Result<(), CheckpointError> {
         for state in metadata.operators.iter_mut().flat_map(|o| &mut o.subtasks) {
-            let Some(key) = stored_state_key(&state.state).map(str::to_string) else {
-                continue;
-            };
-            let location = format!("{}/{key}", self.storage.describe());
-            let bytes = self
-                .storage
-                .get_bytes(&key)
-                .map_err(|e| CheckpointError::io(format!("cannot read `{location}`"), e))?;
-            state.state = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
-                location,
-                message: e.to_string(),
-            })?;
+            if let Cow::Owned(resolved) = self.resolve_state(state)? {
+                *state = resolved;
+            }
         }
         Ok(())
+    }
+
+    /// A subtask's state with its operator state read from this storage when the metadata
+    /// refers to it (metadata fresh from a checkpoint coordinator still does).
+    pub fn resolve_state<'a>(
+        &self,
+        state: &'a SubtaskState,
+    ) -> Result<Cow<'a, SubtaskState>, CheckpointError> {
+        let Some(key) = stored_state_key(&state.state) else {
+            return Ok(Cow::Borrowed(state));
+        };
+        let location = format!("{}/{key}", self.storage.describe());
+        let bytes = self
+            .storage
+            .get_bytes(key)
+            .map_err(|e| CheckpointError::io(format!("cannot read `{location}`"), e))?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+            location,
+            message: e.to_string(),
+        })?;
+        Ok(Cow::Owned(SubtaskState {
+            state: value,
+            ..state.clone()
+        }))
     }
 
     /// The newest completed checkpoint, if any.

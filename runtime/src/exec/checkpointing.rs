@@ -433,15 +433,11 @@ fn drive<F: Fn(ExecError) + Sync>(
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .remove(&metadata.checkpoint);
-                        let location = if savepoint {
-                            settings
-                                .savepoint_on_stop
-                                .as_ref()
-                                .map(|s| s.storage().describe())
-                                .unwrap_or_default()
-                        } else {
-                            settings.store.storage().describe()
+                        let store = match &settings.savepoint_on_stop {
+                            Some(s) if savepoint => s,
+                            _ => &settings.store,
                         };
+                        let location = store.storage().describe();
                         if savepoint {
                             if let Err(e) = settings
                                 .store
@@ -451,7 +447,7 @@ fn drive<F: Fn(ExecError) + Sync>(
                                 return completed;
                             }
                         }
-                        if let Err(e) = super::commit_checkpoint(factory, graph, &metadata) {
+                        if let Err(e) = super::commit_checkpoint(factory, graph, &metadata, store) {
                             fail(ExecError::Checkpoint(e));
                             return completed;
                         }

@@ -115,8 +115,8 @@ pub trait TaskFactory: Sync {
         None
     }
 
-    /// A checkpoint that holds `state` for a subtask of `node` completed: make what it covers
-    /// visible (sinks publish staged files). Called again for the same state after a restore,
+    /// A checkpoint that holds `state` for a subtask of sink `node` completed: make what it
+    /// covers visible (publish staged files, commit a transaction). Called again for the same state after a restore,
     /// so it must be idempotent.
     fn commit(
         &self,
@@ -128,16 +128,17 @@ pub trait TaskFactory: Sync {
     }
 }
 
-/// Makes visible what a completed checkpoint covers: [`TaskFactory::commit`] for every subtask
-/// state of every operator of `graph` it holds (matched by name). Run when a checkpoint
-/// completes, and again on restore, since the previous run may have died between completing the
-/// checkpoint and committing it.
+/// Makes visible what a completed checkpoint covers: [`TaskFactory::commit`] for every sink
+/// subtask state of `graph` it holds (matched by name), its operator state read from `store`
+/// where the metadata refers to it. Run when a checkpoint completes, and again on restore,
+/// since the previous run may have died between completing the checkpoint and committing it.
 pub fn commit_checkpoint(
     factory: &dyn TaskFactory,
     graph: &JobGraph,
     metadata: &crate::checkpoint::CheckpointMetadata,
+    store: &crate::checkpoint::CheckpointStore,
 ) -> Result<(), CheckpointError> {
-    commit_checkpoint_where(factory, graph, metadata, &|_, _| true)
+    commit_checkpoint_where(factory, graph, metadata, store, &|_, _| true)
 }
 
 /// [`commit_checkpoint`] for the subtask states `mine(node, subtask)` selects: a cluster worker
@@ -146,15 +147,20 @@ pub fn commit_checkpoint_where(
     factory: &dyn TaskFactory,
     graph: &JobGraph,
     metadata: &crate::checkpoint::CheckpointMetadata,
+    store: &crate::checkpoint::CheckpointStore,
     mine: &dyn Fn(NodeId, u32) -> bool,
 ) -> Result<(), CheckpointError> {
     for op in &metadata.operators {
         let Some(node) = graph.nodes.iter().position(|n| n.name == op.name) else {
             continue;
         };
+        if !matches!(graph.nodes[node].kind, NodeKind::Sink(_)) {
+            continue;
+        }
         for state in op.subtasks.iter().filter(|s| mine(node, s.subtask)) {
+            let state = store.resolve_state(state)?;
             factory
-                .commit(graph, node, state)
+                .commit(graph, node, &state)
                 .map_err(|source| CheckpointError::Commit {
                     checkpoint: metadata.checkpoint,
                     node: op.name.clone(),
