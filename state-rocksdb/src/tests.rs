@@ -199,6 +199,71 @@ fn checkpoints_are_incremental() {
 }
 
 #[test]
+fn a_restored_state_that_fits_half_the_cache_is_read_into_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let n = 300;
+    let mut b =
+        RocksBackend::open(&dir.path().join("s"), "op-0", ALL, &options(100_000), None).unwrap();
+    fill(&mut b, n);
+    let first = b.snapshot(1).unwrap()(&target(&store, 1)).unwrap();
+    let open = |name: &str, handle: &KeyedStateHandle, cache: usize| {
+        RocksBackend::open(
+            &dir.path().join(name),
+            "op-0",
+            ALL,
+            &options(cache),
+            Some(Restore {
+                store: &store,
+                handles: vec![(ALL, handle)],
+                reuse_files: true,
+            }),
+        )
+        .unwrap()
+    };
+    // 300 values, maps and lists of 2 (900 entries with their keys) fit in 2,000.
+    let mut warm = open("warm", &first, 2_000);
+    let mut v = warm.value_state::<i64>("v");
+    let m = warm.map_state::<i64, String>("m");
+    let mut l = warm.list_state::<i64>("l");
+    let _t = warm.timers("t");
+    assert!(lock(&v.0).complete && lock(&m.0).complete && lock(&l.0).complete);
+    assert_eq!(lock(&l.0).len, 900);
+    for i in 0..n {
+        let kg = (i % 128) as KeyGroup;
+        assert_eq!(v.get(kg, &key(i)), Some(i * 10));
+        assert_eq!(m.get(kg, &key(i), &i), Some(format!("m{i}")));
+        let mut items = Vec::new();
+        l.for_each(kg, &key(i), |x| items.push(*x));
+        assert_eq!(items, vec![i, i + 1]);
+    }
+    assert_eq!(v.get(5, &key(n + 5)), None, "a key never written is absent");
+    // Changes to what was read in are written back like any other.
+    l.retain(0, &key(0), |x| *x != 0);
+    v.update(1, &key(1), |x| *x = None);
+    l.add(2, &key(2), 7);
+    let second = warm.snapshot(2).unwrap()(&target(&store, 2)).unwrap();
+    assert!(warm.take_error().is_none());
+    // Read back cold (a cache too small to warm up in).
+    let mut cold = open("cold", &second, 10);
+    let v = cold.value_state::<i64>("v");
+    let _m = cold.map_state::<i64, String>("m");
+    let l = cold.list_state::<i64>("l");
+    assert!(!lock(&v.0).complete && !lock(&l.0).complete);
+    let list = |k: i64| {
+        let mut items = Vec::new();
+        l.for_each((k % 128) as KeyGroup, &key(k), |x| items.push(*x));
+        items
+    };
+    assert_eq!(
+        (list(0), list(2), list(3)),
+        (vec![1], vec![2, 3, 7], vec![3, 4])
+    );
+    assert_eq!((v.get(1, &key(1)), v.get(2, &key(2))), (None, Some(20)));
+    assert!(cold.take_error().is_none());
+}
+
+#[test]
 fn a_changed_state_type_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
