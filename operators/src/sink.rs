@@ -201,7 +201,7 @@ pub fn commit(state: &SubtaskState) -> Result<(), BuildError> {
     if state.state.is_null() {
         return Ok(());
     }
-    let state: SinkState = serde_json::from_value(state.state.clone())
+    let state = SinkState::deserialize(&state.state)
         .map_err(|e| BuildError::internal(format!("unreadable sink state: {e}")))?;
     if !state.pending.is_empty() {
         eddy_runtime::faults::check(eddy_runtime::faults::Site::Commit).map_err(|e| {
@@ -390,7 +390,7 @@ impl Sink {
             if state.state.is_null() {
                 continue;
             }
-            let state: SinkState = serde_json::from_value(state.state.clone()).map_err(|e| {
+            let state = SinkState::deserialize(&state.state).map_err(|e| {
                 BuildError::new(format!(
                     "sink `{}`: unreadable state in the checkpoint: {e}",
                     graph.nodes[node].name

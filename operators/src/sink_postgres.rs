@@ -88,7 +88,7 @@ pub fn commit(graph: &JobGraph, node: NodeId, state: &SubtaskState) -> Result<()
     let Some(target) = target(graph, node) else {
         return Ok(());
     };
-    let s: PgSinkState = serde_json::from_value(state.state.clone())
+    let s = PgSinkState::deserialize(&state.state)
         .map_err(|e| BuildError::internal(format!("unreadable PostgreSQL sink state: {e}")))?;
     eddy_postgres::commit(&target, &sink_id(graph, node), &s.run, s.epoch)
         .map_err(|e| build_error(e, &graph.nodes[node].name))

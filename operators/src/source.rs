@@ -409,7 +409,7 @@ impl Splits {
             if state.state.is_null() {
                 continue;
             }
-            let positions: Positions = serde_json::from_value(state.state.clone())
+            let positions = <Positions as serde::Deserialize>::deserialize(&state.state)
                 .map_err(|e| format!("unreadable position in the checkpoint: {e}"))?;
             for (start, end, next) in positions.splits {
                 for split in start.max(range.start)..end.min(range.end) {

@@ -111,7 +111,7 @@ impl KafkaSource {
             if state.state.is_null() {
                 continue;
             }
-            let p: Positions = serde_json::from_value(state.state.clone()).map_err(|e| {
+            let p = <Positions as serde::Deserialize>::deserialize(&state.state).map_err(|e| {
                 BuildError::internal(format!("unreadable Kafka offsets in the checkpoint: {e}"))
             })?;
             for (partition, next, max_time) in p.partitions {

@@ -388,8 +388,17 @@ impl CheckpointStore {
         })
     }
 
-    /// Reads the metadata of checkpoint `id`.
+    /// Reads the metadata of checkpoint `id`, with its operator state (also what is stored
+    /// apart from the metadata).
     pub fn load(&self, id: CheckpointId) -> Result<CheckpointMetadata, CheckpointError> {
+        let mut metadata = self.load_references(id)?;
+        self.resolve_stored_states(&mut metadata)?;
+        Ok(metadata)
+    }
+
+    /// Reads the metadata of checkpoint `id` as it is stored: large operator state as a
+    /// reference (what pruning needs, without reading and parsing that state).
+    fn load_references(&self, id: CheckpointId) -> Result<CheckpointMetadata, CheckpointError> {
         let key = format!("{}/{METADATA}", checkpoint_dir(id));
         let location = format!("{}/{key}", self.storage.describe());
         let bytes = self
@@ -410,8 +419,6 @@ impl CheckpointStore {
                 ),
             });
         }
-        let mut metadata = metadata;
-        self.resolve_stored_states(&mut metadata)?;
         Ok(metadata)
     }
 
@@ -473,7 +480,11 @@ impl CheckpointStore {
         let io = |e| CheckpointError::io(format!("cannot prune `{}`", self.storage.describe()), e);
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         for &id in &kept {
-            referenced.extend(self.load(id)?.referenced_keys().map(str::to_string));
+            referenced.extend(
+                self.load_references(id)?
+                    .referenced_keys()
+                    .map(str::to_string),
+            );
         }
         let droppable: BTreeSet<String> = self
             .storage
