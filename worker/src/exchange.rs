@@ -172,11 +172,21 @@ pub fn decode_frame(frame: ExchangeFrame) -> Result<Element, String> {
     }
 }
 
+/// Bincode as the sender encodes it, with a bound on what one frame may make the decoder
+/// allocate: a frame that claims a string or a list of a billion elements is an error, not an
+/// abort (found by fuzzing). Frames are at most 64 MiB; what they decode to is larger (a value
+/// of one byte takes 24 in memory), and a real batch stays far below this.
+const DECODE_LIMIT: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<{ 1 << 30 }>,
+> = bincode::config::standard().with_limit::<{ 1 << 30 }>();
+
 fn decode(kind: Kind) -> Result<Element, String> {
     Ok(match kind {
         Kind::Batch(bytes) => {
             let (rows, _): (Vec<Row>, usize) =
-                bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                bincode::serde::decode_from_slice(&bytes, DECODE_LIMIT)
                     .map_err(|e| format!("cannot decode a batch: {e}"))?;
             Element::Batch(rows)
         }
