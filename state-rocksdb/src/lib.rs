@@ -615,6 +615,14 @@ struct ListSlot<T> {
     used: bool,
 }
 
+/// The elements of one key read so far while warming a list table up.
+struct KeyRun<T> {
+    /// The key as stored (`[prefix][encoded key]`).
+    bytes: Vec<u8>,
+    key: Key,
+    items: Vec<(u64, T)>,
+}
+
 impl<T> ListSlot<T> {
     /// A key's list as RocksDB holds it.
     fn stored(items: Vec<(u64, T)>) -> ListSlot<T> {
@@ -663,7 +671,7 @@ impl<T: StateData> ListTable<T> {
         for (i, group) in self.groups.iter_mut().enumerate() {
             let kg = self.start + i as KeyGroup;
             // Elements of one key are adjacent: `[state key][sequence]`.
-            let mut current: Option<(Vec<u8>, Key, Vec<(u64, T)>)> = None;
+            let mut current: Option<KeyRun<T>> = None;
             let whole = self.db.scan(kg, self.id, |k, v| {
                 let Some(split) = k.len().checked_sub(8).filter(|s| *s > 4) else {
                     self.db
@@ -679,10 +687,7 @@ impl<T: StateData> ListTable<T> {
                         return false;
                     }
                 };
-                if current
-                    .as_ref()
-                    .is_none_or(|(bytes, ..)| bytes[..] != key_bytes[..])
-                {
+                if current.as_ref().is_none_or(|run| run.bytes != key_bytes) {
                     let key = match decode::<Key>(&key_bytes[4..]) {
                         Ok(key) => key,
                         Err(e) => {
@@ -690,14 +695,17 @@ impl<T: StateData> ListTable<T> {
                             return false;
                         }
                     };
-                    if let Some((_, key, items)) =
-                        current.replace((key_bytes.to_vec(), key, Vec::new()))
-                    {
-                        group.insert(key, ListSlot::stored(items));
+                    let next = KeyRun {
+                        bytes: key_bytes.to_vec(),
+                        key,
+                        items: Vec::new(),
+                    };
+                    if let Some(run) = current.replace(next) {
+                        group.insert(run.key, ListSlot::stored(run.items));
                     }
                     loaded += 1;
                 }
-                current.as_mut().expect("set above").2.push((seq, item));
+                current.as_mut().expect("set above").items.push((seq, item));
                 loaded += 1;
                 loaded <= budget
             });
@@ -705,8 +713,8 @@ impl<T: StateData> ListTable<T> {
                 self.groups.iter_mut().for_each(|g| g.clear());
                 return;
             }
-            if let Some((_, key, items)) = current {
-                group.insert(key, ListSlot::stored(items));
+            if let Some(run) = current {
+                group.insert(run.key, ListSlot::stored(run.items));
             }
         }
         self.len = loaded;
