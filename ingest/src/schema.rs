@@ -372,7 +372,8 @@ fn compile_node(name: &str, node: &Value, pointer: &str) -> Result<Schema, Schem
             "pattern" => {
                 let text = value.as_str().ok_or_else(|| err(&here, "must be a string".into()))?;
                 schema.pattern = Some(
-                    Regex::new(text).map_err(|e| err(&here, format!("bad pattern: {e}")))?,
+                    eddy_runtime::expr::bounded_regex(text)
+                        .map_err(|e| err(&here, format!("bad pattern: {e}")))?,
                 );
             }
             "format" => match value.as_str() {

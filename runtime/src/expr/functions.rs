@@ -134,12 +134,12 @@ fn literal(t: &Typed) -> Option<&Value> {
 }
 
 fn compile_regex(pattern: &str, span: Range<usize>) -> Result<Regex, ExprError> {
-    Regex::new(pattern).map_err(|e| {
+    super::bounded_regex(pattern).map_err(|e| {
         let detail = e.to_string();
         let last = detail.lines().last().unwrap_or("").trim().to_string();
         ExprError::new(format!("invalid regular expression: {last}"), span).with_help(
             "patterns follow Java syntax where Rust's regex crate supports it \
-             (no look-around, no back-references)",
+             (no look-around, no back-references, at most 32 levels of nesting)",
         )
     })
 }
@@ -611,7 +611,7 @@ fn time_field(ts: Timestamp, field: TimeField) -> i64 {
 }
 
 fn dynamic_regex(pattern: &Value) -> Option<Regex> {
-    Regex::new(pattern.as_str()?).ok()
+    super::bounded_regex(pattern.as_str()?).ok()
 }
 
 impl Func {

@@ -29,6 +29,17 @@ use parser::Parser;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
+/// A regular expression from a job or from data (`REGEXP_*` patterns, JSON Schema `pattern`),
+/// with bounds on nesting and compiled size: a pattern such as `a++++…` nested a few hundred
+/// levels deep overflowed the stack of the thread compiling it (found by fuzzing), and
+/// patterns may come from records.
+pub fn bounded_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .nest_limit(32)
+        .size_limit(1 << 20)
+        .build()
+}
+
 /// A parse or type error: message, byte span in the expression text, optional hint on how to
 /// fix. Errors are values (never panics) so a bad job definition is reported, not crashed on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

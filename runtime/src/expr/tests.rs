@@ -603,6 +603,13 @@ fn regexp_functions() {
     let e = err("REGEXP_EXTRACT(url, '(unclosed', 1)");
     assert!(e.message.starts_with("invalid regular expression"), "{e:?}");
     assert_eq!(e.span, 20..31);
+    // Nested a few hundred levels deep, a pattern overflowed the compiling thread's stack.
+    let deep = format!("REGEXP_EXTRACT(url, 'k{}', 0)", "+".repeat(300));
+    assert!(
+        err(&deep).message.contains("maximum number of nested"),
+        "{:?}",
+        err(&deep)
+    );
     let e = err("REGEXP_EXTRACT(url, '(a)(b)', 3)");
     assert_eq!(
         e.message,
