@@ -331,20 +331,7 @@ impl CoordinatorControl for Api {
     ) -> Result<Response<Empty>, Status> {
         self.require_leader()?;
         let r = request.into_inner();
-        let subtasks: Vec<ReportedSubtask> =
-            decode_subtasks(&r.subtasks_json).map_err(Status::invalid_argument)?;
-        let input = if r.finished {
-            CoordinatorInput::Finished {
-                task: r.task as usize,
-                subtasks,
-            }
-        } else {
-            CoordinatorInput::Ack {
-                checkpoint: r.checkpoint,
-                task: r.task as usize,
-                subtasks,
-            }
-        };
+        let input = checkpoint_input(&r).map_err(Status::invalid_argument)?;
         self.leader.send(
             &r.job_id,
             JobEvent::Ack {
@@ -448,6 +435,24 @@ fn output_directories(graph: &eddy_runtime::graph::JobGraph) -> Vec<String> {
 }
 
 /// Decodes an acknowledgement's subtask states.
+/// What a worker's acknowledgement tells the job's checkpoint coordinator (an error for one
+/// that is not well formed: it comes from the network).
+pub fn checkpoint_input(ack: &CheckpointAck) -> Result<CoordinatorInput, String> {
+    let subtasks = decode_subtasks(&ack.subtasks_json)?;
+    Ok(if ack.finished {
+        CoordinatorInput::Finished {
+            task: ack.task as usize,
+            subtasks,
+        }
+    } else {
+        CoordinatorInput::Ack {
+            checkpoint: ack.checkpoint,
+            task: ack.task as usize,
+            subtasks,
+        }
+    })
+}
+
 pub(crate) fn decode_subtasks(json: &[u8]) -> Result<Vec<ReportedSubtask>, String> {
     serde_json::from_slice(json).map_err(|e| format!("bad acknowledgement: {e}"))
 }

@@ -6,7 +6,6 @@
 use eddy_proto::v1;
 use eddy_runtime::checkpoint::coordinator::{
     CheckpointCoordinator, CheckpointLimits, CoordinatorConfig, CoordinatorInput, NodeInfo,
-    ReportedSubtask,
 };
 use eddy_runtime::checkpoint::CheckpointStore;
 use prost::Message;
@@ -103,24 +102,11 @@ pub fn rpc_messages(data: &[u8]) {
             let Ok(ack) = v1::CheckpointAck::decode(body) else {
                 return;
             };
-            let Ok(subtasks) = serde_json::from_slice::<Vec<ReportedSubtask>>(&ack.subtasks_json)
-            else {
+            let Ok(input) = eddy_coordinator::api::checkpoint_input(&ack) else {
                 return;
             };
             let mut coordinator = coordinator();
             let _ = coordinator.handle(CoordinatorInput::Tick);
-            let input = if ack.finished {
-                CoordinatorInput::Finished {
-                    task: ack.task as usize,
-                    subtasks,
-                }
-            } else {
-                CoordinatorInput::Ack {
-                    checkpoint: ack.checkpoint,
-                    task: ack.task as usize,
-                    subtasks,
-                }
-            };
             let _ = coordinator.handle(input);
         }
         1 => {
