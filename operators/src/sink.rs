@@ -594,7 +594,11 @@ mod tests {
         let back = SinkState::deserialize(&json).unwrap().table.rows().unwrap();
         assert_eq!(back.into_iter().collect::<FxHashMap<_, _>>(), table);
         let bad = serde_json::json!({ "pending": [], "table": "not base64!" });
-        let err = SinkState::deserialize(&bad).unwrap().table.rows().unwrap_err();
+        let err = SinkState::deserialize(&bad)
+            .unwrap()
+            .table
+            .rows()
+            .unwrap_err();
         assert!(err.contains("base64"), "{err}");
     }
 }
