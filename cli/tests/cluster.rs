@@ -963,3 +963,40 @@ fn two_live_jobs_cannot_share_a_checkpoint_or_output_directory() {
         assert!(stderr.contains(expect) && stderr.contains(&job), "{stderr}");
     }
 }
+
+#[test]
+fn a_deposed_leader_turns_away_acknowledgements_of_a_newer_term() {
+    // A leader paused or cut off is deposed without knowing it for a while; acknowledgements
+    // of checkpoints its successor triggered must go on to the successor, not be swallowed
+    // (they were, and checkpoints stalled for their whole 30 s timeout: the chaos harness).
+    use eddy_proto::v1::coordinator_control_client::CoordinatorControlClient;
+    use eddy_proto::v1::CheckpointAck;
+    let cluster = Cluster::start(0);
+    let leader = cluster.leader();
+    let addr = cluster.peers[leader - 1].clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = eddy_proto::net::channel(&addr, Duration::from_secs(5)).unwrap();
+        let mut client = CoordinatorControlClient::new(channel);
+        let ack = |term| CheckpointAck {
+            job_id: "job-none".into(),
+            attempt: 1,
+            checkpoint: 1,
+            task: 0,
+            finished: false,
+            subtasks_json: b"[]".to_vec(),
+            term,
+        };
+        let refused = client
+            .acknowledge_checkpoint(ack(u64::MAX))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(refused.message().contains("not the leader"), "{refused:?}");
+        // Of its own term (1 is never newer), it is taken.
+        client.acknowledge_checkpoint(ack(1)).await.unwrap();
+    });
+}

@@ -331,6 +331,10 @@ impl CoordinatorControl for Api {
     ) -> Result<Response<Empty>, Status> {
         self.require_leader()?;
         let r = request.into_inner();
+        if r.term > self.leader.raft.term() {
+            // A newer leader triggered it: this node was deposed and does not know it yet.
+            return Err(not_leader(None));
+        }
         let input = checkpoint_input(&r).map_err(Status::invalid_argument)?;
         self.leader.send(
             &r.job_id,

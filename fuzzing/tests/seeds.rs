@@ -17,8 +17,8 @@ fn write_rpc_seeds() {
         "checkpoint_dir": "", "retain_checkpoints": 1, "generate_events": null, "generate_rate": 1000
     });
     let seeds: Vec<(&str, u8, Vec<u8>)> = vec![
-        ("ack", 0, v1::CheckpointAck { job_id: "job-1".into(), attempt: 1, checkpoint: 1, task: 0, finished: false, subtasks_json: subtasks.into() }.encode_to_vec()),
-        ("finished", 0, v1::CheckpointAck { job_id: "job-1".into(), attempt: 1, checkpoint: 0, task: 1, finished: true, subtasks_json: subtasks.replace("\"node\":0", "\"node\":1").into() }.encode_to_vec()),
+        ("ack", 0, v1::CheckpointAck { job_id: "job-1".into(), attempt: 1, checkpoint: 1, task: 0, finished: false, subtasks_json: subtasks.into(), term: 1 }.encode_to_vec()),
+        ("finished", 0, v1::CheckpointAck { job_id: "job-1".into(), attempt: 1, checkpoint: 0, task: 1, finished: true, subtasks_json: subtasks.replace("\"node\":0", "\"node\":1").into(), term: 0 }.encode_to_vec()),
         ("frame-watermark", 1, v1::ExchangeFrame { kind: Some(v1::exchange_frame::Kind::Watermark(1_767_225_600_000)) }.encode_to_vec()),
         ("frame-batch", 1, v1::ExchangeFrame { kind: Some(v1::exchange_frame::Kind::Batch(vec![1, 0, 2, 5, 0, 0])) }.encode_to_vec()),
         ("complete", 2, v1::CompleteRequest { job_id: "job-1".into(), attempt: 1, metadata_json: br#"{"format":1,"job":"j","checkpoint":3,"finished":false,"completed_at_ms":0,"max_parallelism":128,"operators":[]}"#.to_vec(), checkpoint: 3, location: "/tmp".into() }.encode_to_vec()),

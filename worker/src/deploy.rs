@@ -34,7 +34,8 @@ pub struct Link {
     job: String,
     attempt: u64,
     triggers: Mutex<Triggers>,
-    targets: Mutex<HashMap<CheckpointId, UploadTarget>>,
+    /// Each triggered checkpoint's target and the Raft term of the leader that triggered it.
+    targets: Mutex<HashMap<CheckpointId, (UploadTarget, u64)>>,
     acks: mpsc::UnboundedSender<CheckpointAck>,
     /// The end-of-input reports sent so far: a new leader that adopts the attempt asks for
     /// them (the old leader may have died with them).
@@ -55,12 +56,16 @@ impl Link {
     /// A checkpoint was triggered: remember where it goes and start it at the local sources
     /// (or as soon as they registered). A repeated trigger is harmless: sources start each
     /// checkpoint once.
-    pub fn trigger(&self, target: UploadTarget) {
+    /// `term`: the triggering leader's Raft term, which the acknowledgements carry, so that a
+    /// coordinator deposed without knowing it yet turns them away (to the leader that waits
+    /// for them) instead of swallowing them: that stalled checkpoints for their whole timeout
+    /// after a pause or an isolation of the leader (found by the chaos harness).
+    pub fn trigger(&self, target: UploadTarget, term: u64) {
         let id = target.checkpoint;
         self.targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, target);
+            .insert(id, (target, term));
         match &mut *self.triggers.lock().unwrap_or_else(|e| e.into_inner()) {
             Triggers::Waiting(newest) => *newest = (*newest).max(Some(id)),
             Triggers::Registered(inboxes) => {
@@ -88,7 +93,7 @@ impl CheckpointLink for Link {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-            .cloned()
+            .map(|(target, _)| target.clone())
     }
 
     fn acknowledge(&self, input: CoordinatorInput) {
@@ -103,7 +108,18 @@ impl CheckpointLink for Link {
         };
         let subtasks: Vec<ReportedSubtask> = subtasks;
         let json = serde_json::to_vec(&subtasks).unwrap_or_default();
+        // An end-of-input report is for whichever leader there is (0: any term).
+        let term = match finished {
+            true => 0,
+            false => self
+                .targets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&checkpoint)
+                .map_or(0, |(_, term)| *term),
+        };
         let ack = CheckpointAck {
+            term,
             job_id: self.job.clone(),
             attempt: self.attempt,
             checkpoint,

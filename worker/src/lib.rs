@@ -343,11 +343,14 @@ impl WorkerControl for Control {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| WorkerError::Checkpoint(e).status())?;
-        running.link.trigger(UploadTarget {
-            store,
-            checkpoint: r.checkpoint,
-            incremental: r.incremental,
-        });
+        running.link.trigger(
+            UploadTarget {
+                store,
+                checkpoint: r.checkpoint,
+                incremental: r.incremental,
+            },
+            r.term,
+        );
         Ok(Response::new(Empty {}))
     }
 

@@ -317,6 +317,11 @@ impl RaftNode {
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
+    /// The current term as this node knows it.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// Term, leader and log positions, from openraft's metrics.
     pub fn status(&self) -> RaftStatus {
         let metrics = self.raft.metrics();

@@ -299,6 +299,7 @@ impl Running {
             checkpoint,
             store_dir,
             incremental,
+            term: ctx.raft.term(),
         };
         for (addr, result) in ctx
             .workers
