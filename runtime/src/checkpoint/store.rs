@@ -474,9 +474,23 @@ impl CheckpointStore {
     /// and prunes between them), since files of a checkpoint in flight are referenced by no
     /// metadata yet.
     pub fn prune(&self, retain: usize) -> Result<(), CheckpointError> {
+        self.prune_keeping(retain, None)
+    }
+
+    /// [`CheckpointStore::prune`], keeping checkpoint `keep` too (a restore point that newer
+    /// completed checkpoints, not yet recorded as such, would otherwise push out). A cluster
+    /// prunes so when it starts an attempt: an attempt that failed before its first checkpoint
+    /// completed left the files of its checkpoints in flight, and attempt after attempt they
+    /// filled the disk, which made every checkpoint fail (found by the chaos harness).
+    pub fn prune_keeping(
+        &self,
+        retain: usize,
+        keep: Option<CheckpointId>,
+    ) -> Result<(), CheckpointError> {
         let completed = self.completed()?;
         let keep_from = completed.len().saturating_sub(retain.max(1));
-        let kept: Vec<CheckpointId> = completed[keep_from..].to_vec();
+        let mut kept: Vec<CheckpointId> = completed[keep_from..].to_vec();
+        kept.extend(keep.filter(|id| completed.contains(id) && !kept.contains(id)));
         let io = |e| CheckpointError::io(format!("cannot prune `{}`", self.storage.describe()), e);
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         for &id in &kept {
@@ -613,6 +627,21 @@ mod tests {
         assert_eq!(store.next_id().unwrap(), 5);
         store.reserve(9).unwrap();
         store.reserve(6).unwrap();
+        // The restore point of a cluster's next attempt stays, with what it uses, also when
+        // newer checkpoints completed.
+        storage
+            .put_bytes("chk-0000000007/op/MANIFEST", b"m")
+            .unwrap();
+        store.prune_keeping(1, Some(3)).unwrap();
+        assert_eq!(store.completed().unwrap(), vec![3, 4]);
+        assert_eq!(
+            storage.list("shared").unwrap(),
+            vec!["b.sst", "c.sst", "d.sst"]
+        );
+        assert!(!storage
+            .list("")
+            .unwrap()
+            .contains(&"chk-0000000007".to_string()));
         store.prune(1).unwrap();
         assert_eq!(store.reserved().unwrap(), 9);
         assert_eq!(store.next_id().unwrap(), 10);

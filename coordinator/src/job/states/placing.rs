@@ -8,6 +8,7 @@ use crate::job::{record, Deployment, Failure, JobEvent};
 use crate::raft::ProposeError;
 use crate::state::{Command, JobState, WorkerId};
 use eddy_proto::v1::DeployRequest;
+use eddy_runtime::checkpoint::CheckpointStore;
 
 /// Waiting for (or taking) slots for the next attempt.
 #[derive(Default)]
@@ -130,6 +131,20 @@ impl Placing {
             Some(c) => (c.id, c.location.clone()),
             None => (0, String::new()),
         };
+        if job.spec.checkpoint_interval_ms > 0 {
+            // No checkpoint of the job is being written now: what earlier attempts left
+            // unfinished goes, the restore point stays.
+            let dir = std::path::PathBuf::from(&job.spec.checkpoint_dir);
+            let keep = (restore_dir == job.spec.checkpoint_dir).then_some(restore_checkpoint);
+            let retain = job.spec.retain_checkpoints.max(1) as usize;
+            let pruned = tokio::task::spawn_blocking(move || {
+                CheckpointStore::open_dir(&dir)?.prune_keeping(retain, keep)
+            })
+            .await;
+            if let Ok(Err(e)) = pruned {
+                tracing::warn!(job = %job.id, error = %e, "cannot prune the checkpoint directory");
+            }
+        }
         tracing::info!(job = %job.id, attempt, restore_checkpoint, "deploying");
         let workers = deployment.workers();
         let request = DeployRequest {
