@@ -245,7 +245,25 @@ fn run(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = match rt.block_on(eddy_chaos::run(config)) {
+    // Interrupted, the run is dropped: its cluster, dependencies and small file systems stop
+    // with it (they outlived an interrupted harness before).
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            outcome = eddy_chaos::run(config) => Some(outcome),
+            _ = crate::cluster::until_signal() => None,
+        }
+    });
+    let Some(outcome) = outcome else {
+        eprintln!(
+            "interrupted: the cluster and its dependencies are stopped; the run directory {} is kept",
+            dir.display()
+        );
+        if let Some(t) = temp {
+            let _ = t.keep();
+        }
+        return Ok(ExitCode::from(130));
+    };
+    let report = match outcome {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
