@@ -57,6 +57,8 @@ struct Soft {
     /// The term this node leads in; `None` while it does not lead.
     term: Option<u64>,
     heartbeats: HashMap<WorkerId, Instant>,
+    /// When lost workers were last looked for.
+    last_check: Option<Instant>,
     drivers: HashMap<String, JobHandle>,
 }
 
@@ -131,6 +133,21 @@ impl Leader {
         let lost: Vec<(WorkerId, String)> = {
             let mut soft = self.lock();
             let now = Instant::now();
+            let gap = soft.last_check.map_or(Duration::ZERO, |t| now - t);
+            soft.last_check = Some(now);
+            if gap > timeout / 2 {
+                // This process did not run for a while (paused, starved): the heartbeats of
+                // that time are not processed yet, and silence says nothing about the workers.
+                // A leader resumed from a 2 s pause declared every worker lost.
+                tracing::warn!(
+                    gap_ms = gap.as_millis() as u64,
+                    "the leader did not run for a while; heartbeats are awaited afresh"
+                );
+                for seen in soft.heartbeats.values_mut() {
+                    *seen = now;
+                }
+                return;
+            }
             self.raft.with_state(|s| {
                 s.workers
                     .values()
