@@ -36,6 +36,8 @@ pub struct Link {
     triggers: Mutex<Triggers>,
     /// Each triggered checkpoint's target and the Raft term of the leader that triggered it.
     targets: Mutex<HashMap<CheckpointId, (UploadTarget, u64)>>,
+    /// The newest leader term heard of for this attempt (triggers, adoption).
+    term: std::sync::atomic::AtomicU64,
     acks: mpsc::UnboundedSender<CheckpointAck>,
     /// The end-of-input reports sent so far: a new leader that adopts the attempt asks for
     /// them (the old leader may have died with them).
@@ -43,6 +45,13 @@ pub struct Link {
 }
 
 impl Link {
+    /// A leader of `term` drives this attempt: end-of-input reports from now on carry it, so
+    /// that a deposed leader cannot swallow them (the new one would wait for them forever).
+    pub fn observe_term(&self, term: u64) {
+        self.term
+            .fetch_max(term, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The end-of-input reports of the tasks that finished here.
     pub fn finished_reports(&self) -> Vec<CheckpointAck> {
         self.finished
@@ -61,6 +70,7 @@ impl Link {
     /// for them) instead of swallowing them: that stalled checkpoints for their whole timeout
     /// after a pause or an isolation of the leader (found by the chaos harness).
     pub fn trigger(&self, target: UploadTarget, term: u64) {
+        self.observe_term(term);
         let id = target.checkpoint;
         self.targets
             .lock()
@@ -108,9 +118,8 @@ impl CheckpointLink for Link {
         };
         let subtasks: Vec<ReportedSubtask> = subtasks;
         let json = serde_json::to_vec(&subtasks).unwrap_or_default();
-        // An end-of-input report is for whichever leader there is (0: any term).
         let term = match finished {
-            true => 0,
+            true => self.term.load(std::sync::atomic::Ordering::Relaxed),
             false => self
                 .targets
                 .lock()
@@ -279,6 +288,7 @@ pub fn prepare(
         attempt: request.attempt,
         triggers: Mutex::new(Triggers::Waiting(None)),
         targets: Mutex::default(),
+        term: Default::default(),
         acks,
         finished: Mutex::default(),
     });

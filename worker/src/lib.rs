@@ -392,6 +392,7 @@ impl WorkerControl for Control {
         let Some(running) = self.shared.attempt(&r.job_id, r.attempt) else {
             return Ok(Response::new(AttemptDescription::default()));
         };
+        running.link.observe_term(r.term);
         let end = running
             .end
             .lock()

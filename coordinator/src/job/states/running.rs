@@ -611,6 +611,7 @@ pub(super) async fn adopt(driver: &mut Driver, job: &JobRecord) -> Result<Runnin
     let request = DescribeAttemptRequest {
         job_id: job.id.clone(),
         attempt: job.attempt,
+        term: driver.ctx.raft.term(),
     };
     let ctx = &driver.ctx;
     let described = ctx
