@@ -184,13 +184,31 @@ impl Round {
                 (job, RoundKind::Job { output, decoy })
             }
             Scenario::Shop(shop) => {
-                let db = format!("shop{number}");
                 let truth_file = config.dir.join(format!("truth-{number}.json"));
-                let (url, truth) = crate::off_runtime(|| {
-                    let url = create_warehouse(deps, &db)?;
-                    let truth = generate(config, &shop.generate, deps, &db, &truth_file)?;
-                    Ok::<_, ChaosError>((url, truth))
-                })?;
+                // A produce the broker fails (it answered UnknownServerError once, right after
+                // a restart) may still have stored the record: the round's traffic is then
+                // written again into new topics and a new warehouse, never appended twice.
+                let mut tries = 0;
+                let (db, url, truth) = loop {
+                    tries += 1;
+                    let db = match tries {
+                        1 => format!("shop{number}"),
+                        n => format!("shop{number}try{n}"),
+                    };
+                    let made = crate::off_runtime(|| {
+                        let url = create_warehouse(deps, &db)?;
+                        let truth = generate(config, &shop.generate, deps, &db, &truth_file)?;
+                        Ok::<_, ChaosError>((url, truth))
+                    });
+                    match made {
+                        Ok((url, truth)) => break (db, url, truth),
+                        Err(e) if tries < 3 => {
+                            tracing::warn!(round = number, error = %e, "the round's traffic is written again");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 let params: HashMap<String, String> = [
                     ("brokers", deps.broker_address()),
                     ("warehouse", url.clone()),
