@@ -438,7 +438,6 @@ fn output_directories(graph: &eddy_runtime::graph::JobGraph) -> Vec<String> {
         .collect()
 }
 
-/// Decodes an acknowledgement's subtask states.
 /// What a worker's acknowledgement tells the job's checkpoint coordinator (an error for one
 /// that is not well formed: it comes from the network).
 pub fn checkpoint_input(ack: &CheckpointAck) -> Result<CoordinatorInput, String> {
@@ -457,6 +456,7 @@ pub fn checkpoint_input(ack: &CheckpointAck) -> Result<CoordinatorInput, String>
     })
 }
 
+/// Decodes an acknowledgement's subtask states.
 pub(crate) fn decode_subtasks(json: &[u8]) -> Result<Vec<ReportedSubtask>, String> {
     serde_json::from_slice(json).map_err(|e| format!("bad acknowledgement: {e}"))
 }

@@ -65,6 +65,7 @@ impl Link {
     /// A checkpoint was triggered: remember where it goes and start it at the local sources
     /// (or as soon as they registered). A repeated trigger is harmless: sources start each
     /// checkpoint once.
+    ///
     /// `term`: the triggering leader's Raft term, which the acknowledgements carry, so that a
     /// coordinator deposed without knowing it yet turns them away (to the leader that waits
     /// for them) instead of swallowing them: that stalled checkpoints for their whole timeout
