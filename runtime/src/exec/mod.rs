@@ -116,8 +116,8 @@ pub trait TaskFactory: Sync {
     }
 
     /// A checkpoint that holds `state` for a subtask of sink `node` completed: make what it
-    /// covers visible (publish staged files, commit a transaction). Called again for the same state after a restore,
-    /// so it must be idempotent.
+    /// covers visible (publish staged files, commit a transaction). Called again for the same
+    /// state after a restore, so it must be idempotent.
     fn commit(
         &self,
         _graph: &JobGraph,
