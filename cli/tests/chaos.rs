@@ -11,7 +11,7 @@ mod common;
 
 use common::{repo, wait_bounded};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Runs `eddy chaos` with `args` (bounded) and returns its report, after checking that it
 /// passed.
@@ -101,4 +101,135 @@ fn the_shop_survives_postgres_and_kafka_restarts_among_other_faults() {
         assert_eq!(round["missing"], 0, "{round}");
         assert!(round["problems"].as_array().unwrap().is_empty(), "{round}");
     }
+}
+
+/// Runs `eddy` with `args` against `coordinators` (bounded) and returns its stdout.
+fn client(coordinators: &[String], args: &[&str]) -> String {
+    let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .env("EDDY_COORDINATORS", coordinators.join(","))
+        .args(["--timeout", "10s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "eddy {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value after `prefix` on a line of `text`.
+fn field<T: std::str::FromStr>(text: &str, prefix: &str) -> Option<T> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_trigger_lost_on_its_way_is_sent_again() {
+    // The chaos harness found checkpoints stalled for their whole 30 s timeout after a trigger
+    // did not reach a worker (the leader paused, a link dropped it): the leader now sends it
+    // again until it arrives. Here every byte the leader sends to the worker is dropped for
+    // longer than a trigger call may take, then the link heals: the checkpoint triggered
+    // meanwhile must complete, not time out.
+    use eddy_chaos::cluster::{scrape, Cluster, ClusterConfig, Node};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cluster = Cluster::start(&ClusterConfig {
+            exe: env!("CARGO_BIN_EXE_eddy").into(),
+            workers: 1,
+            slots: 4,
+            dir: dir.path().join("cluster"),
+            log_filter: "warn".into(),
+            fault_dir: dir.path().join("faults"),
+            seed: 1,
+        })
+        .await
+        .unwrap();
+        let coordinators = cluster.coordinator_addrs();
+        let started = Instant::now();
+        while client(&coordinators, &["workers"]).lines().count() < 1 {
+            assert!(started.elapsed() < Duration::from_secs(30), "no worker");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let input = format!("input={}", common::input().display());
+        let output = format!("output={}/", dir.path().join("out").display());
+        let ckpt = dir.path().join("ckpt");
+        let job = client(
+            &coordinators,
+            &[
+                "submit",
+                repo().join("jobs/nexmark/q5.toml").to_str().unwrap(),
+                "--param",
+                &input,
+                "--param",
+                &output,
+                "--parallelism",
+                "1",
+                "--checkpoint-interval",
+                "300ms",
+                "--checkpoint-dir",
+                ckpt.to_str().unwrap(),
+                // 50 s for the 100k events: the job runs through the whole test.
+                "--max-rate",
+                "2000",
+            ],
+        )
+        .trim()
+        .to_string();
+        let last_checkpoint = || {
+            field::<u64>(
+                &client(&coordinators, &["status", &job]),
+                "last checkpoint: ",
+            )
+            .unwrap_or(0)
+        };
+        let wait_for = |n: u64| {
+            let started = Instant::now();
+            loop {
+                let last = last_checkpoint();
+                if last >= n {
+                    return last;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "checkpoint {n} did not complete (last {last})"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let before = wait_for(1);
+        let leader: u64 = field(&client(&coordinators, &["list"]), "leader: ").unwrap();
+        let (from, to) = (Node::Coordinator(leader), Node::Worker(0));
+        // Requests on the leader's connections to the worker are held, then dropped with
+        // their connections: longer than the 5 s a trigger call may take.
+        cluster
+            .link(from, to)
+            .unwrap()
+            .update(|s| s.hold_forward = true);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        cluster.link(from, to).unwrap().update(|s| s.resets += 1);
+        cluster.link(from, to).unwrap().heal();
+        // Two more checkpoints: the one triggered during the drop, and the next.
+        wait_for(before + 2);
+        let metrics = scrape(&cluster.metrics[&leader], Duration::from_secs(5))
+            .await
+            .unwrap();
+        let abandoned: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("eddy_checkpoints_abandoned_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(abandoned, 0.0, "{metrics}");
+        client(&coordinators, &["cancel", &job]);
+    });
 }

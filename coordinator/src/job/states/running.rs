@@ -35,6 +35,16 @@ struct PendingCommit {
     backoff: Duration,
 }
 
+/// A trigger that some workers did not receive (a pause, a partition, a dropped call).
+/// Without a resend the checkpoint waits for its whole timeout; triggers are idempotent on
+/// the workers, so it is sent again at each tick until it arrives or the checkpoint ends
+/// (found by the chaos harness: a leader paused while triggering stalled checkpoints 30 s).
+struct Undelivered {
+    request: TriggerRequest,
+    workers: BTreeSet<String>,
+    next_try: Instant,
+}
+
 /// The checkpoints of an attempt.
 struct Checkpoints {
     /// `None` only while it works on a blocking thread.
@@ -46,6 +56,7 @@ struct Checkpoints {
     next_tick: Instant,
     commit: Option<PendingCommit>,
     final_done: bool,
+    undelivered: Option<Undelivered>,
 }
 
 /// A savepoint someone waits for.
@@ -183,6 +194,25 @@ impl Running {
             }
             return Step::Continue;
         }
+        if let Some(u) = &c.undelivered {
+            let pending = c
+                .coordinator
+                .as_ref()
+                .and_then(|co| co.in_flight())
+                .is_some_and(|(id, _)| id == u.request.checkpoint);
+            if !pending {
+                c.undelivered = None;
+            } else if Instant::now() >= u.next_try {
+                let u = c.undelivered.take().expect("checked above");
+                let step = self.send_trigger(u.request, u.workers, driver).await;
+                if !matches!(step, Step::Continue) {
+                    return step;
+                }
+            }
+        }
+        let Some(c) = self.checkpoints.as_mut() else {
+            return Step::Continue;
+        };
         if Instant::now() < c.next_tick {
             return Step::Continue;
         }
@@ -253,6 +283,8 @@ impl Running {
                     reason,
                 } => {
                     tracing::warn!(job = %driver.job, checkpoint, %reason, "checkpoint abandoned");
+                    metrics::counter!("eddy_checkpoints_abandoned_total", "job" => driver.job.clone())
+                        .increment(1);
                     if savepoint {
                         self.fail_savepoints(&format!("the savepoint did not complete: {reason}"));
                     }
@@ -301,16 +333,26 @@ impl Running {
             incremental,
             term: ctx.raft.term(),
         };
+        let workers = self.workers.clone();
+        self.send_trigger(request, workers, driver).await
+    }
+
+    /// Sends `request` to `workers`; those it did not reach get it again at a later tick.
+    async fn send_trigger(
+        &mut self,
+        request: TriggerRequest,
+        workers: BTreeSet<String>,
+        driver: &mut Driver,
+    ) -> Step {
+        let ctx = &driver.ctx;
+        let checkpoint = request.checkpoint;
+        let mut missed = BTreeSet::new();
         for (addr, result) in ctx
             .workers
-            .call_all(
-                self.workers.iter().cloned(),
-                ctx.options.rpc_timeout,
-                |_, mut c| {
-                    let r = request.clone();
-                    async move { c.trigger_checkpoint(r).await }
-                },
-            )
+            .call_all(workers, ctx.options.rpc_timeout, |_, mut c| {
+                let r = request.clone();
+                async move { c.trigger_checkpoint(r).await }
+            })
             .await
         {
             match result {
@@ -321,11 +363,18 @@ impl Running {
                         self.attempt
                     )))
                 }
-                // Lost or late: the checkpoint times out and the next one subsumes it.
                 Err(s) => {
-                    tracing::debug!(job = %driver.job, checkpoint, %addr, error = %s.message(), "trigger not delivered")
+                    tracing::debug!(job = %driver.job, checkpoint, %addr, error = %s.message(), "trigger not delivered; resending");
+                    missed.insert(addr);
                 }
             }
+        }
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.undelivered = (!missed.is_empty()).then(|| Undelivered {
+                request,
+                workers: missed,
+                next_try: Instant::now() + ctx.options.tick,
+            });
         }
         Step::Continue
     }
@@ -586,6 +635,7 @@ fn checkpoints(driver: &Driver, job: &JobRecord, graph: &JobGraph) -> Option<Che
         next_tick: Instant::now() + interval,
         commit: None,
         final_done: false,
+        undelivered: None,
     })
 }
 
