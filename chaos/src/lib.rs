@@ -134,11 +134,13 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let mut records: Vec<FaultRecord> = Vec::new();
     let mut round = Round::start(&config, &client, &monitor, &checkpoints, &deps, 1).await?;
     let mut baseline: Option<f64> = None;
+    let progress = Progress::new(&config.dir);
     for (index, planned) in schedule.iter().enumerate() {
         // A round whose job finished is checked, and the next one starts.
         if round.finished(&monitor) {
             let result = round.verify(&config, &monitor).await;
             discard_checkpoints(&checkpoints, &result);
+            progress.append(&result);
             rounds.push(result);
             round = Round::start(
                 &config,
@@ -182,6 +184,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
             report::show(record.throughput_recovery_ms),
             if record.within_bound { "" } else { "  (over the bound)" }
         );
+        progress.append(&record);
         records.push(record);
     }
     injector.heal_all(&mut cluster, &mut deps).await;
@@ -191,7 +194,9 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     round
         .wait_finished_supervised(&monitor, bound, &mut cluster, &mut injector)
         .await;
-    rounds.push(round.verify(&config, &monitor).await);
+    let last = round.verify(&config, &monitor).await;
+    progress.append(&last);
+    rounds.push(last);
     let observed = monitor.stop().await;
     // The history of every job, for a post-mortem of a failed run.
     let samples = config.dir.join("samples.jsonl");
@@ -222,6 +227,36 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     );
     report.crashes = std::mem::take(&mut injector.crashes);
     Ok(report)
+}
+
+/// Every fault record and round result as a JSON line, written as the run goes: a long run
+/// cut off (a stop, a lost session) still leaves what it found so far.
+struct Progress {
+    path: PathBuf,
+}
+
+impl Progress {
+    fn new(dir: &std::path::Path) -> Progress {
+        let path = dir.join("progress.jsonl");
+        let _ = std::fs::remove_file(&path);
+        Progress { path }
+    }
+
+    fn append(&self, item: &impl serde::Serialize) {
+        use std::io::Write;
+        let written = serde_json::to_string(item)
+            .map_err(std::io::Error::other)
+            .and_then(|line| {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                writeln!(f, "{line}")
+            });
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot record the progress");
+        }
+    }
 }
 
 /// Removes the checkpoints of a round that passed, as an operator removes those of a finished
