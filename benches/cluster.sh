@@ -8,7 +8,8 @@
 # 5M), without checkpoints, interleaved RUNS times (default 3):
 #   run      `eddy run` (one process, tasks on threads, channels in memory): the baseline
 #   cluster  3 coordinator and 2 worker processes (`eddy coordinator`, `eddy worker`, slots 1
-#            each, so every task has a partner on the other worker): records cross gRPC
+#            each, so every task has a partner on the other worker): records cross gRPC, with
+#            mutual TLS (TLS=0 in the environment: --insecure, to measure what TLS costs)
 # and prints median wall times, the ratio cluster/run (1.10 = 10 % slower) and the bytes per
 # second the exchange carried (from the workers' /metrics). Cluster times run from `eddy
 # submit` to `eddy status --wait` seeing the job finished (status polls every 200 ms).
@@ -51,16 +52,26 @@ start_cluster() {
     port=$(free_port)
     peers+="${peers:+,}$id=127.0.0.1:$port"; addrs+="${addrs:+,}127.0.0.1:$port"
   done
+  # Mutual TLS as clusters run by default; TLS=0 runs them with --insecure (to measure its cost).
+  local sec_c=() sec_w=()
+  if [ "${TLS:-1}" = 1 ]; then
+    "$eddy" certs init "$dir/certs" --workers 2 >/dev/null 2>&1
+    export EDDY_TLS_DIR=$dir/certs/client
+  else
+    unset EDDY_TLS_DIR
+  fi
   for id in 1 2 3; do
+    if [ "${TLS:-1}" = 1 ]; then sec_c=(--tls-dir "$dir/certs/coordinator-$id"); else sec_c=(--insecure); fi
     "$eddy" coordinator --id "$id" --listen "$(echo "$addrs" | cut -d, -f"$id")" --peers "$peers" \
-      --worker-timeout "$timeout" --data-dir "$dir/c$id" 2>>"$dir/log" &
+      --worker-timeout "$timeout" --data-dir "$dir/c$id" "${sec_c[@]}" 2>>"$dir/log" &
     coord_pids+=($!); pids+=($!)
   done
   export EDDY_COORDINATORS=$addrs
   for w in 1 2; do
     port=$(free_port)
+    if [ "${TLS:-1}" = 1 ]; then sec_w=(--tls-dir "$dir/certs/worker-$w"); else sec_w=(--insecure); fi
     "$eddy" worker --listen 127.0.0.1:0 --slots "${slots:-1}" --heartbeat 200ms \
-      --metrics "127.0.0.1:$port" --data-dir "$dir/w$w" 2>>"$dir/log" &
+      --metrics "127.0.0.1:$port" --data-dir "$dir/w$w" "${sec_w[@]}" 2>>"$dir/log" &
     worker_pids+=($!); pids+=($!); worker_metrics+=("127.0.0.1:$port")
   done
   until [ "$("$eddy" workers --timeout 2s 2>/dev/null | wc -l)" = 2 ]; do sleep 0.1; done

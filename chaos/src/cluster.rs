@@ -127,6 +127,8 @@ pub struct Cluster {
     pub metrics: BTreeMap<u64, String>,
     /// The proxy of each directed link (from, to).
     proxies: BTreeMap<(Node, Node), Proxy>,
+    /// The CA and the certificates of the nodes and the harness.
+    certs: PathBuf,
 }
 
 impl Drop for Cluster {
@@ -179,6 +181,17 @@ impl Cluster {
         let coordinators: Vec<String> = (1..=3)
             .map(|id| addrs[&Node::Coordinator(id)].clone())
             .collect();
+        // Mutual TLS between every pair of nodes and with the harness, as a cluster runs by
+        // default (the proxies pass the encrypted bytes through).
+        let certs = config.dir.join("certs");
+        if !certs.join("ca/ca.pem").exists() {
+            let specs = eddy_security::certs::default_nodes(config.workers as u32, &[], &[])
+                .map_err(|e| ChaosError::Setup(format!("certificates: {e}")))?;
+            eddy_security::certs::init(&certs, &specs)
+                .map_err(|e| ChaosError::Setup(format!("certificates: {e}")))?;
+        }
+        eddy_proto::net::use_tls(&certs.join("client"))
+            .map_err(|e| ChaosError::Setup(format!("certificates: {e}")))?;
         let mut processes = BTreeMap::new();
         for &node in &nodes {
             let routes: Vec<String> = nodes
@@ -204,10 +217,15 @@ impl Cluster {
                     "1500ms".into(),
                     "--metrics".into(),
                     metrics[&id].clone(),
+                    "--tls-dir".into(),
+                    certs
+                        .join(format!("coordinator-{id}"))
+                        .display()
+                        .to_string(),
                     "--data-dir".into(),
                     dir.display().to_string(),
                 ],
-                Node::Worker(_) => {
+                Node::Worker(i) => {
                     env.push((
                         eddy_runtime::faults::FAULTS_ENV.to_string(),
                         config
@@ -226,6 +244,11 @@ impl Cluster {
                         config.slots.to_string(),
                         "--heartbeat".into(),
                         "200ms".into(),
+                        "--tls-dir".into(),
+                        certs
+                            .join(format!("worker-{}", i + 1))
+                            .display()
+                            .to_string(),
                         "--data-dir".into(),
                         dir.display().to_string(),
                     ]
@@ -247,7 +270,14 @@ impl Cluster {
             addrs,
             metrics,
             proxies,
+            certs,
         })
+    }
+
+    /// The client certificate directory for `eddy` commands against this cluster
+    /// (`EDDY_TLS_DIR`).
+    pub fn client_tls_dir(&self) -> PathBuf {
+        self.certs.join("client")
     }
 
     /// The coordinators' client addresses (direct, not through proxies).

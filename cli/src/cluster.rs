@@ -28,6 +28,61 @@ pub struct ClientArgs {
     /// Give up after this long without an answer from a leader (e.g. 10s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::parse_interval)]
     pub timeout: Duration,
+    /// A client certificate directory, for a cluster that runs with TLS (`eddy certs init DIR`
+    /// makes DIR/client; `eddy local` prints its own).
+    #[arg(long, env = "EDDY_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+}
+
+/// How a coordinator or worker protects its connections: exactly one of the two.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct NodeSecurity {
+    /// This node's certificate directory (`eddy certs init DIR` makes DIR/coordinator-1,
+    /// DIR/worker-1, ...): mutual TLS with every peer and client; reloaded on SIGHUP.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Run without TLS: whoever reaches this node's port can submit jobs, read their
+    /// parameters and pose as a node. Only on a network you trust completely.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl NodeSecurity {
+    /// Sets up this process's transport for a node of `role`; with TLS, reloads the
+    /// certificates on SIGHUP. Call inside the runtime.
+    fn apply(&self, role: eddy_security::Role) -> anyhow::Result<()> {
+        let Some(dir) = &self.tls_dir else {
+            tracing::warn!(
+                "running without TLS (--insecure): anyone who reaches this node's port can control the cluster"
+            );
+            return Ok(());
+        };
+        let me = eddy_proto::net::use_tls(dir)?;
+        if !me.roles.contains(&role) {
+            anyhow::bail!(
+                "the certificate in {} is `{}` (roles: {:?}); a {role} needs a {role} certificate (eddy certs issue DIR --node NAME --role {role})",
+                dir.display(),
+                me.name,
+                me.roles
+            );
+        }
+        let dir = dir.clone();
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match eddy_proto::net::use_tls(&dir) {
+                    Ok(me) => {
+                        tracing::info!(dir = %dir.display(), name = %me.name, "certificates reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "certificates not reloaded; the old ones stay in use")
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -50,6 +105,8 @@ pub struct CoordinatorArgs {
     /// Declare a worker lost after this long without a heartbeat.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = crate::parse_interval)]
     pub worker_timeout: Duration,
+    #[command(flatten)]
+    pub security: NodeSecurity,
 }
 
 #[derive(Args)]
@@ -77,6 +134,8 @@ pub struct WorkerArgs {
     /// Time between heartbeats.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = crate::parse_interval)]
     pub heartbeat: Duration,
+    #[command(flatten)]
+    pub security: NodeSecurity,
 }
 
 #[derive(Args)]
@@ -117,6 +176,10 @@ pub struct LocalArgs {
     /// With --ecommerce: also generate shop traffic at this many events per second.
     #[arg(long, value_name = "EVENTS_PER_SEC", requires = "ecommerce")]
     pub generate: Option<f64>,
+    /// Run without TLS (by default the cluster makes its own CA and certificates in its data
+    /// directory, and clients use DATA/certs/client).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Args)]
@@ -231,6 +294,7 @@ pub(crate) async fn until_signal() {
 pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
+        args.security.apply(eddy_security::Role::Coordinator)?;
         install_metrics(&args.metrics)?;
         let peers: BTreeMap<u64, String> = args.peers.into_iter().collect();
         let node = eddy_coordinator::start(CoordinatorConfig {
@@ -255,6 +319,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
 pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
+        args.security.apply(eddy_security::Role::Worker)?;
         install_metrics(&args.metrics)?;
         let worker = eddy_worker::start(WorkerConfig {
             coordinators: args.coordinators,
@@ -272,6 +337,27 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         worker.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The certificates of `eddy local` in `data/certs` (made on its first start): every node of
+/// this process uses `local` (all roles: the three coordinators and the workers share the
+/// process), clients `client`. Returns the client's directory.
+fn local_certs(data: &Path) -> anyhow::Result<PathBuf> {
+    use eddy_security::certs::{self, NodeSpec};
+    use eddy_security::Role;
+    let dir = data.join("certs");
+    if !dir.join("local/node.pem").exists() {
+        let localhost = vec!["localhost".to_string()];
+        let loopback = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+        if !dir.join("ca/ca.pem").exists() {
+            let client = NodeSpec::named("client", vec![], vec![], vec![])?;
+            certs::init(&dir, &[client])?;
+        }
+        let local = NodeSpec::named("local", Role::ALL.to_vec(), localhost, loopback)?;
+        certs::issue(&dir, &local)?;
+    }
+    eddy_proto::net::use_tls(&dir.join("local"))?;
+    Ok(dir.join("client"))
 }
 
 /// Picks `n` free loopback ports (or `base`, `base+1`, ... when base is not 0).
@@ -297,6 +383,13 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
             temp = tempfile::Builder::new().prefix("eddy-local-").tempdir()?;
             temp.path().to_path_buf()
         }
+    };
+    let client_tls = match args.insecure {
+        true => {
+            tracing::warn!("running without TLS (--insecure)");
+            None
+        }
+        false => Some(local_certs(&data)?),
     };
     rt.block_on(async {
         install_metrics(&args.metrics)?;
@@ -341,8 +434,12 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
             args.slots,
             data.display()
         );
+        let tls_env = client_tls
+            .as_ref()
+            .map(|d| format!("EDDY_TLS_DIR={} ", d.display()))
+            .unwrap_or_default();
         eprintln!(
-            "submit with: EDDY_COORDINATORS={} eddy submit jobs/nexmark/q5.toml --generate 100000 --param output=out/q5/ --checkpoint-interval 1s",
+            "submit with: {tls_env}EDDY_COORDINATORS={} eddy submit jobs/nexmark/q5.toml --generate 100000 --param output=out/q5/ --checkpoint-interval 1s",
             coordinators.join(",")
         );
         println!("{}", coordinators.join(","));
@@ -430,6 +527,8 @@ impl Shop {
         let client = ClientArgs {
             coordinators: coordinators.to_vec(),
             timeout: Duration::from_secs(30),
+            // The process already talks TLS as the local node.
+            tls_dir: None,
         };
         let job = call(&client, |mut c| {
             let r = request.clone();
@@ -486,6 +585,9 @@ where
     F: Fn(ClientApiClient<tonic::transport::Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
+    if let Some(dir) = &args.tls_dir {
+        eddy_proto::net::use_tls(dir).map_err(|e| e.to_string())?;
+    }
     let coordinators = Coordinators::new(args.coordinators.clone());
     coordinators
         .call(args.timeout, |c| f(ClientApiClient::new(c)))
@@ -493,11 +595,24 @@ where
         .map(|r| r.into_inner())
         .map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => format!(
-                "no coordinator leader answered within {:?} (tried {}): {}",
+                "no coordinator leader answered within {:?} (tried {}): {}{}",
                 args.timeout,
                 args.coordinators.join(", "),
-                s.message()
+                s.message(),
+                match args.tls_dir {
+                    None => " (a cluster that runs with TLS needs a client certificate: EDDY_TLS_DIR=DIR/client, from `eddy certs init DIR`)",
+                    Some(_) => "",
+                }
             ),
+            // A plaintext client that reached a TLS server sees a broken HTTP/2 connection.
+            tonic::Code::Unknown | tonic::Code::Internal
+                if args.tls_dir.is_none() && s.message().contains("h2 protocol error") =>
+            {
+                format!(
+                    "{} (the cluster runs with TLS: give a client certificate with EDDY_TLS_DIR=DIR/client, from `eddy certs init DIR`)",
+                    s.message()
+                )
+            }
             _ => s.message().to_string(),
         })
 }

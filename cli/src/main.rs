@@ -2,6 +2,7 @@
 //! arguments, reports results and maps failures to exit codes (2: bad job or arguments,
 //! 1: the job failed while running).
 
+mod certs;
 mod chaos;
 mod cluster;
 mod gen;
@@ -73,6 +74,9 @@ enum Command {
     /// Set up the e-commerce warehouse in PostgreSQL.
     #[command(subcommand)]
     Warehouse(warehouse::WarehouseCommand),
+    /// Make the cluster's CA and the certificates of its nodes and clients (mutual TLS).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Start a cluster on loopback, inject seeded faults (kills, pauses, partitions, disk and
     /// dependency failures) while it runs a job, and check that nothing was lost or duplicated.
     Chaos(chaos::ChaosArgs),
@@ -673,6 +677,7 @@ fn main() -> ExitCode {
         Command::Warehouse(command) => report(warehouse::warehouse(command)),
         Command::Serve(args) => report(serve::serve(args)),
         Command::Chaos(args) => report(chaos::chaos(args)),
+        Command::Certs(command) => report(certs::certs(command)),
     }
 }
 

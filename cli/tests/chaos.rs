@@ -103,11 +103,13 @@ fn the_shop_survives_postgres_and_kafka_restarts_among_other_faults() {
     }
 }
 
-/// Runs `eddy` with `args` against `coordinators` (bounded) and returns its stdout.
-fn client(coordinators: &[String], args: &[&str]) -> String {
+/// Runs `eddy` with `args` against the coordinators of `cluster` (bounded) and returns its
+/// stdout.
+fn client(cluster: &eddy_chaos::cluster::Cluster, args: &[&str]) -> String {
     let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(args)
-        .env("EDDY_COORDINATORS", coordinators.join(","))
+        .env("EDDY_COORDINATORS", cluster.coordinator_addrs().join(","))
+        .env("EDDY_TLS_DIR", cluster.client_tls_dir())
         .args(["--timeout", "10s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -155,9 +157,8 @@ fn a_trigger_lost_on_its_way_is_sent_again() {
         })
         .await
         .unwrap();
-        let coordinators = cluster.coordinator_addrs();
         let started = Instant::now();
-        while client(&coordinators, &["workers"]).lines().count() < 1 {
+        while client(&cluster, &["workers"]).lines().count() < 1 {
             assert!(started.elapsed() < Duration::from_secs(30), "no worker");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -165,7 +166,7 @@ fn a_trigger_lost_on_its_way_is_sent_again() {
         let output = format!("output={}/", dir.path().join("out").display());
         let ckpt = dir.path().join("ckpt");
         let job = client(
-            &coordinators,
+            &cluster,
             &[
                 "submit",
                 repo().join("jobs/nexmark/q5.toml").to_str().unwrap(),
@@ -186,13 +187,8 @@ fn a_trigger_lost_on_its_way_is_sent_again() {
         )
         .trim()
         .to_string();
-        let last_checkpoint = || {
-            field::<u64>(
-                &client(&coordinators, &["status", &job]),
-                "last checkpoint: ",
-            )
-            .unwrap_or(0)
-        };
+        let last_checkpoint =
+            || field::<u64>(&client(&cluster, &["status", &job]), "last checkpoint: ").unwrap_or(0);
         let wait_for = |n: u64| {
             let started = Instant::now();
             loop {
@@ -208,7 +204,7 @@ fn a_trigger_lost_on_its_way_is_sent_again() {
             }
         };
         let before = wait_for(1);
-        let leader: u64 = field(&client(&coordinators, &["list"]), "leader: ").unwrap();
+        let leader: u64 = field(&client(&cluster, &["list"]), "leader: ").unwrap();
         let (from, to) = (Node::Coordinator(leader), Node::Worker(0));
         // Requests on the leader's connections to the worker are held, then dropped with
         // their connections: longer than the 5 s a trigger call may take.
@@ -230,6 +226,6 @@ fn a_trigger_lost_on_its_way_is_sent_again() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         assert_eq!(abandoned, 0.0, "{metrics}");
-        client(&coordinators, &["cancel", &job]);
+        client(&cluster, &["cancel", &job]);
     });
 }

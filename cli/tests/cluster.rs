@@ -7,7 +7,7 @@
 mod common;
 
 use common::{assert_committed_equals_flink, input, repo, wait_bounded};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,18 @@ impl Cluster {
                 .map(|_| format!("127.0.0.1:{}", free_port()))
                 .collect(),
         };
+        // Mutual TLS, as a cluster runs by default: a CA and one certificate per node.
+        let certs = eddy()
+            .args(["certs", "init"])
+            .arg(cluster.certs())
+            .args(["--workers", &workers.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            certs.status.success(),
+            "{}",
+            String::from_utf8_lossy(&certs.stderr)
+        );
         for id in 1..=3 {
             let child = cluster.spawn_coordinator(id);
             cluster.coordinators.push(Some(child));
@@ -131,6 +143,8 @@ impl Cluster {
                 .args(["--listen", "127.0.0.1:0", "--slots", "2"])
                 .args(["--heartbeat", "200ms"])
                 .args(["--metrics", &cluster.worker_metrics[i]])
+                .arg("--tls-dir")
+                .arg(cluster.certs().join(format!("worker-{}", i + 1)))
                 .arg("--data-dir")
                 .arg(cluster.dir.path().join(format!("w{i}")))
                 .stdout(Stdio::null())
@@ -156,6 +170,11 @@ impl Cluster {
         cluster
     }
 
+    /// The cluster's certificates (`eddy certs init`).
+    fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
     fn spawn_coordinator(&self, id: usize) -> Child {
         let peers: Vec<String> = self
             .peers
@@ -170,6 +189,8 @@ impl Cluster {
             .args(["--peers", &peers.join(",")])
             .args(["--worker-timeout", "1500ms"])
             .args(["--metrics", &self.coordinator_metrics[id - 1]])
+            .arg("--tls-dir")
+            .arg(self.certs().join(format!("coordinator-{id}")))
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("c{id}")))
             .stdout(Stdio::null())
@@ -183,6 +204,7 @@ impl Cluster {
         let child = eddy()
             .args(args)
             .env("EDDY_COORDINATORS", self.peers.join(","))
+            .env("EDDY_TLS_DIR", self.certs().join("client"))
             .args(["--timeout", "10s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -974,6 +996,11 @@ fn a_deposed_leader_turns_away_acknowledgements_of_a_newer_term() {
     let cluster = Cluster::start(0);
     let leader = cluster.leader();
     let addr = cluster.peers[leader - 1].clone();
+    // Acknowledgements come from workers: this test speaks as one.
+    let spec =
+        eddy_security::certs::NodeSpec::named("worker-test", vec![], vec![], vec![]).unwrap();
+    let dir = eddy_security::certs::issue(&cluster.certs(), &spec).unwrap();
+    eddy_proto::net::use_tls(&dir).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

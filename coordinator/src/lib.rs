@@ -77,10 +77,15 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         let control = CoordinatorControlServer::new(api)
             .max_decoding_message_size(eddy_proto::net::MAX_MESSAGE_BYTES);
         tokio::spawn(async move {
+            use eddy_proto::net::allow;
+            use eddy_security::Role;
+            use tonic::service::interceptor::InterceptedService as Guarded;
+            // Who may call what (with TLS): Raft between coordinators, the control service
+            // from workers, the client API from clients.
             let router = eddy_proto::net::server()
-                .add_service(raft_service)
-                .add_service(client)
-                .add_service(control);
+                .add_service(Guarded::new(raft_service, allow(&[Role::Coordinator])))
+                .add_service(Guarded::new(client, allow(&[Role::Client])))
+                .add_service(Guarded::new(control, allow(&[Role::Worker])));
             let served = eddy_proto::net::serve(router, listener, rx).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "coordinator server failed");

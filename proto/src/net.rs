@@ -1,9 +1,16 @@
 //! How Eddy's processes talk gRPC. Every client channel and server is built here, so TLS,
-//! authentication and tuning later change one file.
+//! authentication and tuning change one file.
+//!
+//! A process either runs with mutual TLS ([`use_tls`], from its certificate directory) or, only
+//! when its operator said `--insecure`, in plaintext. With TLS every connection it opens
+//! presents its certificate and checks the server's against the cluster CA, every connection it
+//! accepts must present one, and each service admits only the roles [`allow`] names.
 
+use eddy_security::{NodeTls, Peer, Role};
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server};
 
 /// A gRPC address could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +19,68 @@ pub enum NetError {
     BadAddress { addr: String, reason: String },
     #[error("cannot reach {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
+    #[error(transparent)]
+    Security(#[from] eddy_security::SecurityError),
+}
+
+/// The TLS material of this process; `None`: plaintext.
+static TLS: RwLock<Option<Arc<NodeTls>>> = RwLock::new(None);
+
+fn current_tls() -> Option<Arc<NodeTls>> {
+    TLS.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// From now on this process talks mutual TLS with the certificate directory `dir` (see
+/// `eddy_security::certs`). Called again (on SIGHUP), it loads the directory anew: new
+/// connections use the new certificates, open ones keep theirs. On error nothing changes.
+pub fn use_tls(dir: &std::path::Path) -> Result<Peer, NetError> {
+    let tls = NodeTls::load(dir)?;
+    let identity = tls.identity.clone();
+    *TLS.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tls));
+    Ok(identity)
+}
+
+/// Whether this process talks TLS.
+pub fn tls_enabled() -> bool {
+    current_tls().is_some()
+}
+
+/// An interceptor that admits only peers whose certificate carries one of `roles` (every
+/// peer when the process runs in plaintext). A peer without a certificate cannot get here
+/// under TLS: the handshake requires one.
+pub fn allow(
+    roles: &'static [Role],
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request: tonic::Request<()>| {
+        if !tls_enabled() {
+            return Ok(request);
+        }
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| tonic::Status::unauthenticated("a client certificate is required"))?;
+        let peer = certs
+            .first()
+            .ok_or_else(|| tonic::Status::unauthenticated("a client certificate is required"))
+            .and_then(|c| {
+                Peer::from_der(c).map_err(|e| tonic::Status::unauthenticated(e.to_string()))
+            })?;
+        if peer.has_any(roles) {
+            return Ok(request);
+        }
+        let wanted: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+        let has: Vec<&str> = peer.roles.iter().map(|r| r.name()).collect();
+        tracing::warn!(peer = %peer.name, roles = ?has, wanted = ?wanted, "refused a call: wrong role");
+        Err(tonic::Status::permission_denied(format!(
+            "the certificate `{}` (roles: {}) may not call this service; it needs a {} certificate",
+            peer.name,
+            if has.is_empty() {
+                "none".to_string()
+            } else {
+                has.join(", ")
+            },
+            wanted.join(" or ")
+        )))
+    }
 }
 
 /// Largest message either side accepts: a record batch or a job's snapshot metadata.
@@ -59,10 +128,11 @@ pub fn parse_routes(text: &str) -> std::collections::HashMap<String, String> {
 
 fn endpoint(addr: &str, timeout: Option<Duration>) -> Result<Endpoint, NetError> {
     let addr = route(addr);
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+    let tls = current_tls();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
     };
     let mut ep = Endpoint::from_shared(uri)
         .map_err(|e| NetError::BadAddress {
@@ -75,6 +145,15 @@ fn endpoint(addr: &str, timeout: Option<Duration>) -> Result<Endpoint, NetError>
         .keep_alive_timeout(Duration::from_secs(10));
     if let Some(t) = timeout {
         ep = ep.timeout(t);
+    }
+    if let Some(tls) = tls {
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(tls.ca_pem()))
+            .identity(Identity::from_pem(tls.cert_pem(), tls.key_pem()));
+        ep = ep.tls_config(config).map_err(|e| NetError::BadAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(ep)
 }
@@ -119,18 +198,63 @@ pub async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), N
     Ok((listener, local))
 }
 
-/// Serves `router` on `listener` until `shutdown` turns true, then drains and returns.
+/// How long a peer may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` turns true, then drains and returns. With
+/// TLS, each accepted connection's handshake runs on a task of its own (a slow or hostile
+/// peer holds up no one) with the certificates loaded at that moment.
 pub async fn serve(
     router: tonic::transport::server::Router,
     listener: tokio::net::TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    router
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            },
-        )
-        .await
+    let stop = {
+        let mut shutdown = shutdown.clone();
+        async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        }
+    };
+    if !tls_enabled() {
+        return router
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                stop,
+            )
+            .await;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = current_tls() else { continue };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    let served = router
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), stop)
+        .await;
+    acceptor.abort();
+    served
 }

@@ -13,8 +13,8 @@
 use crate::{Role, SecurityError};
 use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use std::io::Write;
 use std::net::IpAddr;
@@ -169,9 +169,8 @@ pub fn issue(dir: &Path, node: &NodeSpec) -> Result<PathBuf, SecurityError> {
         .distinguished_name
         .push(DnType::CommonName, node.name.as_str());
     for d in &node.dns {
-        let name = Ia5String::try_from(d.as_str()).map_err(|_| {
-            SecurityError::Invalid(format!("`{d}` is not a DNS name (--dns)"))
-        })?;
+        let name = Ia5String::try_from(d.as_str())
+            .map_err(|_| SecurityError::Invalid(format!("`{d}` is not a DNS name (--dns)")))?;
         params.subject_alt_names.push(SanType::DnsName(name));
     }
     for ip in &node.ips {

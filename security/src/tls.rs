@@ -57,7 +57,11 @@ impl NodeTls {
                 .map_err(|e| bad("ca.pem", "CA certificate", e.to_string()))?;
         }
         if roots.is_empty() {
-            return Err(bad("ca.pem", "CA certificate", "no certificate in it".into()));
+            return Err(bad(
+                "ca.pem",
+                "CA certificate",
+                "no certificate in it".into(),
+            ));
         }
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<_, _>>()

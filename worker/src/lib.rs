@@ -460,9 +460,14 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
         .max_encoding_message_size(eddy_proto::net::MAX_MESSAGE_BYTES);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
+            use eddy_proto::net::allow;
+            use eddy_security::Role;
+            use tonic::service::interceptor::InterceptedService as Guarded;
+            // Who may call what (with TLS): deploy, trigger, commit only from a coordinator;
+            // records only from another worker.
             let router = eddy_proto::net::server()
-                .add_service(control)
-                .add_service(exchange);
+                .add_service(Guarded::new(control, allow(&[Role::Coordinator])))
+                .add_service(Guarded::new(exchange, allow(&[Role::Worker])));
             let served = eddy_proto::net::serve(router, listener, rx).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "worker server failed");
