@@ -371,6 +371,18 @@ impl Cluster {
         }
     }
 
+    /// Sends SIGHUP to `node` (it loads its certificates again).
+    pub fn hangup(&self, node: Node) {
+        if let Some(p) = self.processes.get(&node) {
+            p.signal(libc::SIGHUP);
+        }
+    }
+
+    /// The log file of `node`.
+    pub fn log(&self, node: Node) -> Option<&Path> {
+        self.processes.get(&node).map(|p| p.log.as_path())
+    }
+
     /// The link carrying what `from` sends to `to`.
     pub fn link(&self, from: Node, to: Node) -> Option<&Link> {
         self.proxies.get(&(from, to)).map(|p| &p.link)

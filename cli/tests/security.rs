@@ -1,0 +1,163 @@
+//! Who gets into a cluster: three coordinator and a worker process with mutual TLS
+//! (certificates from `eddy certs`), probed by clients with no certificate, a certificate from
+//! another CA, and certificates of the wrong role; and a certificate reload on SIGHUP.
+
+mod common;
+
+use common::wait_bounded;
+use eddy_chaos::cluster::{Cluster, ClusterConfig, Node};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `eddy ARGS` against the cluster with the client certificate directory `tls` (or none).
+fn eddy(cluster: &Cluster, tls: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.args(args)
+        .env("EDDY_COORDINATORS", cluster.coordinator_addrs().join(","))
+        .env_remove("EDDY_TLS_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = tls {
+        cmd.env("EDDY_TLS_DIR", dir);
+    }
+    wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(60))
+}
+
+fn refused(out: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cluster = Cluster::start(&ClusterConfig {
+            exe: env!("CARGO_BIN_EXE_eddy").into(),
+            workers: 1,
+            slots: 2,
+            dir: dir.path().join("cluster"),
+            log_filter: "info,openraft=error".into(),
+            fault_dir: dir.path().join("faults"),
+            seed: 1,
+        })
+        .await
+        .unwrap();
+        let certs = cluster.client_tls_dir().parent().unwrap().to_path_buf();
+        let client = certs.join("client");
+        let started = Instant::now();
+        loop {
+            let out = eddy(&cluster, Some(&client), &["workers", "--timeout", "5s"]);
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the worker never registered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // No certificate: the handshake fails, and the error says what to do.
+        let out = eddy(&cluster, None, &["list", "--timeout", "2s"]);
+        refused(&out, "EDDY_TLS_DIR");
+
+        // A certificate from another CA: refused in the handshake.
+        let other = dir.path().join("other");
+        let specs = eddy_security::certs::default_nodes(1, &[], &[]).unwrap();
+        eddy_security::certs::init(&other, &specs).unwrap();
+        let out = eddy(
+            &cluster,
+            Some(&other.join("client")),
+            &["list", "--timeout", "2s"],
+        );
+        assert_eq!(out.status.code(), Some(1));
+
+        // A worker's certificate cannot use the client API.
+        let out = eddy(&cluster, Some(&certs.join("worker-1")), &["list"]);
+        refused(&out, "needs a client certificate");
+
+        // A client's certificate cannot deploy, trigger or commit on a worker, and neither a
+        // client's nor a worker's can speak Raft.
+        use eddy_proto::v1::raft_service_client::RaftServiceClient;
+        use eddy_proto::v1::worker_control_client::WorkerControlClient;
+        use eddy_proto::v1::{RaftPayload, TriggerRequest};
+        let worker = cluster.addrs[&Node::Worker(0)].clone();
+        let coordinator = cluster.addrs[&Node::Coordinator(1)].clone();
+        for identity in ["client", "worker-1"] {
+            eddy_proto::net::use_tls(&certs.join(identity)).unwrap();
+            let timeout = Duration::from_secs(5);
+            if identity == "client" {
+                let mut w =
+                    WorkerControlClient::new(eddy_proto::net::channel(&worker, timeout).unwrap());
+                let status = w
+                    .trigger_checkpoint(TriggerRequest::default())
+                    .await
+                    .unwrap_err();
+                assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+                assert!(
+                    status.message().contains("coordinator certificate"),
+                    "{status:?}"
+                );
+            }
+            let mut r =
+                RaftServiceClient::new(eddy_proto::net::channel(&coordinator, timeout).unwrap());
+            let status = r
+                .vote(RaftPayload {
+                    data: b"{}".to_vec(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                status.code(),
+                tonic::Code::PermissionDenied,
+                "{identity}: {status:?}"
+            );
+        }
+
+        // SIGHUP: a broken directory is not taken (the node keeps its certificates and
+        // serves on); a good one is.
+        let c1 = certs.join("coordinator-1");
+        let key = std::fs::read(c1.join("node.key")).unwrap();
+        std::fs::write(c1.join("node.key"), b"broken").unwrap();
+        cluster.hangup(Node::Coordinator(1));
+        let log = cluster.log(Node::Coordinator(1)).unwrap().to_path_buf();
+        wait_for_log(&log, "certificates not reloaded").await;
+        std::fs::write(c1.join("node.key"), key).unwrap();
+        cluster.hangup(Node::Coordinator(1));
+        wait_for_log(&log, "certificates reloaded").await;
+        let out = eddy(
+            &cluster,
+            Some(&client),
+            &["list", "--coordinators", &coordinator],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+async fn wait_for_log(log: &Path, text: &str) {
+    let started = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "`{text}` never appeared in {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
