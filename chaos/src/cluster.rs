@@ -129,6 +129,8 @@ pub struct Cluster {
     proxies: BTreeMap<(Node, Node), Proxy>,
     /// The CA and the certificates of the nodes and the harness.
     certs: PathBuf,
+    /// The admin token the harness made when the cluster first had a leader.
+    token: String,
 }
 
 impl Drop for Cluster {
@@ -264,20 +266,52 @@ impl Cluster {
             process.spawn(&config.exe)?;
             processes.insert(node, process);
         }
-        Ok(Cluster {
+        let mut cluster = Cluster {
             exe: config.exe.clone(),
             processes,
             addrs,
             metrics,
             proxies,
             certs,
-        })
+            token: String::new(),
+        };
+        cluster.token = cluster.bootstrap_token().await?;
+        Ok(cluster)
     }
 
     /// The client certificate directory for `eddy` commands against this cluster
     /// (`EDDY_TLS_DIR`).
     pub fn client_tls_dir(&self) -> PathBuf {
         self.certs.join("client")
+    }
+
+    /// The admin token for `eddy` commands against this cluster (`EDDY_TOKEN`); this process's
+    /// calls already carry it.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Makes the cluster's first admin token once it has a leader, and has this process's
+    /// client API calls carry it.
+    async fn bootstrap_token(&self) -> Result<String, ChaosError> {
+        let client = eddy_proto::leader::Coordinators::new(self.coordinator_addrs());
+        let request = eddy_proto::v1::CreateTokenRequest {
+            name: "admin".into(),
+            role: "admin".into(),
+            bootstrap: true,
+        };
+        let token = client
+            .call(Duration::from_secs(60), |c| {
+                let r = request.clone();
+                async move { eddy_proto::net::client_api(c).create_token(r).await }
+            })
+            .await
+            .map_err(|e| ChaosError::Cluster(format!("no admin token: {}", e.message())))?
+            .into_inner()
+            .token;
+        eddy_proto::net::use_token(&token)
+            .map_err(|e| ChaosError::Setup(format!("the admin token: {e}")))?;
+        Ok(token)
     }
 
     /// The coordinators' client addresses (direct, not through proxies).

@@ -10,7 +10,6 @@ use crate::scenario::Dependencies;
 use crate::storage::Disks;
 use crate::ChaosConfig;
 use eddy_proto::leader::Coordinators;
-use eddy_proto::v1::client_api_client::ClientApiClient;
 use eddy_proto::v1::ListWorkersRequest;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -392,7 +391,7 @@ fn heal(cluster: &Cluster) {
 async fn leader(client: &Coordinators) -> Option<u64> {
     client
         .call(Duration::from_secs(5), |c| async move {
-            ClientApiClient::new(c)
+            eddy_proto::net::client_api(c)
                 .list_workers(ListWorkersRequest {})
                 .await
                 .map(|r| r.into_inner().leader)

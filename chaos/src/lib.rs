@@ -21,7 +21,6 @@ pub mod storage;
 
 use cluster::{Cluster, ClusterConfig};
 use eddy_proto::leader::Coordinators;
-use eddy_proto::v1::client_api_client::ClientApiClient;
 use eddy_proto::v1::ListWorkersRequest;
 use faults::FaultKind;
 use report::{FaultRecord, Report, RoundResult};
@@ -290,7 +289,7 @@ async fn wait_for_workers(client: &Coordinators, n: usize) -> Result<(), ChaosEr
     loop {
         let workers = client
             .call(Duration::from_secs(5), |c| async move {
-                ClientApiClient::new(c)
+                eddy_proto::net::client_api(c)
                     .list_workers(ListWorkersRequest {})
                     .await
                     .map(|r| r.into_inner().workers.len())

@@ -6,7 +6,6 @@
 
 use crate::cluster::Cluster;
 use eddy_proto::leader::Coordinators;
-use eddy_proto::v1::client_api_client::ClientApiClient;
 use eddy_proto::v1::JobStatusRequest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -222,7 +221,7 @@ async fn poll_job(client: &Coordinators, job: &str, sources: &[String]) -> Optio
     let status = client
         .call(Duration::from_millis(900), |c| {
             let r = request.clone();
-            async move { ClientApiClient::new(c).job_status(r).await }
+            async move { eddy_proto::net::client_api(c).job_status(r).await }
         })
         .await
         .ok()?

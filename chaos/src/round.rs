@@ -7,7 +7,6 @@ use crate::report::RoundResult;
 use crate::scenario::{Dependencies, Scenario};
 use crate::{ChaosConfig, ChaosError};
 use eddy_proto::leader::Coordinators;
-use eddy_proto::v1::client_api_client::ClientApiClient;
 use eddy_proto::v1::{CancelRequest, SubmitRequest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,7 +82,7 @@ async fn submit(
     client
         .call(Duration::from_secs(60), |c| {
             let r = request.clone();
-            async move { ClientApiClient::new(c).submit(r).await }
+            async move { eddy_proto::net::client_api(c).submit(r).await }
         })
         .await
         .map(|r| r.into_inner().job_id)
@@ -299,7 +298,7 @@ impl Round {
         let cancelled = client
             .call(Duration::from_secs(30), |c| {
                 let r = request.clone();
-                async move { ClientApiClient::new(c).cancel(r).await }
+                async move { eddy_proto::net::client_api(c).cancel(r).await }
             })
             .await;
         match cancelled {

@@ -6,7 +6,6 @@ use eddy_coordinator::leader::LeaderOptions;
 use eddy_coordinator::raft::RaftOptions;
 use eddy_coordinator::CoordinatorConfig;
 use eddy_proto::leader::Coordinators;
-use eddy_proto::v1::client_api_client::ClientApiClient;
 use eddy_proto::v1::*;
 use eddy_worker::WorkerConfig;
 use std::collections::BTreeMap;
@@ -32,6 +31,10 @@ pub struct ClientArgs {
     /// makes DIR/client; `eddy local` prints its own).
     #[arg(long, env = "EDDY_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// The bearer token for a cluster that runs with TLS (`eddy token create`; `eddy local`
+    /// prints an admin token). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "EDDY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// How a coordinator or worker protects its connections: exactly one of the two.
@@ -360,6 +363,37 @@ fn local_certs(data: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir.join("client"))
 }
 
+/// The admin token of `eddy local`: made at its first start (the bootstrap token) and kept in
+/// `data/certs/admin.token` (readable by its owner only), so a restart prints the same one.
+async fn local_token(coordinators: &[String], data: &Path) -> anyhow::Result<String> {
+    let path = data.join("certs/admin.token");
+    let token = match std::fs::read_to_string(&path) {
+        Ok(t) => t.trim().to_string(),
+        Err(_) => {
+            let client = ClientArgs {
+                coordinators: coordinators.to_vec(),
+                timeout: Duration::from_secs(30),
+                tls_dir: None,
+                token: None,
+            };
+            let token = create_token(&client, "admin", "admin", true)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot make the admin token: {e}"))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::io::Write::write_all(&mut f, token.as_bytes())?;
+            token
+        }
+    };
+    eddy_proto::net::use_token(&token)?;
+    Ok(token)
+}
+
 /// Picks `n` free loopback ports (or `base`, `base+1`, ... when base is not 0).
 fn ports(base: u16, n: u16) -> anyhow::Result<Vec<u16>> {
     if base != 0 {
@@ -434,10 +468,13 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
             args.slots,
             data.display()
         );
-        let tls_env = client_tls
-            .as_ref()
-            .map(|d| format!("EDDY_TLS_DIR={} ", d.display()))
-            .unwrap_or_default();
+        let tls_env = match &client_tls {
+            Some(dir) => {
+                let token = local_token(&coordinators, &data).await?;
+                format!("EDDY_TLS_DIR={} EDDY_TOKEN={token} ", dir.display())
+            }
+            None => String::new(),
+        };
         eprintln!(
             "submit with: {tls_env}EDDY_COORDINATORS={} eddy submit jobs/nexmark/q5.toml --generate 100000 --param output=out/q5/ --checkpoint-interval 1s",
             coordinators.join(",")
@@ -527,8 +564,9 @@ impl Shop {
         let client = ClientArgs {
             coordinators: coordinators.to_vec(),
             timeout: Duration::from_secs(30),
-            // The process already talks TLS as the local node.
+            // The process already talks TLS as the local node, with its admin token.
             tls_dir: None,
+            token: None,
         };
         let job = call(&client, |mut c| {
             let r = request.clone();
@@ -582,15 +620,18 @@ impl Drop for Shop {
 /// Runs one client call against the leader, with the retries and deadline of `args`.
 async fn call<T, F, Fut>(args: &ClientArgs, f: F) -> Result<T, String>
 where
-    F: Fn(ClientApiClient<tonic::transport::Channel>) -> Fut,
+    F: Fn(eddy_proto::net::ClientApi) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     if let Some(dir) = &args.tls_dir {
         eddy_proto::net::use_tls(dir).map_err(|e| e.to_string())?;
     }
+    if let Some(token) = &args.token {
+        eddy_proto::net::use_token(token).map_err(|e| e.to_string())?;
+    }
     let coordinators = Coordinators::new(args.coordinators.clone());
     coordinators
-        .call(args.timeout, |c| f(ClientApiClient::new(c)))
+        .call(args.timeout, |c| f(eddy_proto::net::client_api(c)))
         .await
         .map(|r| r.into_inner())
         .map_err(|s| match s.code() {
@@ -851,4 +892,98 @@ pub fn workers(args: ClientArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => fail(e),
     }
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Make the cluster's first admin token (named `admin`); refused once any token exists.
+    Bootstrap(ClientArgs),
+    /// Make a token; prints it once (the cluster keeps only its hash).
+    Create(TokenCreateArgs),
+    /// Revoke a token by name: calls with it are refused from now on.
+    Revoke(TokenNameArgs),
+    /// List the tokens: name, role, created, revoked.
+    List(ClientArgs),
+}
+
+#[derive(Args)]
+pub struct TokenCreateArgs {
+    /// Its name (letters, digits, `-`, `_`), shown in the coordinators' logs for what it does.
+    #[arg(long)]
+    pub name: String,
+    /// viewer (list, status), operator (also submit, cancel, savepoint) or admin (also tokens).
+    #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+    pub role: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct TokenNameArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let result = match command {
+            TokenCommand::Bootstrap(client) => create_token(&client, "admin", "admin", true)
+                .await
+                .map(|t| println!("{t}")),
+            TokenCommand::Create(a) => create_token(&a.client, &a.name, &a.role, false)
+                .await
+                .map(|t| println!("{t}")),
+            TokenCommand::Revoke(a) => {
+                let request = RevokeTokenRequest {
+                    name: a.name.clone(),
+                };
+                call(&a.client, |mut c| {
+                    let r = request.clone();
+                    async move { c.revoke_token(r).await }
+                })
+                .await
+                .map(|_| eprintln!("revoked {}", a.name))
+            }
+            TokenCommand::List(client) => call(&client, |mut c| async move {
+                c.list_tokens(ListTokensRequest {}).await
+            })
+            .await
+            .map(|r| {
+                for t in r.tokens {
+                    println!(
+                        "{}\t{}\tcreated {}\t{}",
+                        t.name,
+                        t.role,
+                        t.created_at_ms,
+                        if t.revoked { "revoked" } else { "active" }
+                    );
+                }
+            }),
+        };
+        match result {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => fail(e),
+        }
+    })
+}
+
+async fn create_token(
+    client: &ClientArgs,
+    name: &str,
+    role: &str,
+    bootstrap: bool,
+) -> Result<String, String> {
+    let request = CreateTokenRequest {
+        name: name.into(),
+        role: role.into(),
+        bootstrap,
+    };
+    call(client, |mut c| {
+        let r = request.clone();
+        async move { c.create_token(r).await }
+    })
+    .await
+    .map(|r| r.token)
 }

@@ -74,6 +74,9 @@ enum Command {
     /// Set up the e-commerce warehouse in PostgreSQL.
     #[command(subcommand)]
     Warehouse(warehouse::WarehouseCommand),
+    /// Make, revoke and list the bearer tokens of the client API.
+    #[command(subcommand)]
+    Token(cluster::TokenCommand),
     /// Make the cluster's CA and the certificates of its nodes and clients (mutual TLS).
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -678,6 +681,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => report(serve::serve(args)),
         Command::Chaos(args) => report(chaos::chaos(args)),
         Command::Certs(command) => report(certs::certs(command)),
+        Command::Token(command) => report(cluster::token(command)),
     }
 }
 

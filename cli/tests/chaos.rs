@@ -110,6 +110,7 @@ fn client(cluster: &eddy_chaos::cluster::Cluster, args: &[&str]) -> String {
         .args(args)
         .env("EDDY_COORDINATORS", cluster.coordinator_addrs().join(","))
         .env("EDDY_TLS_DIR", cluster.client_tls_dir())
+        .env("EDDY_TOKEN", cluster.token())
         .args(["--timeout", "10s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

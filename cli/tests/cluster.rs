@@ -37,6 +37,8 @@ struct Cluster {
     /// Where each coordinator (by id - 1) and each worker serves Prometheus metrics.
     coordinator_metrics: Vec<String>,
     worker_metrics: Vec<String>,
+    /// The admin token (`eddy token bootstrap`) every client command carries.
+    token: Option<String>,
 }
 
 /// The body of an HTTP GET of `path` at `addr` (std only; bounded by timeouts).
@@ -118,6 +120,7 @@ impl Cluster {
             worker_metrics: (0..workers)
                 .map(|_| format!("127.0.0.1:{}", free_port()))
                 .collect(),
+            token: None,
         };
         // Mutual TLS, as a cluster runs by default: a CA and one certificate per node.
         let certs = eddy()
@@ -134,6 +137,21 @@ impl Cluster {
         for id in 1..=3 {
             let child = cluster.spawn_coordinator(id);
             cluster.coordinators.push(Some(child));
+        }
+        // The first admin token, as an operator makes it (retried until a leader is elected).
+        let started = Instant::now();
+        loop {
+            let out = cluster.client(&["token", "bootstrap"]);
+            if out.status.success() {
+                let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                cluster.token = Some(token);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no admin token: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         for i in 0..workers {
             let child = eddy()
@@ -205,6 +223,7 @@ impl Cluster {
             .args(args)
             .env("EDDY_COORDINATORS", self.peers.join(","))
             .env("EDDY_TLS_DIR", self.certs().join("client"))
+            .envs(self.token.iter().map(|t| ("EDDY_TOKEN", t)))
             .args(["--timeout", "10s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

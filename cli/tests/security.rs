@@ -1,6 +1,7 @@
 //! Who gets into a cluster: three coordinator and a worker process with mutual TLS
 //! (certificates from `eddy certs`), probed by clients with no certificate, a certificate from
-//! another CA, and certificates of the wrong role; and a certificate reload on SIGHUP.
+//! another CA, and certificates of the wrong role; bearer tokens with roles, revoked and
+//! forged; and a certificate reload on SIGHUP.
 
 mod common;
 
@@ -10,16 +11,26 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// `eddy ARGS` against the cluster with the client certificate directory `tls` (or none).
+/// `eddy ARGS` against the cluster with the client certificate directory `tls` (or none) and
+/// the cluster's admin token.
 fn eddy(cluster: &Cluster, tls: Option<&Path>, args: &[&str]) -> Output {
+    eddy_as(cluster, tls, Some(cluster.token()), args)
+}
+
+/// `eddy ARGS` with the bearer token `token` (or none).
+fn eddy_as(cluster: &Cluster, tls: Option<&Path>, token: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.args(args)
         .env("EDDY_COORDINATORS", cluster.coordinator_addrs().join(","))
         .env_remove("EDDY_TLS_DIR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    cmd.env_remove("EDDY_TOKEN");
     if let Some(dir) = tls {
         cmd.env("EDDY_TLS_DIR", dir);
+    }
+    if let Some(token) = token {
+        cmd.env("EDDY_TOKEN", token);
     }
     wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(60))
 }
@@ -122,6 +133,52 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
                 "{identity}: {status:?}"
             );
         }
+
+        // Tokens: none is refused; a viewer lists but cannot cancel; a revoked token is
+        // refused; the bootstrap works only once.
+        let out = eddy_as(&cluster, Some(&client), None, &["list"]);
+        refused(&out, "a token is required");
+        let out = eddy(
+            &cluster,
+            Some(&client),
+            &["token", "create", "--name", "dash", "--role", "viewer"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let viewer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = eddy_as(&cluster, Some(&client), Some(&viewer), &["list"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = eddy_as(&cluster, Some(&client), Some(&viewer), &["cancel", "job-1"]);
+        refused(
+            &out,
+            "the token `dash` is a viewer token; this needs operator",
+        );
+        let forged = format!("dash.{}", "A".repeat(43));
+        let out = eddy_as(&cluster, Some(&client), Some(&forged), &["list"]);
+        refused(&out, "unknown, revoked or wrong");
+        let out = eddy(&cluster, Some(&client), &["token", "revoke", "dash"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = eddy_as(&cluster, Some(&client), Some(&viewer), &["list"]);
+        refused(&out, "unknown, revoked or wrong");
+        let out = eddy_as(&cluster, Some(&client), None, &["token", "bootstrap"]);
+        refused(&out, "already has tokens");
+        let out = eddy(&cluster, Some(&client), &["token", "list"]);
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            listed.contains("dash\tviewer") && listed.contains("revoked"),
+            "{listed}"
+        );
 
         // SIGHUP: a broken directory is not taken (the node keeps its certificates and
         // serves on); a good one is.

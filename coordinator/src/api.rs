@@ -5,12 +5,15 @@
 use crate::error::CoordinatorError;
 use crate::job::{CountersFrom, JobEvent};
 use crate::leader::Leader;
-use crate::state::{CheckpointRecord, Command, CommandResult, JobRecord, JobSpec, JobState};
+use crate::state::{
+    CheckpointRecord, Command, CommandResult, JobRecord, JobSpec, JobState, TokenRecord,
+};
 use eddy_proto::leader::not_leader;
 use eddy_proto::v1::client_api_server::ClientApi;
 use eddy_proto::v1::coordinator_control_server::CoordinatorControl;
 use eddy_proto::v1::*;
 use eddy_runtime::checkpoint::coordinator::{CoordinatorInput, ReportedSubtask};
+use eddy_security::token::{self, TokenRole};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
@@ -54,6 +57,49 @@ impl Api {
     fn leader_id(&self) -> u64 {
         self.leader.raft.leader().unwrap_or(0)
     }
+
+    /// Who calls, if they may do what needs `needed`: the name of the bearer token in the
+    /// call's `authorization` metadata, checked against the replicated tokens. A cluster run
+    /// with `--insecure` (no TLS) checks nothing: it has no security at all.
+    fn authorize<T>(&self, request: &Request<T>, needed: TokenRole) -> Result<String, Status> {
+        if !eddy_proto::net::tls_enabled() {
+            return Ok("anonymous".into());
+        }
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "a token is required: set EDDY_TOKEN (eddy token create; eddy local prints one)",
+                )
+            })?;
+        let (name, hash) = token::parse(presented).ok_or_else(|| {
+            Status::unauthenticated("the token is malformed (expected NAME.SECRET)")
+        })?;
+        let role = self.leader.raft.with_state(|s| {
+            s.tokens
+                .get(name)
+                .filter(|t| !t.revoked && t.hash == hash)
+                .map(|t| t.role)
+        });
+        match role {
+            None => Err(Status::unauthenticated(format!(
+                "the token `{name}` is unknown, revoked or wrong"
+            ))),
+            Some(role) if !role.allows(needed) => Err(Status::permission_denied(format!(
+                "the token `{name}` is a {role} token; this needs {needed}"
+            ))),
+            Some(_) => Ok(name.to_string()),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn summary(job: &JobRecord) -> JobSummary {
@@ -73,6 +119,7 @@ impl ClientApi for Api {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
+        let who = self.authorize(&request, TokenRole::Operator)?;
         self.require_leader()?;
         let r = request.into_inner();
         let mut spec = JobSpec {
@@ -141,15 +188,19 @@ impl ClientApi for Api {
             })
             .await?
         {
-            CommandResult::JobSubmitted(job_id) => Ok(Response::new(SubmitResponse { job_id })),
+            CommandResult::JobSubmitted(job_id) => {
+                tracing::info!(by = %who, job = %job_id, "job submitted");
+                Ok(Response::new(SubmitResponse { job_id }))
+            }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
 
     async fn list_jobs(
         &self,
-        _: Request<ListJobsRequest>,
+        request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
+        self.authorize(&request, TokenRole::Viewer)?;
         self.require_leader()?;
         let state = self.leader.raft.state();
         Ok(Response::new(ListJobsResponse {
@@ -162,6 +213,7 @@ impl ClientApi for Api {
         &self,
         request: Request<JobStatusRequest>,
     ) -> Result<Response<JobStatusResponse>, Status> {
+        self.authorize(&request, TokenRole::Viewer)?;
         self.require_leader()?;
         let job = self.job(&request.into_inner().job_id)?;
         let mut tasks = self.leader.ctx().counters().tasks(&job.id);
@@ -190,6 +242,7 @@ impl ClientApi for Api {
         &self,
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
+        let who = self.authorize(&request, TokenRole::Operator)?;
         self.require_leader()?;
         let job = self.job(&request.into_inner().job_id)?;
         if job.state.is_terminal() {
@@ -220,6 +273,7 @@ impl ClientApi for Api {
             })
             .await?;
         }
+        tracing::info!(by = %who, job = %job.id, "job cancelled");
         Ok(Response::new(CancelResponse {}))
     }
 
@@ -227,6 +281,7 @@ impl ClientApi for Api {
         &self,
         request: Request<SavepointRequest>,
     ) -> Result<Response<SavepointResponse>, Status> {
+        let who = self.authorize(&request, TokenRole::Operator)?;
         self.require_leader()?;
         let r = request.into_inner();
         let job = self.job(&r.job_id)?;
@@ -235,6 +290,7 @@ impl ClientApi for Api {
         } else {
             r.dir
         };
+        tracing::info!(by = %who, job = %job.id, %dir, "savepoint asked for");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let event = JobEvent::Savepoint {
             dir,
@@ -265,8 +321,9 @@ impl ClientApi for Api {
 
     async fn list_workers(
         &self,
-        _: Request<ListWorkersRequest>,
+        request: Request<ListWorkersRequest>,
     ) -> Result<Response<ListWorkersResponse>, Status> {
+        self.authorize(&request, TokenRole::Viewer)?;
         self.require_leader()?;
         let state = self.leader.raft.state();
         let free = state.free_slots();
@@ -288,6 +345,77 @@ impl ClientApi for Api {
             workers,
             leader: self.leader_id(),
         }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        let bootstrap = request.get_ref().bootstrap;
+        let who = if bootstrap {
+            // Only the holder of a client certificate gets here; the state machine refuses
+            // it once any token exists.
+            "bootstrap".to_string()
+        } else {
+            self.authorize(&request, TokenRole::Admin)?
+        };
+        self.require_leader()?;
+        let r = request.into_inner();
+        let role =
+            TokenRole::parse(&r.role).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if bootstrap && role != TokenRole::Admin {
+            return Err(Status::invalid_argument(
+                "the bootstrap token is an admin token",
+            ));
+        }
+        let (secret, hash) =
+            token::generate(&r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.propose(Command::CreateToken {
+            token: TokenRecord {
+                name: r.name.clone(),
+                role,
+                hash,
+                created_at_ms: now_ms(),
+                revoked: false,
+            },
+            only_first: bootstrap,
+        })
+        .await?;
+        tracing::info!(by = %who, token = %r.name, %role, "token created");
+        Ok(Response::new(CreateTokenResponse { token: secret }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let who = self.authorize(&request, TokenRole::Admin)?;
+        self.require_leader()?;
+        let name = request.into_inner().name;
+        self.propose(Command::RevokeToken { name: name.clone() })
+            .await?;
+        tracing::info!(by = %who, token = %name, "token revoked");
+        Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        self.authorize(&request, TokenRole::Admin)?;
+        self.require_leader()?;
+        let tokens = self.leader.raft.with_state(|s| {
+            s.tokens
+                .values()
+                .map(|t| TokenInfo {
+                    name: t.name.clone(),
+                    role: t.role.name().to_string(),
+                    created_at_ms: t.created_at_ms,
+                    revoked: t.revoked,
+                })
+                .collect()
+        });
+        Ok(Response::new(ListTokensResponse { tokens }))
     }
 }
 

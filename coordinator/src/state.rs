@@ -103,6 +103,17 @@ pub struct WorkerRecord {
     pub slots: u32,
 }
 
+/// A client API token: its hash (never the token), role and whether it was revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub name: String,
+    pub role: eddy_security::token::TokenRole,
+    /// SHA-256 of the secret (`eddy_security::token::hash`).
+    pub hash: String,
+    pub created_at_ms: u64,
+    pub revoked: bool,
+}
+
 /// A change to the cluster state: the payload of a Raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -148,6 +159,14 @@ pub enum Command {
         attempt: u64,
         checkpoint: CheckpointRecord,
     },
+    /// A new token; `only_first`: refused once any token exists (the bootstrap).
+    CreateToken {
+        token: TokenRecord,
+        only_first: bool,
+    },
+    RevokeToken {
+        name: String,
+    },
 }
 
 /// What applying a [`Command`] produced.
@@ -167,6 +186,9 @@ pub struct ClusterState {
     pub next_worker: WorkerId,
     pub jobs: BTreeMap<String, JobRecord>,
     pub workers: BTreeMap<WorkerId, WorkerRecord>,
+    /// Client API tokens by name (revoked ones stay, so a name is never reused).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
 }
 
 impl ClusterState {
@@ -192,6 +214,29 @@ impl ClusterState {
                 self.workers.remove(id);
                 CommandResult::Done
             }
+            Command::CreateToken { token, only_first } => {
+                if *only_first && !self.tokens.is_empty() {
+                    return CommandResult::Rejected(
+                        "the cluster already has tokens: create more with an admin token (eddy token create)"
+                            .into(),
+                    );
+                }
+                if self.tokens.contains_key(&token.name) {
+                    return CommandResult::Rejected(format!(
+                        "a token named `{}` exists (names are never reused; pick another)",
+                        token.name
+                    ));
+                }
+                self.tokens.insert(token.name.clone(), token.clone());
+                CommandResult::Done
+            }
+            Command::RevokeToken { name } => match self.tokens.get_mut(name) {
+                Some(t) => {
+                    t.revoked = true;
+                    CommandResult::Done
+                }
+                None => CommandResult::Rejected(format!("no token named `{name}`")),
+            },
             Command::SubmitJob {
                 name,
                 spec,

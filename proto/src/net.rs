@@ -40,6 +40,47 @@ pub fn use_tls(dir: &std::path::Path) -> Result<Peer, NetError> {
     Ok(identity)
 }
 
+/// The bearer token this process's client API calls carry (`EDDY_TOKEN`).
+static TOKEN: RwLock<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> =
+    RwLock::new(None);
+
+/// From now on every client API call of this process carries `token` (see [`client_api`]).
+pub fn use_token(token: &str) -> Result<(), NetError> {
+    let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+        eddy_security::SecurityError::Invalid(
+            "the token has characters a header cannot carry".into(),
+        )
+    })?;
+    *TOKEN.write().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    Ok(())
+}
+
+/// Adds this process's token to a call.
+#[derive(Clone)]
+pub struct Bearer;
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = TOKEN.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            request.metadata_mut().insert("authorization", token);
+        }
+        Ok(request)
+    }
+}
+
+/// A client of the coordinators' client API over `channel`, its calls carrying this
+/// process's token.
+pub type ClientApi = crate::v1::client_api_client::ClientApiClient<
+    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+>;
+
+pub fn client_api(channel: Channel) -> ClientApi {
+    crate::v1::client_api_client::ClientApiClient::with_interceptor(channel, Bearer)
+}
+
 /// Whether this process talks TLS.
 pub fn tls_enabled() -> bool {
     current_tls().is_some()

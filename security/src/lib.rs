@@ -13,6 +13,7 @@
 pub mod certs;
 pub mod role;
 pub mod tls;
+pub mod token;
 
 pub use role::{Peer, Role};
 pub use tls::NodeTls;
