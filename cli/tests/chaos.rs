@@ -103,20 +103,11 @@ fn the_shop_survives_postgres_and_kafka_restarts_among_other_faults() {
     }
 }
 
-/// Runs `eddy` with `args` against the coordinators of `cluster` (bounded) and returns its
-/// stdout.
+/// Runs `eddy` with `args` against the coordinators of `cluster` as its admin (bounded) and
+/// returns its stdout.
 fn client(cluster: &eddy_chaos::cluster::Cluster, args: &[&str]) -> String {
-    let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(args)
-        .env("EDDY_COORDINATORS", cluster.coordinator_addrs().join(","))
-        .env("EDDY_TLS_DIR", cluster.client_tls_dir())
-        .env("EDDY_TOKEN", cluster.token())
-        .args(["--timeout", "10s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_bounded(child, Duration::from_secs(60));
+    let tls = cluster.client_tls_dir();
+    let out = common::cluster_cli(cluster, Some(&tls), Some(cluster.token()), args);
     assert!(
         out.status.success(),
         "eddy {args:?}: {}",
@@ -139,30 +130,10 @@ fn a_trigger_lost_on_its_way_is_sent_again() {
     // again until it arrives. Here every byte the leader sends to the worker is dropped for
     // longer than a trigger call may take, then the link heals: the checkpoint triggered
     // meanwhile must complete, not time out.
-    use eddy_chaos::cluster::{scrape, Cluster, ClusterConfig, Node};
+    use eddy_chaos::cluster::{scrape, Node};
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (runtime, cluster) = common::proxied_cluster(dir.path(), 1, "warn");
     runtime.block_on(async {
-        let cluster = Cluster::start(&ClusterConfig {
-            exe: env!("CARGO_BIN_EXE_eddy").into(),
-            workers: 1,
-            slots: 4,
-            dir: dir.path().join("cluster"),
-            log_filter: "warn".into(),
-            fault_dir: dir.path().join("faults"),
-            seed: 1,
-        })
-        .await
-        .unwrap();
-        let started = Instant::now();
-        while client(&cluster, &["workers"]).lines().count() < 1 {
-            assert!(started.elapsed() < Duration::from_secs(30), "no worker");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let input = format!("input={}", common::input().display());
         let output = format!("output={}/", dir.path().join("out").display());
         let ckpt = dir.path().join("ckpt");

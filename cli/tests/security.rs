@@ -5,34 +5,21 @@
 
 mod common;
 
-use common::wait_bounded;
-use eddy_chaos::cluster::{Cluster, ClusterConfig, Node};
+use common::cluster_cli;
+use eddy_chaos::cluster::{Cluster, Node};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-/// `eddy ARGS` against the cluster with the client certificate directory `tls` (or none) and
-/// the cluster's admin token.
+/// `eddy ARGS` with the client certificate directory `tls` (or none) and the cluster's admin
+/// token.
 fn eddy(cluster: &Cluster, tls: Option<&Path>, args: &[&str]) -> Output {
-    eddy_as(cluster, tls, Some(cluster.token()), args)
+    cluster_cli(cluster, tls, Some(cluster.token()), args)
 }
 
 /// `eddy ARGS` with the bearer token `token` (or none).
 fn eddy_as(cluster: &Cluster, tls: Option<&Path>, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    cmd.args(args)
-        .env("EDDY_COORDINATORS", cluster.coordinator_addrs().join(","))
-        .env_remove("EDDY_TLS_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.env_remove("EDDY_TOKEN");
-    if let Some(dir) = tls {
-        cmd.env("EDDY_TLS_DIR", dir);
-    }
-    if let Some(token) = token {
-        cmd.env("EDDY_TOKEN", token);
-    }
-    wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(60))
+    cluster_cli(cluster, tls, token, args)
 }
 
 fn refused(out: &Output, expected: &str) {
@@ -45,37 +32,10 @@ fn refused(out: &Output, expected: &str) {
 #[test]
 fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (runtime, cluster) = common::proxied_cluster(dir.path(), 1, "info,openraft=error");
     runtime.block_on(async {
-        let cluster = Cluster::start(&ClusterConfig {
-            exe: env!("CARGO_BIN_EXE_eddy").into(),
-            workers: 1,
-            slots: 2,
-            dir: dir.path().join("cluster"),
-            log_filter: "info,openraft=error".into(),
-            fault_dir: dir.path().join("faults"),
-            seed: 1,
-        })
-        .await
-        .unwrap();
         let certs = cluster.client_tls_dir().parent().unwrap().to_path_buf();
         let client = certs.join("client");
-        let started = Instant::now();
-        loop {
-            let out = eddy(&cluster, Some(&client), &["workers", "--timeout", "5s"]);
-            if out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1 {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the worker never registered"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
 
         // No certificate: the handshake fails, and the error says what to do.
         let out = eddy(&cluster, None, &["list", "--timeout", "2s"]);

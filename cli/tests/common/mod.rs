@@ -113,3 +113,69 @@ pub fn dump_q8_table(server: &eddy_postgres::testing::PgServer, to: &Path) {
     let lines: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
     std::fs::write(to, lines.join("\n") + "\n").unwrap();
 }
+
+/// A cluster of the chaos harness in `dir`: three coordinators and `workers` workers as
+/// processes, every link through a proxy the test controls, mutual TLS and an admin token
+/// (which this process's calls carry); with the runtime its proxies run on. Returns once
+/// every worker registered.
+pub fn proxied_cluster(
+    dir: &Path,
+    workers: usize,
+    log_filter: &str,
+) -> (tokio::runtime::Runtime, eddy_chaos::cluster::Cluster) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = runtime
+        .block_on(eddy_chaos::cluster::Cluster::start(
+            &eddy_chaos::cluster::ClusterConfig {
+                exe: env!("CARGO_BIN_EXE_eddy").into(),
+                workers,
+                slots: 4,
+                dir: dir.join("cluster"),
+                log_filter: log_filter.into(),
+                fault_dir: dir.join("faults"),
+                seed: 1,
+            },
+        ))
+        .unwrap();
+    let client = cluster.client_tls_dir();
+    let started = Instant::now();
+    loop {
+        let out = cluster_cli(&cluster, Some(&client), Some(cluster.token()), &["workers"]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == workers {
+            return (runtime, cluster);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the workers never registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `eddy ARGS` against the coordinators of `cluster` (bounded), with the client certificate
+/// directory `tls` and the bearer token `token`, each only if given.
+pub fn cluster_cli(
+    cluster: &eddy_chaos::cluster::Cluster,
+    tls: Option<&Path>,
+    token: Option<&str>,
+    args: &[&str],
+) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.args(args)
+        .env("EDDY_COORDINATORS", cluster.coordinator_addrs().join(","))
+        .env_remove("EDDY_TLS_DIR")
+        .env_remove("EDDY_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(dir) = tls {
+        cmd.env("EDDY_TLS_DIR", dir);
+    }
+    if let Some(token) = token {
+        cmd.env("EDDY_TOKEN", token);
+    }
+    wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(60))
+}
