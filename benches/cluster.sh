@@ -63,7 +63,7 @@ start_cluster() {
   for id in 1 2 3; do
     if [ "${TLS:-1}" = 1 ]; then sec_c=(--tls-dir "$dir/certs/coordinator-$id"); else sec_c=(--insecure); fi
     "$eddy" coordinator --id "$id" --listen "$(echo "$addrs" | cut -d, -f"$id")" --peers "$peers" \
-      --worker-timeout "$timeout" --data-dir "$dir/c$id" "${sec_c[@]}" 2>>"$dir/log" &
+      --worker-timeout "$timeout" --data-dir "$dir/c$id" "${sec_c[@]}" --allow-path "$work" 2>>"$dir/log" &
     coord_pids+=($!); pids+=($!)
   done
   export EDDY_COORDINATORS=$addrs

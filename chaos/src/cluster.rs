@@ -115,6 +115,8 @@ pub struct ClusterConfig {
     /// Where each worker's fault file is (`EDDY_FAULTS_FILE`: DIR/w0, DIR/w1, ...).
     pub fault_dir: PathBuf,
     pub seed: u64,
+    /// Where jobs may read and write (`--allow-path` of the coordinators), besides `dir`.
+    pub allow_paths: Vec<PathBuf>,
 }
 
 /// The running cluster. Dropping it kills every process.
@@ -207,26 +209,33 @@ impl Cluster {
             ];
             let dir = config.dir.join(node.to_string());
             let command: Vec<String> = match node {
-                Node::Coordinator(id) => vec![
-                    "coordinator".into(),
-                    "--id".into(),
-                    id.to_string(),
-                    "--listen".into(),
-                    addrs[&node].clone(),
-                    "--peers".into(),
-                    peers.join(","),
-                    "--worker-timeout".into(),
-                    "1500ms".into(),
-                    "--metrics".into(),
-                    metrics[&id].clone(),
-                    "--tls-dir".into(),
-                    certs
-                        .join(format!("coordinator-{id}"))
-                        .display()
-                        .to_string(),
-                    "--data-dir".into(),
-                    dir.display().to_string(),
-                ],
+                Node::Coordinator(id) => {
+                    let mut command: Vec<String> = vec![
+                        "coordinator".into(),
+                        "--id".into(),
+                        id.to_string(),
+                        "--listen".into(),
+                        addrs[&node].clone(),
+                        "--peers".into(),
+                        peers.join(","),
+                        "--worker-timeout".into(),
+                        "1500ms".into(),
+                        "--metrics".into(),
+                        metrics[&id].clone(),
+                        "--tls-dir".into(),
+                        certs
+                            .join(format!("coordinator-{id}"))
+                            .display()
+                            .to_string(),
+                        "--data-dir".into(),
+                        dir.display().to_string(),
+                    ];
+                    for p in std::iter::once(&config.dir).chain(&config.allow_paths) {
+                        command.push("--allow-path".into());
+                        command.push(p.display().to_string());
+                    }
+                    command
+                }
                 Node::Worker(i) => {
                     env.push((
                         eddy_runtime::faults::FAULTS_ENV.to_string(),

@@ -122,6 +122,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
         log_filter: config.log_filter.clone(),
         fault_dir: fault_dir.clone(),
         seed: config.seed,
+        allow_paths: config.scenario.input_dirs(),
     };
     let mut cluster = Cluster::start(&cluster_config).await?;
     let client = Arc::new(Coordinators::new(cluster.coordinator_addrs()));

@@ -55,6 +55,26 @@ impl Scenario {
     }
 
     /// Whether PostgreSQL and Kafka run beside the cluster (and can be restarted).
+    /// The directories of the files the job reads (parameters that name existing paths):
+    /// the cluster must allow them (`--allow-path`).
+    pub fn input_dirs(&self) -> Vec<PathBuf> {
+        let Scenario::Job(j) = self else {
+            return Vec::new();
+        };
+        j.params
+            .iter()
+            .map(|(_, v)| Path::new(v))
+            .filter(|p| p.exists())
+            .filter_map(|p| match p.is_dir() {
+                true => Some(p.to_path_buf()),
+                false => p.parent().map(|d| match d.as_os_str().is_empty() {
+                    true => PathBuf::from("."),
+                    false => d.to_path_buf(),
+                }),
+            })
+            .collect()
+    }
+
     pub fn has_dependencies(&self) -> bool {
         matches!(self, Scenario::Shop(_))
     }

@@ -7,6 +7,7 @@ use eddy_coordinator::raft::RaftOptions;
 use eddy_coordinator::CoordinatorConfig;
 use eddy_proto::leader::Coordinators;
 use eddy_proto::v1::*;
+use eddy_security::paths::AllowedPaths;
 use eddy_worker::WorkerConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,11 @@ pub struct CoordinatorArgs {
     pub worker_timeout: Duration,
     #[command(flatten)]
     pub security: NodeSecurity,
+    /// A directory jobs may read and write under (repeat for several): a submission whose
+    /// input, output, checkpoint or savepoint path lies elsewhere is refused. Default with
+    /// TLS: the data directory only; with --insecure: anywhere.
+    #[arg(long, value_name = "DIR")]
+    pub allow_path: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -300,7 +306,16 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         args.security.apply(eddy_security::Role::Coordinator)?;
         install_metrics(&args.metrics)?;
         let peers: BTreeMap<u64, String> = args.peers.into_iter().collect();
+        let allowed_paths = match (&args.allow_path[..], args.security.insecure) {
+            ([], true) => None,
+            ([], false) => {
+                std::fs::create_dir_all(&args.data_dir)?;
+                Some(AllowedPaths::new(std::slice::from_ref(&args.data_dir))?)
+            }
+            (roots, _) => Some(AllowedPaths::new(roots)?),
+        };
         let node = eddy_coordinator::start(CoordinatorConfig {
+            allowed_paths,
             id: args.id,
             listen: args.listen.clone(),
             peers,
@@ -425,6 +440,17 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
         }
         false => Some(local_certs(&data)?),
     };
+    // Jobs of a local cluster read and write under its data directory and where it runs.
+    let allowed_paths = match args.insecure {
+        true => None,
+        false => {
+            std::fs::create_dir_all(&data)?;
+            Some(AllowedPaths::new(&[
+                data.clone(),
+                std::env::current_dir()?,
+            ])?)
+        }
+    };
     rt.block_on(async {
         install_metrics(&args.metrics)?;
         let ports = ports(args.port, 3)?;
@@ -437,6 +463,7 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
         for (id, addr) in &peers {
             nodes.push(
                 eddy_coordinator::start(CoordinatorConfig {
+                    allowed_paths: allowed_paths.clone(),
                     id: *id,
                     listen: addr.clone(),
                     peers: peers.clone(),

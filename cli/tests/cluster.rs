@@ -209,6 +209,11 @@ impl Cluster {
             .args(["--metrics", &self.coordinator_metrics[id - 1]])
             .arg("--tls-dir")
             .arg(self.certs().join(format!("coordinator-{id}")))
+            // Jobs read the shared input and write under the cluster's directory.
+            .arg("--allow-path")
+            .arg(self.dir.path())
+            .arg("--allow-path")
+            .arg(input().parent().unwrap())
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("c{id}")))
             .stdout(Stdio::null())
@@ -724,7 +729,7 @@ fn a_stopped_job_resumes_from_its_savepoint() {
         "--param",
         &format!("input={}", input().display()),
         "--param",
-        "output=elsewhere/",
+        &format!("output={}/elsewhere/", cluster.dir.path().display()),
         "--checkpoint-interval",
         "100ms",
         "--from-savepoint",

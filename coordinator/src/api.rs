@@ -24,6 +24,8 @@ pub struct Api {
     pub leader: Arc<Leader>,
     /// Where jobs submitted without a checkpoint directory keep their checkpoints.
     pub default_checkpoint_root: std::path::PathBuf,
+    /// Where jobs may read and write (`--allow-path`); `None`: anywhere.
+    pub allowed_paths: Option<eddy_security::paths::AllowedPaths>,
 }
 
 impl Api {
@@ -147,6 +149,13 @@ impl ClientApi for Api {
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::invalid_argument(e.to_string()))?
         };
+        if let Some(allowed) = &self.allowed_paths {
+            for (what, path) in job_paths(&graph, &spec, &r.from_savepoint) {
+                allowed
+                    .check(&what, &path)
+                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+            }
+        }
         let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
         let outputs = output_directories(&graph);
         if spec.checkpoint_interval_ms > 0 && spec.checkpoint_dir.is_empty() {
@@ -288,6 +297,11 @@ impl ClientApi for Api {
         let dir = if r.dir.is_empty() {
             format!("{}/savepoints", job.spec.checkpoint_dir)
         } else {
+            if let Some(allowed) = &self.allowed_paths {
+                allowed
+                    .check("the savepoint directory", &r.dir)
+                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+            }
             r.dir
         };
         tracing::info!(by = %who, job = %job.id, %dir, "savepoint asked for");
@@ -539,6 +553,41 @@ fn savepoint_to_start_from(
 }
 
 /// The directories the job's file sinks publish into (absolute, for comparing jobs).
+/// Every path a job reads or writes, with what it is for (for the error that refuses it).
+fn job_paths(
+    graph: &eddy_runtime::graph::JobGraph,
+    spec: &JobSpec,
+    from_savepoint: &str,
+) -> Vec<(String, String)> {
+    use eddy_runtime::graph::{NodeKind, SinkConnector, SourceConnector};
+    let mut paths = Vec::new();
+    for n in &graph.nodes {
+        match &n.kind {
+            NodeKind::Source(s) => {
+                if let SourceConnector::File { path, .. } = &s.connector {
+                    paths.push((format!("the input of source `{}`", n.name), path.clone()));
+                }
+            }
+            NodeKind::Sink(s) => {
+                if let SinkConnector::File { path } = &s.connector {
+                    paths.push((format!("the output of sink `{}`", n.name), path.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (what, path) in [
+        ("the checkpoint directory", spec.checkpoint_dir.as_str()),
+        ("the savepoint to start from", from_savepoint),
+        ("--topics-from", spec.topics_from.as_deref().unwrap_or("")),
+    ] {
+        if !path.is_empty() {
+            paths.push((what.to_string(), path.to_string()));
+        }
+    }
+    paths
+}
+
 fn output_directories(graph: &eddy_runtime::graph::JobGraph) -> Vec<String> {
     use eddy_runtime::graph::{NodeKind, SinkConnector};
     graph

@@ -32,6 +32,8 @@ pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
     pub raft: RaftOptions,
     pub leader: LeaderOptions,
+    /// Where jobs may read and write; `None`: anywhere (a cluster run with `--insecure`).
+    pub allowed_paths: Option<eddy_security::paths::AllowedPaths>,
 }
 
 /// A running coordinator node.
@@ -68,6 +70,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     let api = api::Api {
         leader: Arc::clone(&leader),
         default_checkpoint_root: config.data_dir.join("checkpoints"),
+        allowed_paths: config.allowed_paths.clone(),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = {

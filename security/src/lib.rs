@@ -11,6 +11,7 @@
 //! - [`role`] reads the roles out of a verified peer certificate.
 
 pub mod certs;
+pub mod paths;
 pub mod role;
 pub mod tls;
 pub mod token;

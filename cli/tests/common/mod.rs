@@ -138,6 +138,7 @@ pub fn proxied_cluster(
                 log_filter: log_filter.into(),
                 fault_dir: dir.join("faults"),
                 seed: 1,
+                allow_paths: vec![dir.to_path_buf(), input().parent().unwrap().to_path_buf()],
             },
         ))
         .unwrap();
