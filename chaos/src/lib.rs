@@ -122,7 +122,10 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
         log_filter: config.log_filter.clone(),
         fault_dir: fault_dir.clone(),
         seed: config.seed,
-        allow_paths: config.scenario.input_dirs(),
+        // The run directory (outputs, checkpoints) and what the job reads.
+        allow_paths: std::iter::once(config.dir.clone())
+            .chain(config.scenario.input_dirs())
+            .collect(),
     };
     let mut cluster = Cluster::start(&cluster_config).await?;
     let client = Arc::new(Coordinators::new(cluster.coordinator_addrs()));
