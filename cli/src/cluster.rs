@@ -1014,3 +1014,41 @@ async fn create_token(
     .await
     .map(|r| r.token)
 }
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// Only what happened within this long (e.g. 1h, 30min); default: everything kept.
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_interval)]
+    pub since: Option<Duration>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `eddy audit`: who changed what, when, with what result (one line each, oldest first).
+pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let since_ms = args
+            .since
+            .map_or(0, |d| now.saturating_sub(d.as_millis() as u64));
+        match call(&args.client, |mut c| async move {
+            c.list_audit(ListAuditRequest { since_ms }).await
+        })
+        .await
+        {
+            Ok(r) => {
+                for e in r.entries {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        e.at_ms, e.who, e.action, e.target, e.result
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(e),
+        }
+    })
+}

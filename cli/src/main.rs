@@ -77,6 +77,8 @@ enum Command {
     /// Make, revoke and list the bearer tokens of the client API.
     #[command(subcommand)]
     Token(cluster::TokenCommand),
+    /// Show the audit log: who changed what on the cluster, when, with what result.
+    Audit(cluster::AuditArgs),
     /// Make the cluster's CA and the certificates of its nodes and clients (mutual TLS).
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -682,6 +684,7 @@ fn main() -> ExitCode {
         Command::Chaos(args) => report(chaos::chaos(args)),
         Command::Certs(command) => report(certs::certs(command)),
         Command::Token(command) => report(cluster::token(command)),
+        Command::Audit(args) => report(cluster::audit(args)),
     }
 }
 

@@ -211,6 +211,37 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+
+        // The audit log names who did what with which result, and survives the leader.
+        let audit = |cluster: &Cluster| {
+            let out = eddy(cluster, Some(&client), &["audit", "--since", "1h"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let before = audit(&cluster);
+        for expected in [
+            "\tbootstrap\tcreate-token\tadmin\tok",
+            "\tadmin\tcreate-token\tdash\tok",
+            "\tadmin\trevoke-token\tdash\tok",
+            "\tadmin\tsubmit\t",
+            "PermissionDenied: the input of source `events`: `/etc/passwd` is outside",
+        ] {
+            assert!(before.contains(expected), "`{expected}` not in:\n{before}");
+        }
+        let list = eddy(&cluster, Some(&client), &["list"]);
+        let leader: u64 = String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("leader: ")?.trim().parse().ok())
+            .unwrap();
+        let mut cluster = cluster;
+        cluster.kill(Node::Coordinator(leader));
+        let after = audit(&cluster);
+        assert!(after.starts_with(&before), "{before}\n---\n{after}");
+        cluster.restart(Node::Coordinator(leader)).unwrap();
     });
 }
 

@@ -6,7 +6,8 @@ use crate::error::CoordinatorError;
 use crate::job::{CountersFrom, JobEvent};
 use crate::leader::Leader;
 use crate::state::{
-    CheckpointRecord, Command, CommandResult, JobRecord, JobSpec, JobState, TokenRecord,
+    AuditRecord, CheckpointRecord, Command, CommandResult, JobRecord, JobSpec, JobState,
+    TokenRecord,
 };
 use eddy_proto::leader::not_leader;
 use eddy_proto::v1::client_api_server::ClientApi;
@@ -60,68 +61,10 @@ impl Api {
         self.leader.raft.leader().unwrap_or(0)
     }
 
-    /// Who calls, if they may do what needs `needed`: the name of the bearer token in the
-    /// call's `authorization` metadata, checked against the replicated tokens. A cluster run
-    /// with `--insecure` (no TLS) checks nothing: it has no security at all.
-    fn authorize<T>(&self, request: &Request<T>, needed: TokenRole) -> Result<String, Status> {
-        if !eddy_proto::net::tls_enabled() {
-            return Ok("anonymous".into());
-        }
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "a token is required: set EDDY_TOKEN (eddy token create; eddy local prints one)",
-                )
-            })?;
-        let (name, hash) = token::parse(presented).ok_or_else(|| {
-            Status::unauthenticated("the token is malformed (expected NAME.SECRET)")
-        })?;
-        let role = self.leader.raft.with_state(|s| {
-            s.tokens
-                .get(name)
-                .filter(|t| !t.revoked && t.hash == hash)
-                .map(|t| t.role)
-        });
-        match role {
-            None => Err(Status::unauthenticated(format!(
-                "the token `{name}` is unknown, revoked or wrong"
-            ))),
-            Some(role) if !role.allows(needed) => Err(Status::permission_denied(format!(
-                "the token `{name}` is a {role} token; this needs {needed}"
-            ))),
-            Some(_) => Ok(name.to_string()),
-        }
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn summary(job: &JobRecord) -> JobSummary {
-    JobSummary {
-        job_id: job.id.clone(),
-        name: job.name.clone(),
-        state: job.state.name().to_string(),
-        message: job.message.clone(),
-        parallelism: job.parallelism,
-        attempt: job.attempt,
-    }
-}
-
-#[tonic::async_trait]
-impl ClientApi for Api {
-    async fn submit(
+    async fn submit_call(
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        let who = self.authorize(&request, TokenRole::Operator)?;
         self.require_leader()?;
         let r = request.into_inner();
         let mut spec = JobSpec {
@@ -197,12 +140,227 @@ impl ClientApi for Api {
             })
             .await?
         {
-            CommandResult::JobSubmitted(job_id) => {
-                tracing::info!(by = %who, job = %job_id, "job submitted");
-                Ok(Response::new(SubmitResponse { job_id }))
-            }
+            CommandResult::JobSubmitted(job_id) => Ok(Response::new(SubmitResponse { job_id })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
+    }
+
+    async fn cancel_call(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelResponse>, Status> {
+        self.require_leader()?;
+        let job = self.job(&request.into_inner().job_id)?;
+        if job.state.is_terminal() {
+            return Err(Status::failed_precondition(format!(
+                "{} is already {}",
+                job.id,
+                job.state.name()
+            )));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.leader.send(&job.id, JobEvent::Cancel(tx)) {
+            match tokio::time::timeout(Duration::from_secs(60), rx).await {
+                Ok(Ok(result)) => result.map_err(|e| e.status())?,
+                Ok(Err(_)) => return Err(CoordinatorError::LeaderChanged.status()),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(
+                        "the cancel did not complete within 60 s; check `eddy status`",
+                    ))
+                }
+            }
+        } else {
+            // No driver yet (just submitted, or a new leader): Raft alone decides; a driver
+            // that starts later finds the job cancelled and never deploys it.
+            self.propose(Command::SetJobState {
+                job: job.id.clone(),
+                state: JobState::Cancelled,
+                message: "cancelled by a user".into(),
+            })
+            .await?;
+        }
+        Ok(Response::new(CancelResponse {}))
+    }
+
+    async fn savepoint_call(
+        &self,
+        request: Request<SavepointRequest>,
+    ) -> Result<Response<SavepointResponse>, Status> {
+        self.require_leader()?;
+        let r = request.into_inner();
+        let job = self.job(&r.job_id)?;
+        let dir = if r.dir.is_empty() {
+            format!("{}/savepoints", job.spec.checkpoint_dir)
+        } else {
+            if let Some(allowed) = &self.allowed_paths {
+                allowed
+                    .check("the savepoint directory", &r.dir)
+                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+            }
+            r.dir
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let event = JobEvent::Savepoint {
+            dir,
+            stop: r.stop,
+            reply: tx,
+        };
+        if !self.leader.send(&job.id, event) {
+            return Err(Status::failed_precondition(format!(
+                "{} is {}",
+                job.id,
+                job.state.name()
+            )));
+        }
+        match tokio::time::timeout(Duration::from_secs(120), rx).await {
+            Ok(Ok(Ok((checkpoint, location)))) => Ok(Response::new(SavepointResponse {
+                checkpoint,
+                location,
+            })),
+            Ok(Ok(Err(e))) => Err(Status::aborted(e.to_string())),
+            Ok(Err(_)) => Err(Status::aborted(
+                "the job's attempt ended before the savepoint completed",
+            )),
+            Err(_) => Err(Status::deadline_exceeded(
+                "the savepoint did not complete within 120 s",
+            )),
+        }
+    }
+
+    async fn create_token_call(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        self.require_leader()?;
+        let r = request.into_inner();
+        let bootstrap = r.bootstrap;
+        let role =
+            TokenRole::parse(&r.role).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if bootstrap && role != TokenRole::Admin {
+            return Err(Status::invalid_argument(
+                "the bootstrap token is an admin token",
+            ));
+        }
+        let (secret, hash) =
+            token::generate(&r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.propose(Command::CreateToken {
+            token: TokenRecord {
+                name: r.name.clone(),
+                role,
+                hash,
+                created_at_ms: now_ms(),
+                revoked: false,
+            },
+            only_first: bootstrap,
+        })
+        .await?;
+        Ok(Response::new(CreateTokenResponse { token: secret }))
+    }
+
+    async fn revoke_token_call(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        self.require_leader()?;
+        let name = request.into_inner().name;
+        self.propose(Command::RevokeToken { name: name.clone() })
+            .await?;
+        Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    /// Runs a call that changes something and appends it to the audit log in Raft: who (the
+    /// token's name), what, on what, when and the result. A record that cannot be written
+    /// (no quorum) is logged instead: the change itself already happened or failed.
+    async fn audited<T>(
+        &self,
+        who: &str,
+        action: &str,
+        target: String,
+        call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let result = call.await;
+        let record = AuditRecord {
+            at_ms: now_ms(),
+            who: who.to_string(),
+            action: action.to_string(),
+            target,
+            result: match &result {
+                Ok(_) => "ok".to_string(),
+                Err(s) => format!("{:?}: {}", s.code(), s.message()),
+            },
+        };
+        tracing::info!(who, action, target = %record.target, result = %record.result, "audit");
+        if let Err(e) = self.leader.raft.propose(Command::Audit(record)).await {
+            tracing::warn!(error = %e, "the audit record was not written to Raft");
+        }
+        result
+    }
+
+    /// Who calls, if they may do what needs `needed`: the name of the bearer token in the
+    /// call's `authorization` metadata, checked against the replicated tokens. A cluster run
+    /// with `--insecure` (no TLS) checks nothing: it has no security at all.
+    fn authorize<T>(&self, request: &Request<T>, needed: TokenRole) -> Result<String, Status> {
+        if !eddy_proto::net::tls_enabled() {
+            return Ok("anonymous".into());
+        }
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "a token is required: set EDDY_TOKEN (eddy token create; eddy local prints one)",
+                )
+            })?;
+        let (name, hash) = token::parse(presented).ok_or_else(|| {
+            Status::unauthenticated("the token is malformed (expected NAME.SECRET)")
+        })?;
+        let role = self.leader.raft.with_state(|s| {
+            s.tokens
+                .get(name)
+                .filter(|t| !t.revoked && t.hash == hash)
+                .map(|t| t.role)
+        });
+        match role {
+            None => Err(Status::unauthenticated(format!(
+                "the token `{name}` is unknown, revoked or wrong"
+            ))),
+            Some(role) if !role.allows(needed) => Err(Status::permission_denied(format!(
+                "the token `{name}` is a {role} token; this needs {needed}"
+            ))),
+            Some(_) => Ok(name.to_string()),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn summary(job: &JobRecord) -> JobSummary {
+    JobSummary {
+        job_id: job.id.clone(),
+        name: job.name.clone(),
+        state: job.state.name().to_string(),
+        message: job.message.clone(),
+        parallelism: job.parallelism,
+        attempt: job.attempt,
+    }
+}
+
+#[tonic::async_trait]
+impl ClientApi for Api {
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let who = self.authorize(&request, TokenRole::Operator)?;
+        let target = request.get_ref().job_path.clone();
+        self.audited(&who, "submit", target, self.submit_call(request))
+            .await
     }
 
     async fn list_jobs(
@@ -211,9 +369,12 @@ impl ClientApi for Api {
     ) -> Result<Response<ListJobsResponse>, Status> {
         self.authorize(&request, TokenRole::Viewer)?;
         self.require_leader()?;
-        let state = self.leader.raft.state();
+        let jobs = self
+            .leader
+            .raft
+            .with_state(|s| s.jobs.values().map(summary).collect());
         Ok(Response::new(ListJobsResponse {
-            jobs: state.jobs.values().map(summary).collect(),
+            jobs,
             leader: self.leader_id(),
         }))
     }
@@ -252,38 +413,9 @@ impl ClientApi for Api {
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
         let who = self.authorize(&request, TokenRole::Operator)?;
-        self.require_leader()?;
-        let job = self.job(&request.into_inner().job_id)?;
-        if job.state.is_terminal() {
-            return Err(Status::failed_precondition(format!(
-                "{} is already {}",
-                job.id,
-                job.state.name()
-            )));
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.leader.send(&job.id, JobEvent::Cancel(tx)) {
-            match tokio::time::timeout(Duration::from_secs(60), rx).await {
-                Ok(Ok(result)) => result.map_err(|e| e.status())?,
-                Ok(Err(_)) => return Err(CoordinatorError::LeaderChanged.status()),
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(
-                        "the cancel did not complete within 60 s; check `eddy status`",
-                    ))
-                }
-            }
-        } else {
-            // No driver yet (just submitted, or a new leader): Raft alone decides; a driver
-            // that starts later finds the job cancelled and never deploys it.
-            self.propose(Command::SetJobState {
-                job: job.id.clone(),
-                state: JobState::Cancelled,
-                message: "cancelled by a user".into(),
-            })
-            .await?;
-        }
-        tracing::info!(by = %who, job = %job.id, "job cancelled");
-        Ok(Response::new(CancelResponse {}))
+        let target = request.get_ref().job_id.clone();
+        self.audited(&who, "cancel", target, self.cancel_call(request))
+            .await
     }
 
     async fn savepoint(
@@ -291,46 +423,9 @@ impl ClientApi for Api {
         request: Request<SavepointRequest>,
     ) -> Result<Response<SavepointResponse>, Status> {
         let who = self.authorize(&request, TokenRole::Operator)?;
-        self.require_leader()?;
-        let r = request.into_inner();
-        let job = self.job(&r.job_id)?;
-        let dir = if r.dir.is_empty() {
-            format!("{}/savepoints", job.spec.checkpoint_dir)
-        } else {
-            if let Some(allowed) = &self.allowed_paths {
-                allowed
-                    .check("the savepoint directory", &r.dir)
-                    .map_err(|e| Status::permission_denied(e.to_string()))?;
-            }
-            r.dir
-        };
-        tracing::info!(by = %who, job = %job.id, %dir, "savepoint asked for");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let event = JobEvent::Savepoint {
-            dir,
-            stop: r.stop,
-            reply: tx,
-        };
-        if !self.leader.send(&job.id, event) {
-            return Err(Status::failed_precondition(format!(
-                "{} is {}",
-                job.id,
-                job.state.name()
-            )));
-        }
-        match tokio::time::timeout(Duration::from_secs(120), rx).await {
-            Ok(Ok(Ok((checkpoint, location)))) => Ok(Response::new(SavepointResponse {
-                checkpoint,
-                location,
-            })),
-            Ok(Ok(Err(e))) => Err(Status::aborted(e.to_string())),
-            Ok(Err(_)) => Err(Status::aborted(
-                "the job's attempt ended before the savepoint completed",
-            )),
-            Err(_) => Err(Status::deadline_exceeded(
-                "the savepoint did not complete within 120 s",
-            )),
-        }
+        let target = request.get_ref().job_id.clone();
+        self.audited(&who, "savepoint", target, self.savepoint_call(request))
+            .await
     }
 
     async fn list_workers(
@@ -339,22 +434,26 @@ impl ClientApi for Api {
     ) -> Result<Response<ListWorkersResponse>, Status> {
         self.authorize(&request, TokenRole::Viewer)?;
         self.require_leader()?;
-        let state = self.leader.raft.state();
-        let free = state.free_slots();
-        let workers = state
-            .workers
-            .values()
-            .map(|w| WorkerInfo {
-                id: w.id,
-                addr: w.addr.clone(),
-                slots: w.slots,
-                slots_used: w.slots - free.get(&w.id).copied().unwrap_or(0),
-                last_heartbeat_ms_ago: self
-                    .leader
-                    .last_heartbeat(w.id)
-                    .map_or(0, |d| d.as_millis() as u64),
-            })
-            .collect();
+        let mut workers: Vec<WorkerInfo> = self.leader.raft.with_state(|state| {
+            let free = state.free_slots();
+            state
+                .workers
+                .values()
+                .map(|w| WorkerInfo {
+                    id: w.id,
+                    addr: w.addr.clone(),
+                    slots: w.slots,
+                    slots_used: w.slots - free.get(&w.id).copied().unwrap_or(0),
+                    last_heartbeat_ms_ago: 0,
+                })
+                .collect()
+        });
+        for w in &mut workers {
+            w.last_heartbeat_ms_ago = self
+                .leader
+                .last_heartbeat(w.id)
+                .map_or(0, |d| d.as_millis() as u64);
+        }
         Ok(Response::new(ListWorkersResponse {
             workers,
             leader: self.leader_id(),
@@ -373,30 +472,14 @@ impl ClientApi for Api {
         } else {
             self.authorize(&request, TokenRole::Admin)?
         };
-        self.require_leader()?;
-        let r = request.into_inner();
-        let role =
-            TokenRole::parse(&r.role).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if bootstrap && role != TokenRole::Admin {
-            return Err(Status::invalid_argument(
-                "the bootstrap token is an admin token",
-            ));
-        }
-        let (secret, hash) =
-            token::generate(&r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.propose(Command::CreateToken {
-            token: TokenRecord {
-                name: r.name.clone(),
-                role,
-                hash,
-                created_at_ms: now_ms(),
-                revoked: false,
-            },
-            only_first: bootstrap,
-        })
-        .await?;
-        tracing::info!(by = %who, token = %r.name, %role, "token created");
-        Ok(Response::new(CreateTokenResponse { token: secret }))
+        let target = request.get_ref().name.clone();
+        self.audited(
+            &who,
+            "create-token",
+            target,
+            self.create_token_call(request),
+        )
+        .await
     }
 
     async fn revoke_token(
@@ -404,12 +487,14 @@ impl ClientApi for Api {
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenResponse>, Status> {
         let who = self.authorize(&request, TokenRole::Admin)?;
-        self.require_leader()?;
-        let name = request.into_inner().name;
-        self.propose(Command::RevokeToken { name: name.clone() })
-            .await?;
-        tracing::info!(by = %who, token = %name, "token revoked");
-        Ok(Response::new(RevokeTokenResponse {}))
+        let target = request.get_ref().name.clone();
+        self.audited(
+            &who,
+            "revoke-token",
+            target,
+            self.revoke_token_call(request),
+        )
+        .await
     }
 
     async fn list_tokens(
@@ -430,6 +515,29 @@ impl ClientApi for Api {
                 .collect()
         });
         Ok(Response::new(ListTokensResponse { tokens }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditResponse>, Status> {
+        self.authorize(&request, TokenRole::Admin)?;
+        self.require_leader()?;
+        let since = request.into_inner().since_ms;
+        let entries = self.leader.raft.with_state(|s| {
+            s.audit
+                .iter()
+                .filter(|a| a.at_ms >= since)
+                .map(|a| AuditEntry {
+                    at_ms: a.at_ms,
+                    who: a.who.clone(),
+                    action: a.action.clone(),
+                    target: a.target.clone(),
+                    result: a.result.clone(),
+                })
+                .collect()
+        });
+        Ok(Response::new(ListAuditResponse { entries }))
     }
 }
 

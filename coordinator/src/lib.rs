@@ -111,12 +111,15 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
                 metrics::gauge!("eddy_raft_is_leader", &node)
                     .set(f64::from(u8::from(status.is_leader)));
                 if status.is_leader {
-                    let state = leader.raft.state();
-                    let total: u32 = state.workers.values().map(|w| w.slots).sum();
-                    let free: u32 = state.free_slots().values().sum();
+                    // Read in place: the state (jobs, tokens, the audit log) is not cloned.
+                    let (total, free, workers) = leader.raft.with_state(|state| {
+                        let total: u32 = state.workers.values().map(|w| w.slots).sum();
+                        let free: u32 = state.free_slots().values().sum();
+                        (total, free, state.workers.len())
+                    });
                     metrics::gauge!("eddy_slots_free").set(free as f64);
                     metrics::gauge!("eddy_slots_used").set((total - free) as f64);
-                    metrics::gauge!("eddy_workers").set(state.workers.len() as f64);
+                    metrics::gauge!("eddy_workers").set(workers as f64);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(leader.options().tick) => {}

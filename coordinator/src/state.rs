@@ -114,6 +114,24 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// One change a client made (or tried): the audit log, replicated like everything else, so it
+/// survives a leader change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at_ms: u64,
+    /// The token's name (`anonymous` on a cluster run with `--insecure`).
+    pub who: String,
+    /// submit, cancel, savepoint, create-token, revoke-token.
+    pub action: String,
+    /// The job file, job id or token name.
+    pub target: String,
+    /// `ok`, or the error's code and message.
+    pub result: String,
+}
+
+/// Audit records kept (the oldest go first): the state stays bounded.
+pub const AUDIT_KEPT: usize = 10_000;
+
 /// A change to the cluster state: the payload of a Raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -167,6 +185,7 @@ pub enum Command {
     RevokeToken {
         name: String,
     },
+    Audit(AuditRecord),
 }
 
 /// What applying a [`Command`] produced.
@@ -189,6 +208,9 @@ pub struct ClusterState {
     /// Client API tokens by name (revoked ones stay, so a name is never reused).
     #[serde(default)]
     pub tokens: BTreeMap<String, TokenRecord>,
+    /// The newest [`AUDIT_KEPT`] audit records, oldest first.
+    #[serde(default)]
+    pub audit: std::collections::VecDeque<AuditRecord>,
 }
 
 impl ClusterState {
@@ -228,6 +250,13 @@ impl ClusterState {
                     ));
                 }
                 self.tokens.insert(token.name.clone(), token.clone());
+                CommandResult::Done
+            }
+            Command::Audit(record) => {
+                if self.audit.len() >= AUDIT_KEPT {
+                    self.audit.pop_front();
+                }
+                self.audit.push_back(record.clone());
                 CommandResult::Done
             }
             Command::RevokeToken { name } => match self.tokens.get_mut(name) {
