@@ -384,3 +384,56 @@ async fn state_survives_restarting_every_node() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_chunk_far_past_any_snapshot_is_refused() {
+    // An InstallSnapshot at offset 1 TB made openraft zero-fill a buffer that large: the node
+    // aborted (../shared/notes/failure-paths.md, item 1). It is refused, and the node goes on.
+    use eddy_coordinator::raft::TypeConfig;
+    use eddy_proto::v1::raft_service_client::RaftServiceClient;
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::{SnapshotMeta, StoredMembership, Vote};
+    bounded(async {
+        let root = tempfile::tempdir().unwrap();
+        let (peers, listeners) = bind_ports(3).await;
+        let dirs = data_dirs(root.path(), 3);
+        let nodes = start_all(&peers, &dirs, listeners, &RaftOptions::default()).await;
+        let leader = agreed_leader(&nodes).await;
+        let follower = nodes.keys().copied().find(|&id| id != leader).unwrap();
+        let term = nodes[&leader].node.status().term;
+        let chunk = |offset: u64| InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(term, leader),
+            meta: SnapshotMeta {
+                last_log_id: None,
+                last_membership: StoredMembership::default(),
+                snapshot_id: "hostile".into(),
+            },
+            offset,
+            data: vec![1; 16],
+            done: false,
+        };
+        let channel = eddy_proto::net::channel(&peers[&follower], Duration::from_secs(5)).unwrap();
+        let mut client = RaftServiceClient::new(channel);
+        // A first chunk starts a snapshot; the next claims to be 1 TB further.
+        client
+            .install_snapshot(eddy_proto::v1::RaftPayload {
+                data: serde_json::to_vec(&chunk(0)).unwrap(),
+            })
+            .await
+            .unwrap();
+        let status = client
+            .install_snapshot(eddy_proto::v1::RaftPayload {
+                data: serde_json::to_vec(&chunk(1 << 40)).unwrap(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("past the"), "{status:?}");
+        // The follower still takes part: a new command reaches it.
+        nodes[&leader].node.propose(register(7)).await.unwrap();
+        let state = converged(&nodes, leader).await;
+        assert_eq!(state.workers.len(), 1);
+        stop_all(nodes).await;
+    })
+    .await;
+}

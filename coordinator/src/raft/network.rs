@@ -180,6 +180,9 @@ fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T
         .map_err(|e| tonic::Status::invalid_argument(format!("bad raft payload: {e}")))
 }
 
+/// The largest snapshot a node accepts.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
 fn encode<T: Serialize>(result: &T) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
     let data = serde_json::to_vec(result)
         .map_err(|e| tonic::Status::internal(format!("cannot encode raft reply: {e}")))?;
@@ -209,6 +212,15 @@ impl RaftService for RaftGrpc {
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
+        // openraft writes a chunk at its offset into a buffer it grows with zeros: a chunk
+        // claiming an offset of 1 TB aborted the node on the allocation. A snapshot is the
+        // cluster state as JSON; none comes near this.
+        let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+        if end > MAX_SNAPSHOT_BYTES {
+            return Err(tonic::Status::invalid_argument(format!(
+                "a snapshot chunk ending at byte {end} is past the {MAX_SNAPSHOT_BYTES}-byte limit"
+            )));
+        }
         encode(&self.raft.install_snapshot(rpc).await)
     }
 }
