@@ -92,12 +92,43 @@ pub fn ingest_payload(data: &[u8]) {
 /// A protobuf message from a hostile peer (the first byte picks which), decoded and handed to
 /// what a service does with it before any effect: checkpoint acknowledgements into a
 /// checkpoint coordinator, exchange frames into elements, commit and deploy requests into
-/// metadata and jobs, Raft payloads into openraft requests.
+/// metadata and jobs, Raft payloads into openraft requests; on the client API, the bearer
+/// token and token requests into their checks, and a submission's paths into the check of the
+/// allowed directories.
 pub fn rpc_messages(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    match which % 6 {
+    match which % 8 {
+        6 => {
+            use eddy_security::token;
+            if let Ok(text) = std::str::from_utf8(body) {
+                let _ = token::parse(text);
+            }
+            if let Ok(r) = v1::CreateTokenRequest::decode(body) {
+                let _ = token::TokenRole::parse(&r.role);
+                let _ = token::check_name(&r.name);
+            }
+        }
+        7 => {
+            static ALLOWED: OnceLock<Option<eddy_security::paths::AllowedPaths>> = OnceLock::new();
+            let allowed = ALLOWED.get_or_init(|| {
+                eddy_security::paths::AllowedPaths::new(&[std::env::temp_dir()]).ok()
+            });
+            if let (Some(allowed), Ok(r)) = (allowed, v1::SubmitRequest::decode(body)) {
+                for path in [
+                    &r.checkpoint_dir,
+                    &r.from_savepoint,
+                    &r.topics_from,
+                    &r.job_path,
+                ] {
+                    let _ = allowed.check("a path", path);
+                }
+                for value in r.params.values() {
+                    let _ = allowed.check("a parameter", value);
+                }
+            }
+        }
         0 => {
             let Ok(ack) = v1::CheckpointAck::decode(body) else {
                 return;
