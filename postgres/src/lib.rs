@@ -143,23 +143,153 @@ impl Op {
     }
 }
 
-/// `password=…` and `user:password@` hidden, for messages and logs.
+/// A connection string with every password hidden, for messages, logs and the dashboard: in a
+/// URL the `user:password@` part and query parameters such as `?password=` or
+/// `&sslpassword=`; in a key-value string `password=…`, also quoted (`password='a b'`) or
+/// with spaces around `=`.
 pub fn redact(url: &str) -> String {
+    let secret = |key: &str| key.to_ascii_lowercase().contains("password");
     if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((auth, host)) = rest.split_once('@') {
-            if let Some((user, _)) = auth.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
+        let (main, query) = match rest.split_once('?') {
+            Some((m, q)) => (m, Some(q)),
+            None => (rest, None),
+        };
+        // The user information ends at the last `@` (a password may hold one unencoded).
+        let main = match main.rsplit_once('@') {
+            Some((auth, host)) => match auth.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => main.to_string(),
+            },
+            None => main.to_string(),
+        };
+        let query = query.map(|q| {
+            q.split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if secret(k) => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        });
+        return match query {
+            Some(q) => format!("{scheme}://{main}?{q}"),
+            None => format!("{scheme}://{main}"),
+        };
+    }
+    // key = value pairs; a value may be quoted with `'` and hold `\'` and spaces.
+    let mut out = String::new();
+    let mut chars = url.chars().peekable();
+    while chars.peek().is_some() {
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        let mut between = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                between.push(c);
+                chars.next();
+                if c == '=' {
+                    break;
+                }
+            } else {
+                break;
             }
         }
-        return url.to_string();
+        if between.contains('=') {
+            while let Some(&c) = chars.peek() {
+                if !c.is_whitespace() {
+                    break;
+                }
+                between.push(c);
+                chars.next();
+            }
+        }
+        let mut value = String::new();
+        if between.contains('=') {
+            if chars.peek() == Some(&'\'') {
+                value.push('\'');
+                chars.next();
+                while let Some(c) = chars.next() {
+                    value.push(c);
+                    match c {
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                value.push(n);
+                            }
+                        }
+                        '\'' => break,
+                        _ => {}
+                    }
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() {
+                        break;
+                    }
+                    value.push(c);
+                    chars.next();
+                }
+            }
+        }
+        out.push_str(&key);
+        out.push_str(&between);
+        out.push_str(if secret(&key) && !value.is_empty() {
+            "***"
+        } else {
+            &value
+        });
+        while let Some(&c) = chars.peek() {
+            if !c.is_whitespace() {
+                break;
+            }
+            out.push(c);
+            chars.next();
+        }
     }
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => kv.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn every_form_of_a_password_is_hidden() {
+        for (given, shown) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=pw&sslmode=require",
+                "postgres://u@h/db?password=***&sslmode=require",
+            ),
+            (
+                "postgresql://h/db?user=u&sslpassword=x",
+                "postgresql://h/db?user=u&sslpassword=***",
+            ),
+            (
+                "host=h password=pw dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            (
+                "host=h password='a b\\' c' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            (
+                "host=h password = pw user=u",
+                "host=h password = *** user=u",
+            ),
+            ("host=h PASSWORD=pw", "host=h PASSWORD=***"),
+            ("host=h dbname=d", "host=h dbname=d"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+            assert!(!redact(given).contains("pw"), "{given}");
+        }
+    }
 }
 
 /// `name` or `schema.name` as a quoted SQL identifier.
