@@ -254,44 +254,6 @@ pub fn redact(url: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod redact_tests {
-    use super::redact;
-
-    #[test]
-    fn every_form_of_a_password_is_hidden() {
-        for (given, shown) in [
-            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
-            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
-            (
-                "postgres://u@h/db?password=pw&sslmode=require",
-                "postgres://u@h/db?password=***&sslmode=require",
-            ),
-            (
-                "postgresql://h/db?user=u&sslpassword=x",
-                "postgresql://h/db?user=u&sslpassword=***",
-            ),
-            (
-                "host=h password=pw dbname=d",
-                "host=h password=*** dbname=d",
-            ),
-            (
-                "host=h password='a b\\' c' dbname=d",
-                "host=h password=*** dbname=d",
-            ),
-            (
-                "host=h password = pw user=u",
-                "host=h password = *** user=u",
-            ),
-            ("host=h PASSWORD=pw", "host=h PASSWORD=***"),
-            ("host=h dbname=d", "host=h dbname=d"),
-        ] {
-            assert_eq!(redact(given), shown, "{given}");
-            assert!(!redact(given).contains("pw"), "{given}");
-        }
-    }
-}
-
 /// `name` or `schema.name` as a quoted SQL identifier.
 fn quote_ident(name: &str) -> String {
     name.split('.')
@@ -773,4 +735,42 @@ fn commit_on(
     )
     .map_err(query)?;
     tx.commit().map_err(query)
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn every_form_of_a_password_is_hidden() {
+        for (given, shown) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=pw&sslmode=require",
+                "postgres://u@h/db?password=***&sslmode=require",
+            ),
+            (
+                "postgresql://h/db?user=u&sslpassword=x",
+                "postgresql://h/db?user=u&sslpassword=***",
+            ),
+            (
+                "host=h password=pw dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            (
+                "host=h password='a b\\' c' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            (
+                "host=h password = pw user=u",
+                "host=h password = *** user=u",
+            ),
+            ("host=h PASSWORD=pw", "host=h PASSWORD=***"),
+            ("host=h dbname=d", "host=h dbname=d"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+            assert!(!redact(given).contains("pw"), "{given}");
+        }
+    }
 }
