@@ -111,6 +111,10 @@ pub struct CoordinatorArgs {
     pub worker_timeout: Duration,
     #[command(flatten)]
     pub security: NodeSecurity,
+    /// The key of secret job parameters (default: secrets.key in --tls-dir, which `eddy
+    /// certs init` puts there); without one, secret parameters are refused.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_key: Option<PathBuf>,
     /// A directory jobs may read and write under (repeat for several): a submission whose
     /// input, output, checkpoint or savepoint path lies elsewhere is refused. Default with
     /// TLS: the data directory only; with --insecure: anywhere.
@@ -205,6 +209,10 @@ pub struct SubmitArgs {
     /// Completed checkpoints to keep.
     #[arg(long, default_value_t = 3)]
     pub retain_checkpoints: u32,
+    /// Fill a `${NAME}` placeholder with a secret (a password, a URL that holds one): sealed
+    /// with the cluster's key at rest, never shown or logged; repeat for several.
+    #[arg(long = "secret-param", value_name = "NAME=VALUE", value_parser = crate::parse_param)]
+    pub secret_params: Vec<(String, String)>,
     /// Start from the latest savepoint in DIR (written by `eddy savepoint` or `eddy run
     /// --savepoint-dir`), e.g. to move a job between a cluster and a single process or to
     /// change its parallelism; every worker and coordinator must reach DIR.
@@ -314,6 +322,13 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             }
             (roots, _) => Some(AllowedPaths::new(roots)?),
         };
+        let key_file = args.secrets_key.clone().or_else(|| {
+            let default = args.security.tls_dir.as_ref()?.join("secrets.key");
+            default.exists().then_some(default)
+        });
+        let secrets = key_file
+            .map(|f| eddy_security::secrets::SecretKey::load(&f))
+            .transpose()?;
         let node = eddy_coordinator::start(CoordinatorConfig {
             allowed_paths,
             id: args.id,
@@ -323,6 +338,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             raft: RaftOptions::default(),
             leader: LeaderOptions {
                 worker_timeout: args.worker_timeout,
+                secrets,
                 ..LeaderOptions::default()
             },
         })
@@ -440,6 +456,12 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
         }
         false => Some(local_certs(&data)?),
     };
+    let local_secrets = match args.insecure {
+        true => None,
+        false => Some(eddy_security::secrets::SecretKey::load(
+            &data.join("certs/ca/secrets.key"),
+        )?),
+    };
     // Jobs of a local cluster read and write under its data directory and where it runs.
     let allowed_paths = match args.insecure {
         true => None,
@@ -469,7 +491,10 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
                     peers: peers.clone(),
                     data_dir: data.join(format!("coordinator-{id}")),
                     raft: RaftOptions::default(),
-                    leader: LeaderOptions::default(),
+                    leader: LeaderOptions {
+                        secrets: local_secrets.clone(),
+                        ..LeaderOptions::default()
+                    },
                 })
                 .await?,
             );
@@ -575,19 +600,26 @@ impl Shop {
         let request = SubmitRequest {
             job_text: eddy_jobs::ecommerce::ANALYTICS_JOB.to_string(),
             job_path: "jobs/ecommerce/analytics.toml".into(),
-            params: [
-                ("brokers", kafka.as_str()),
-                ("warehouse", warehouse.as_str()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+            params: [("brokers".to_string(), kafka.clone())]
+                .into_iter()
+                .collect(),
+            // The warehouse URL holds its password: sealed at rest unless --insecure.
+            secret_params: match args.insecure {
+                false => [("warehouse".to_string(), warehouse.clone())]
+                    .into_iter()
+                    .collect(),
+                true => Default::default(),
+            },
             parallelism: args.workers,
             checkpoint_interval_ms: 1000,
             checkpoint_dir: data.join("ecommerce-checkpoints").display().to_string(),
             retain_checkpoints: 3,
             ..SubmitRequest::default()
         };
+        let mut request = request;
+        if args.insecure {
+            request.params.insert("warehouse".into(), warehouse.clone());
+        }
         let client = ClientArgs {
             coordinators: coordinators.to_vec(),
             timeout: Duration::from_secs(30),
@@ -711,6 +743,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         job_text: text,
         job_path: args.job.job.display().to_string(),
         params: args.job.params.iter().cloned().collect(),
+        secret_params: args.secret_params.iter().cloned().collect(),
         parallelism: args.job.parallelism.unwrap_or(0),
         checkpoint_interval_ms: args.checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
         checkpoint_dir: args

@@ -190,6 +190,55 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
             String::from_utf8_lossy(&out.stderr)
         );
 
+        // Secret parameters: the job gets them; errors and the replicated state never show
+        // them.
+        let secret = dir.path().join("cluster/secret-9f3a.jsonl");
+        std::fs::copy(common::input(), &secret).unwrap();
+        let out_dir = dir.path().join("cluster/secret-out");
+        let submit_secret = |input: &str| {
+            eddy(
+                &cluster,
+                Some(&client),
+                &[
+                    "submit",
+                    q0.to_str().unwrap(),
+                    "--param",
+                    &format!("output={}/", out_dir.display()),
+                    "--secret-param",
+                    &format!("input={input}"),
+                ],
+            )
+        };
+        let out = submit_secret(secret.to_str().unwrap());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = eddy(
+            &cluster,
+            Some(&client),
+            &["status", &job, "--wait", "--wait-timeout", "60s"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(std::fs::read_dir(&out_dir).unwrap().count() > 0);
+        let out = submit_secret("/etc/secret-9f3a");
+        refused(&out, "`***` is outside");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("9f3a"));
+        for id in 1..=3 {
+            let node_dir = dir.path().join(format!("cluster/c{id}"));
+            let found = files_holding(&node_dir, b"secret-9f3a");
+            assert!(
+                found.is_empty(),
+                "c{id} keeps the secret in plaintext: {found:?}"
+            );
+        }
+
         // SIGHUP: a broken directory is not taken (the node keeps its certificates and
         // serves on); a good one is.
         let c1 = certs.join("coordinator-1");
@@ -258,4 +307,18 @@ async fn wait_for_log(log: &Path, text: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The files under `dir` that hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+            found.push(path);
+        }
+    }
+    found
 }

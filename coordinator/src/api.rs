@@ -83,20 +83,47 @@ impl Api {
             generate_rate: r.generate_rate.max(1),
             max_source_rate: (r.max_source_rate > 0).then_some(r.max_source_rate),
             topics_from: (!r.topics_from.is_empty()).then_some(r.topics_from),
+            sealed_params: Default::default(),
         };
+        // Secret parameters: sealed with the cluster's key before anything is stored, and
+        // never echoed (an error that quotes one shows *** instead).
+        let secrets: Vec<(String, String)> = r.secret_params.into_iter().collect();
+        let hide = |message: String| {
+            secrets
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .fold(message, |m, (_, v)| m.replace(v.as_str(), "***"))
+        };
+        let mut plain = spec.clone();
+        if !secrets.is_empty() {
+            let key = self.leader.options().secrets.as_ref().ok_or_else(|| {
+                Status::failed_precondition(
+                    "this cluster keeps no secrets: start the coordinators with --secrets-key (eddy certs init makes one)",
+                )
+            })?;
+            for (name, value) in &secrets {
+                if spec.params.contains_key(name) {
+                    return Err(Status::invalid_argument(format!(
+                        "`{name}` is given both as a parameter and as a secret parameter"
+                    )));
+                }
+                let sealed = key
+                    .seal(name, value)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                spec.sealed_params.insert(name.clone(), sealed);
+                plain.params.insert(name.clone(), value.clone());
+            }
+        }
         // Compiling reads no files but is not free: off the async runtime.
-        let graph = {
-            let spec = spec.clone();
-            tokio::task::spawn_blocking(move || spec.compile())
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
-        };
+        let graph = tokio::task::spawn_blocking(move || plain.compile())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(hide(e.to_string())))?;
         if let Some(allowed) = &self.allowed_paths {
             for (what, path) in job_paths(&graph, &spec, &r.from_savepoint) {
                 allowed
                     .check(&what, &path)
-                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+                    .map_err(|e| Status::permission_denied(hide(e.to_string())))?;
             }
         }
         let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);

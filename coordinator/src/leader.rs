@@ -35,6 +35,8 @@ pub struct LeaderOptions {
     pub rpc_timeout: Duration,
     /// A worker's commit of a checkpoint (renames, a PostgreSQL transaction).
     pub commit_timeout: Duration,
+    /// The key of secret job parameters; without it, secret parameters are refused.
+    pub secrets: Option<eddy_security::secrets::SecretKey>,
 }
 
 impl Default for LeaderOptions {
@@ -47,6 +49,7 @@ impl Default for LeaderOptions {
             deploy_timeout: Duration::from_secs(30),
             rpc_timeout: Duration::from_secs(5),
             commit_timeout: Duration::from_secs(30),
+            secrets: None,
         }
     }
 }

@@ -32,9 +32,26 @@ pub struct Submission {
     /// Kafka sources read their topics from files in this directory (reprocessing).
     #[serde(default)]
     pub topics_from: Option<String>,
+    /// Secret parameters, sealed with the cluster's key (`eddy_security::secrets`): kept
+    /// sealed in the replicated state, opened by the leader to compile and deploy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sealed_params: BTreeMap<String, String>,
 }
 
 impl Submission {
+    /// This submission with its sealed parameters opened (by `open(name, sealed)`) into its
+    /// parameters: what compiles and what workers get.
+    pub fn unsealed<E>(
+        &self,
+        open: impl Fn(&str, &str) -> Result<String, E>,
+    ) -> Result<Submission, E> {
+        let mut s = self.clone();
+        for (name, sealed) in std::mem::take(&mut s.sealed_params) {
+            s.params.insert(name.clone(), open(&name, &sealed)?);
+        }
+        Ok(s)
+    }
+
     /// The job graph, as `eddy run` would build it from the same file and flags.
     pub fn compile(&self) -> Result<JobGraph, JobError> {
         let options = CompileOptions {

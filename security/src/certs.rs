@@ -4,6 +4,7 @@
 //! ```text
 //! DIR/ca/ca.pem, DIR/ca/ca.key          the CA (keep the key off the cluster's hosts)
 //! DIR/NAME/ca.pem, node.pem, node.key   what node NAME is started with (--tls-dir DIR/NAME)
+//! DIR/ca/secrets.key                    the key of secret job parameters (copied to coordinators)
 //! ```
 //!
 //! Keys are ECDSA P-256, written readable by their owner only. Node certificates are valid
@@ -136,6 +137,13 @@ pub fn init(dir: &Path, nodes: &[NodeSpec]) -> Result<Vec<PathBuf>, SecurityErro
     create_dir(&ca_dir)?;
     write(&ca_dir.join("ca.pem"), cert.pem().as_bytes(), false)?;
     write(&ca_dir.join("ca.key"), key.serialize_pem().as_bytes(), true)?;
+    // The cluster's key for secret job parameters; every coordinator gets a copy.
+    let secrets = crate::secrets::SecretKey::generate()?;
+    write(
+        &ca_dir.join("secrets.key"),
+        secrets.encode().as_bytes(),
+        true,
+    )?;
     nodes.iter().map(|n| issue(dir, n)).collect()
 }
 
@@ -196,6 +204,10 @@ pub fn issue(dir: &Path, node: &NodeSpec) -> Result<PathBuf, SecurityError> {
     // The key first: a directory with a certificate but no key is not mistaken for usable.
     write(&out.join("node.key"), key.serialize_pem().as_bytes(), true)?;
     write(&out.join("node.pem"), cert.pem().as_bytes(), false)?;
+    let secrets = ca_dir.join("secrets.key");
+    if node.roles.contains(&Role::Coordinator) && secrets.exists() {
+        write(&out.join("secrets.key"), read(&secrets)?.as_bytes(), true)?;
+    }
     Ok(out)
 }
 

@@ -13,6 +13,7 @@
 pub mod certs;
 pub mod paths;
 pub mod role;
+pub mod secrets;
 pub mod tls;
 pub mod token;
 

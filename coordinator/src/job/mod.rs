@@ -146,6 +146,17 @@ impl Ctx {
     pub fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// `spec` with its secret parameters opened with the cluster's key.
+    pub fn unseal(&self, spec: &crate::state::JobSpec) -> Result<crate::state::JobSpec, String> {
+        if spec.sealed_params.is_empty() {
+            return Ok(spec.clone());
+        }
+        let key = self.options.secrets.as_ref().ok_or(
+            "the job has secret parameters, but this coordinator has no secrets key (--secrets-key)",
+        )?;
+        spec.unsealed(|name, sealed| key.open(name, sealed).map_err(|e| e.to_string()))
+    }
 }
 
 /// The driver of one job, as the leader holds it.

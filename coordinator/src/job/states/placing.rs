@@ -45,7 +45,12 @@ impl Placing {
         if job.state.is_terminal() {
             return Phase::Done;
         }
-        let spec = job.spec.clone();
+        // Secret parameters opened: what compiles, and what the workers get over TLS.
+        let spec = match ctx.unseal(&job.spec) {
+            Ok(s) => s,
+            Err(e) => return driver.fail_job(e).await,
+        };
+        let unsealed = spec.clone();
         let graph = match tokio::task::spawn_blocking(move || spec.compile()).await {
             Ok(Ok(g)) => g,
             Ok(Err(e)) => return driver.fail_job(e.to_string()).await,
@@ -123,7 +128,7 @@ impl Placing {
             Some(found) => found,
             None => return Phase::Placing(self),
         };
-        let job_json = match serde_json::to_vec(&job.spec) {
+        let job_json = match serde_json::to_vec(&unsealed) {
             Ok(j) => j,
             Err(e) => return driver.fail_job(format!("cannot encode the job: {e}")).await,
         };

@@ -644,7 +644,10 @@ fn checkpoints(driver: &Driver, job: &JobRecord, graph: &JobGraph) -> Option<Che
 /// recorded checkpoint is committed again (the previous leader may have died before every
 /// worker committed it). Fails when the attempt cannot be adopted whole.
 pub(super) async fn adopt(driver: &mut Driver, job: &JobRecord) -> Result<Running, Failure> {
-    let spec = job.spec.clone();
+    let spec = driver.ctx.unseal(&job.spec).map_err(|message| Failure {
+        domain: FaultDomain::User,
+        message,
+    })?;
     let graph = tokio::task::spawn_blocking(move || spec.compile())
         .await
         .map_err(|e| Failure::transient(e.to_string()))?
