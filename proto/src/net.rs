@@ -274,7 +274,9 @@ pub async fn serve(
             let (tcp, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
+                    // Out of file descriptors, say: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
