@@ -306,6 +306,10 @@ impl Api {
         call: impl std::future::Future<Output = Result<Response<T>, Status>>,
     ) -> Result<Response<T>, Status> {
         let result = call.await;
+        if matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable) {
+            // Not the leader (the client goes on to it) or no quorum: nothing happened here.
+            return result;
+        }
         let record = AuditRecord {
             at_ms: now_ms(),
             who: who.to_string(),
