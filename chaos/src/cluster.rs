@@ -308,6 +308,7 @@ impl Cluster {
             name: "admin".into(),
             role: "admin".into(),
             bootstrap: true,
+            valid_for_ms: 0,
         };
         let token = client
             .call(Duration::from_secs(60), |c| {

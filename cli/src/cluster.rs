@@ -407,7 +407,7 @@ async fn local_token(coordinators: &[String], data: &Path) -> anyhow::Result<Str
                 tls_dir: None,
                 token: None,
             };
-            let token = create_token(&client, "admin", "admin", true)
+            let token = create_token(&client, "admin", "admin", true, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot make the admin token: {e}"))?;
             use std::os::unix::fs::OpenOptionsExt;
@@ -974,6 +974,9 @@ pub struct TokenCreateArgs {
     /// viewer (list, status), operator (also submit, cancel, savepoint) or admin (also tokens).
     #[arg(long, value_parser = ["viewer", "operator", "admin"])]
     pub role: String,
+    /// It stops working after this long (e.g. 30d, 12h); default: never.
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_interval)]
+    pub valid_for: Option<Duration>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -989,12 +992,14 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
         let result = match command {
-            TokenCommand::Bootstrap(client) => create_token(&client, "admin", "admin", true)
+            TokenCommand::Bootstrap(client) => create_token(&client, "admin", "admin", true, None)
                 .await
                 .map(|t| println!("{t}")),
-            TokenCommand::Create(a) => create_token(&a.client, &a.name, &a.role, false)
-                .await
-                .map(|t| println!("{t}")),
+            TokenCommand::Create(a) => {
+                create_token(&a.client, &a.name, &a.role, false, a.valid_for)
+                    .await
+                    .map(|t| println!("{t}"))
+            }
             TokenCommand::Revoke(a) => {
                 let request = RevokeTokenRequest {
                     name: a.name.clone(),
@@ -1011,13 +1016,18 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             })
             .await
             .map(|r| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
                 for t in r.tokens {
+                    let state = match (t.revoked, t.expires_at_ms) {
+                        (true, _) => "revoked",
+                        (false, at) if at != 0 && at <= now => "expired",
+                        _ => "active",
+                    };
                     println!(
-                        "{}\t{}\tcreated {}\t{}",
-                        t.name,
-                        t.role,
-                        t.created_at_ms,
-                        if t.revoked { "revoked" } else { "active" }
+                        "{}\t{}\tcreated {}\t{state}",
+                        t.name, t.role, t.created_at_ms
                     );
                 }
             }),
@@ -1034,11 +1044,13 @@ async fn create_token(
     name: &str,
     role: &str,
     bootstrap: bool,
+    valid_for: Option<Duration>,
 ) -> Result<String, String> {
     let request = CreateTokenRequest {
         name: name.into(),
         role: role.into(),
         bootstrap,
+        valid_for_ms: valid_for.map_or(0, |d| d.as_millis() as u64),
     };
     call(client, |mut c| {
         let r = request.clone();

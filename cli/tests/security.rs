@@ -123,7 +123,7 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
         );
         let forged = format!("dash.{}", "A".repeat(43));
         let out = eddy_as(&cluster, Some(&client), Some(&forged), &["list"]);
-        refused(&out, "unknown, revoked or wrong");
+        refused(&out, "unknown, revoked, expired or wrong");
         let out = eddy(&cluster, Some(&client), &["token", "revoke", "dash"]);
         assert!(
             out.status.success(),
@@ -131,9 +131,37 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
             String::from_utf8_lossy(&out.stderr)
         );
         let out = eddy_as(&cluster, Some(&client), Some(&viewer), &["list"]);
-        refused(&out, "unknown, revoked or wrong");
+        refused(&out, "unknown, revoked, expired or wrong");
         let out = eddy_as(&cluster, Some(&client), None, &["token", "bootstrap"]);
         refused(&out, "already has tokens");
+        // A token valid for 4 s works, then no longer.
+        let created = Instant::now();
+        let out = eddy(
+            &cluster,
+            Some(&client),
+            &[
+                "token",
+                "create",
+                "--name",
+                "brief",
+                "--role",
+                "viewer",
+                "--valid-for",
+                "4s",
+            ],
+        );
+        let brief = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = eddy_as(&cluster, Some(&client), Some(&brief), &["list"]);
+        if created.elapsed() < Duration::from_secs(3) {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(4100).saturating_sub(created.elapsed())).await;
+        let out = eddy_as(&cluster, Some(&client), Some(&brief), &["list"]);
+        refused(&out, "expired");
         let out = eddy(&cluster, Some(&client), &["token", "list"]);
         let listed = String::from_utf8_lossy(&out.stdout);
         assert!(

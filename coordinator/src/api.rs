@@ -277,6 +277,8 @@ impl Api {
                 hash,
                 created_at_ms: now_ms(),
                 revoked: false,
+                expires_at_ms: (r.valid_for_ms > 0)
+                    .then(|| now_ms().saturating_add(r.valid_for_ms)),
             },
             only_first: bootstrap,
         })
@@ -351,11 +353,12 @@ impl Api {
             s.tokens
                 .get(name)
                 .filter(|t| !t.revoked && t.hash == hash)
+                .filter(|t| t.expires_at_ms.is_none_or(|at| now_ms() < at))
                 .map(|t| t.role)
         });
         match role {
             None => Err(Status::unauthenticated(format!(
-                "the token `{name}` is unknown, revoked or wrong"
+                "the token `{name}` is unknown, revoked, expired or wrong"
             ))),
             Some(role) if !role.allows(needed) => Err(Status::permission_denied(format!(
                 "the token `{name}` is a {role} token; this needs {needed}"
@@ -542,6 +545,7 @@ impl ClientApi for Api {
                     role: t.role.name().to_string(),
                     created_at_ms: t.created_at_ms,
                     revoked: t.revoked,
+                    expires_at_ms: t.expires_at_ms.unwrap_or(0),
                 })
                 .collect()
         });

@@ -112,6 +112,9 @@ pub struct TokenRecord {
     pub hash: String,
     pub created_at_ms: u64,
     pub revoked: bool,
+    /// When it stops working (ms since the epoch); `None`: never.
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
 }
 
 /// One change a client made (or tried): the audit log, replicated like everything else, so it

@@ -25,7 +25,7 @@ fn write_rpc_seeds() {
         ("deploy", 3, v1::DeployRequest { job_id: "job-1".into(), attempt: 1, job_json: serde_json::to_vec(&job).unwrap(), tasks: vec![0, 1], task_addrs: vec!["127.0.0.1:1".into(); 2], restore_checkpoint: 0, restore_dir: String::new(), first_checkpoint: 1 }.encode_to_vec()),
         ("ended", 4, v1::AttemptEndedRequest { worker_id: 1, job_id: "job-1".into(), attempt: 1, failed: true, error: "boom".into(), tasks: vec![], domain: 2, cancelled: false }.encode_to_vec()),
         ("bearer", 6, b"admin.OSdCbVIIvQ1gQ-n3kpZ-ikn52x5qRsZeSNinHcAgBrQ".to_vec()),
-        ("create-token", 6, v1::CreateTokenRequest { name: "ci".into(), role: "operator".into(), bootstrap: false }.encode_to_vec()),
+        ("create-token", 6, v1::CreateTokenRequest { name: "ci".into(), role: "operator".into(), bootstrap: false, valid_for_ms: 3_600_000 }.encode_to_vec()),
         ("submit-paths", 7, v1::SubmitRequest { job_path: "j.toml".into(), checkpoint_dir: "/tmp/../etc/ckpt".into(), from_savepoint: "/tmp/sp".into(), params: [("input".to_string(), "/etc/passwd".to_string()), ("output".to_string(), "out/../../x/".to_string())].into_iter().collect(), ..Default::default() }.encode_to_vec()),
         ("vote", 5, v1::RaftPayload { data: br#"{"vote":{"leader_id":{"term":2,"node_id":1},"committed":false},"last_log_id":null}"#.to_vec() }.encode_to_vec()),
     ];
