@@ -175,43 +175,24 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
         let input = format!("input={}", common::input().display());
         let inside = format!("output={}/cluster/out/", dir.path().display());
         std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
-        for params in [
-            ["input=/etc/passwd".to_string(), inside.clone()],
-            [
-                input.clone(),
-                format!("output={}/../escape/", dir.path().display()),
-            ],
-            [
-                format!("input={}/etc/passwd", dir.path().display()),
-                inside.clone(),
-            ],
-        ] {
-            let out = eddy(
+        // q0 with two `--param`s.
+        let submit = |a: &str, b: &str| {
+            eddy(
                 &cluster,
                 Some(&client),
-                &[
-                    "submit",
-                    q0.to_str().unwrap(),
-                    "--param",
-                    &params[0],
-                    "--param",
-                    &params[1],
-                ],
-            );
-            refused(&out, "outside the paths this cluster allows");
+                &["submit", q0.to_str().unwrap(), "--param", a, "--param", b],
+            )
+        };
+        let escape = format!("output={}/../escape/", dir.path().display());
+        let linked = format!("input={}/etc/passwd", dir.path().display());
+        for (a, b) in [
+            ("input=/etc/passwd", inside.as_str()),
+            (input.as_str(), escape.as_str()),
+            (linked.as_str(), inside.as_str()),
+        ] {
+            refused(&submit(a, b), "outside the paths this cluster allows");
         }
-        let out = eddy(
-            &cluster,
-            Some(&client),
-            &[
-                "submit",
-                q0.to_str().unwrap(),
-                "--param",
-                &input,
-                "--param",
-                &inside,
-            ],
-        );
+        let out = submit(&input, &inside);
         assert!(
             out.status.success(),
             "{}",
