@@ -2,7 +2,8 @@
 # The cluster against the single process, and how long failures interrupt a job, measured with
 # the release `eddy` binary on loopback.
 #
-# Usage: benches/cluster.sh [-e EVENTS] [-r RUNS] [-f] [QUERY...]   (default q5 q8; -f: failures only)
+# Usage: benches/cluster.sh [-e EVENTS] [-r RUNS] [-f | -t] [QUERY...]   (default q5 q8; -f: failures
+# only; -t: throughput only)
 #
 # Throughput: each query runs at parallelism 2 on the Nexmark generator (EVENTS events, default
 # 5M), without checkpoints, interleaved RUNS times (default 3):
@@ -20,11 +21,11 @@
 #   worker   SIGKILL a worker; "checkpoint" is the time until the job, restarted on the
 #            remaining worker from its last checkpoint, completes a new one
 set -euo pipefail
-events=5000000; runs=3; throughput=1
-while getopts "e:r:f" opt; do
+events=5000000; runs=3; throughput=1; failures=1
+while getopts "e:r:ft" opt; do
   case $opt in
-    e) events=$OPTARG ;; r) runs=$OPTARG ;; f) throughput=0 ;;
-    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+    e) events=$OPTARG ;; r) runs=$OPTARG ;; f) throughput=0 ;; t) failures=0 ;;
+    *) sed -n '2,23p' "$0" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -67,6 +68,11 @@ start_cluster() {
     coord_pids+=($!); pids+=($!)
   done
   export EDDY_COORDINATORS=$addrs
+  if [ "${TLS:-1}" = 1 ]; then
+    EDDY_TOKEN=$("$eddy" token bootstrap --timeout 30s); export EDDY_TOKEN
+  else
+    unset EDDY_TOKEN
+  fi
   for w in 1 2; do
     port=$(free_port)
     if [ "${TLS:-1}" = 1 ]; then sec_w=(--tls-dir "$dir/certs/worker-$w"); else sec_w=(--insecure); fi
@@ -126,6 +132,7 @@ wait_checkpoint_above() {
   done
 }
 
+[ "$failures" = 1 ] || exit 0
 echo
 echo "== failures: q5 paced at 200k events/s, checkpoints every 200 ms, worker timeout 1s; median of $runs"
 : >"$work/answer"; : >"$work/leader"; : >"$work/worker"
