@@ -425,6 +425,13 @@ async fn local_token(coordinators: &[String], data: &Path) -> anyhow::Result<Str
     Ok(token)
 }
 
+/// Wall-clock milliseconds since the epoch, as the coordinators stamp tokens and audit records.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Picks `n` free loopback ports (or `base`, `base+1`, ... when base is not 0).
 fn ports(base: u16, n: u16) -> anyhow::Result<Vec<u16>> {
     if base != 0 {
@@ -1016,9 +1023,7 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             })
             .await
             .map(|r| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
+                let now = wall_ms();
                 for t in r.tokens {
                     let state = match (t.revoked, t.expires_at_ms) {
                         (true, _) => "revoked",
@@ -1073,9 +1078,7 @@ pub struct AuditArgs {
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = wall_ms();
         let since_ms = args
             .since
             .map_or(0, |d| now.saturating_sub(d.as_millis() as u64));

@@ -5,6 +5,7 @@
 use crate::error::CoordinatorError;
 use crate::job::{CountersFrom, JobEvent};
 use crate::leader::Leader;
+use crate::now_ms;
 use crate::state::{
     AuditRecord, CheckpointRecord, Command, CommandResult, JobRecord, JobSpec, JobState,
     TokenRecord,
@@ -16,7 +17,7 @@ use eddy_proto::v1::*;
 use eddy_runtime::checkpoint::coordinator::{CoordinatorInput, ReportedSubtask};
 use eddy_security::token::{self, TokenRole};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Both services, over the same leader.
@@ -130,20 +131,14 @@ impl Api {
         let outputs = output_directories(&graph);
         if spec.checkpoint_interval_ms > 0 && spec.checkpoint_dir.is_empty() {
             // Unique per submission: job ids are assigned by the state machine, so use time.
-            let stamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0);
+            let stamp = now_ms();
             spec.checkpoint_dir = self
                 .default_checkpoint_root
                 .join(format!("{}-{stamp}", graph.name))
                 .display()
                 .to_string();
         }
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at_ms = now_ms();
         let name = graph.name.clone();
         let from_savepoint = if r.from_savepoint.is_empty() {
             None
@@ -366,12 +361,6 @@ impl Api {
             Some(_) => Ok(name.to_string()),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn summary(job: &JobRecord) -> JobSummary {

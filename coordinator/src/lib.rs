@@ -21,6 +21,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// Wall-clock milliseconds since the epoch (0 if the clock is before it): the timestamps of
+/// the replicated state (submissions, checkpoints, tokens, audit records).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// How a coordinator node is started.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {

@@ -9,6 +9,7 @@
 
 use super::{next_backoff, Driver, Phase};
 use crate::job::{Deployment, Failure, JobEvent, SavepointResult};
+use crate::now_ms;
 use crate::raft::ProposeError;
 use crate::state::{CheckpointRecord, Command, JobRecord, JobState};
 use eddy_proto::v1::{CompleteRequest, DescribeAttemptRequest, TriggerRequest};
@@ -21,7 +22,7 @@ use eddy_runtime::exec::checkpoint_coordinator;
 use eddy_runtime::graph::JobGraph;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// A completed checkpoint that some workers have yet to commit.
@@ -73,12 +74,6 @@ pub(super) struct Running {
     checkpoints: Option<Checkpoints>,
     ended_ok: BTreeSet<String>,
     savepoints: Vec<SavepointRequest>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What a step of the attempt led to.
