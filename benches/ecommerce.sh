@@ -73,7 +73,11 @@ start_kafka() {
   "$tansu" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
     --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
   pids+=($!); sleep 1
-  "$eddy" serve --listen "127.0.0.1:$http_port" --kafka "127.0.0.1:$kafka_port" --partitions "$parallelism" >"$work/serve.log" 2>&1 &
+  rm -f "$work/keys.toml"
+  EDDY_INGEST_KEY=$("$eddy" api-key create --file "$work/keys.toml" --name bench --rate unlimited)
+  export EDDY_INGEST_KEY
+  "$eddy" serve --listen "127.0.0.1:$http_port" --kafka "127.0.0.1:$kafka_port" --partitions "$parallelism" \
+    --api-keys "$work/keys.toml" >"$work/serve.log" 2>&1 &
   pids+=($!); sleep 2
 }
 job=(run "$here/jobs/ecommerce/analytics.toml" --parallelism "$parallelism" --dead-letter "$work/dl.jsonl")

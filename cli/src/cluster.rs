@@ -595,11 +595,18 @@ impl Shop {
         })
         .await??;
         let partitions = (args.workers as i32).max(1) * 2;
+        // A producer key for the generator and for whoever sends events by hand.
+        let keys = data.join("api-keys.toml");
+        let mut key_file = eddy_ingest::access::KeyFile::load(&keys, true)?;
+        key_file.revoke("local");
+        let ingest_key = key_file.create("local", eddy_ingest::access::KeyRole::Producer, None)?;
+        key_file.save(&keys)?;
         let serve = crate::serve::ServeArgs::local(
             args.http.clone(),
             kafka.clone(),
             warehouse.clone(),
             partitions,
+            keys,
         );
         let server = crate::serve::Server::start(&serve, None).await?;
         let http = server.url.clone();
@@ -652,6 +659,7 @@ impl Shop {
                         "--to",
                         &http,
                     ])
+                    .env("EDDY_INGEST_KEY", &ingest_key)
                     .stdout(std::process::Stdio::null())
                     .spawn()
                     .context("cannot start the generator")?,
@@ -663,7 +671,9 @@ impl Shop {
             eddy_postgres::redact(&warehouse)
         );
         eprintln!("dashboard: {http}/");
-        eprintln!("send events: eddy gen ecommerce --rate 20000 --to {http}");
+        eprintln!(
+            "send events: EDDY_INGEST_KEY={ingest_key} eddy gen ecommerce --rate 20000 --to {http}"
+        );
         Ok(Shop {
             _broker: broker,
             _warehouse: pg,

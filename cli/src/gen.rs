@@ -24,7 +24,7 @@ pub(crate) enum GenCommand {
 #[derive(Args)]
 pub(crate) struct EcommerceArgs {
     /// Where the events go: `file:DIR` (one JSON-lines file per topic, as ingest would route
-    /// them), `kafka://HOST:PORT` (the topics, directly) or `http://HOST:PORT` (the ingest API of
+    /// them), `kafka://HOST:PORT` (the topics, directly) or `http(s)://HOST:PORT` (the ingest API of
     /// `eddy serve`, which validates them). Without --to, only --expected is computed.
     #[arg(long, value_name = "TARGET")]
     to: Option<String>,
@@ -92,6 +92,18 @@ pub(crate) struct EcommerceArgs {
     /// so events may reach Kafka out of order by more than the jobs' watermark delay.
     #[arg(long, default_value_t = 1)]
     in_flight: usize,
+    /// The producer API key for the ingest API (`eddy api-key create`).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "EDDY_INGEST_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// For an https:// target: the CA certificates (PEM) the server's certificate must chain
+    /// to; default: the public web's roots.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
 }
 
 fn parse_anomaly(text: &str) -> Result<Anomaly, String> {
@@ -154,11 +166,16 @@ pub(crate) fn gen(command: GenCommand) -> anyhow::Result<ExitCode> {
             &catalog,
             args.partitions,
         )?),
-        Some(t) if t.starts_with("http://") => {
-            Box::new(HttpTarget::new(t, args.batch, args.in_flight)?)
+        Some(t) if t.starts_with("http://") || t.starts_with("https://") => {
+            Box::new(HttpTarget::new(
+                t,
+                args.batch,
+                args.in_flight,
+                crate::http::Client::new(args.ca.as_deref(), args.api_key.as_deref())?,
+            )?)
         }
         Some(t) => {
-            eprintln!("error: --to `{t}`: use file:DIR, kafka://HOST:PORT or http://HOST:PORT");
+            eprintln!("error: --to `{t}`: use file:DIR, kafka://HOST:PORT or http(s)://HOST:PORT");
             return Ok(ExitCode::from(2));
         }
     };
@@ -397,7 +414,12 @@ struct HttpTarget {
 }
 
 impl HttpTarget {
-    fn new(base: &str, batch: usize, concurrency: usize) -> anyhow::Result<HttpTarget> {
+    fn new(
+        base: &str,
+        batch: usize,
+        concurrency: usize,
+        client: crate::http::Client,
+    ) -> anyhow::Result<HttpTarget> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -407,7 +429,7 @@ impl HttpTarget {
         }
         Ok(HttpTarget {
             runtime,
-            client: crate::http::Client::new(),
+            client,
             url: format!("{}/api/v1/events/batch", base.trim_end_matches('/')),
             batch,
             body: Vec::new(),
@@ -434,26 +456,40 @@ impl HttpTarget {
         let (client, url) = (self.client.clone(), self.url.clone());
         self.in_flight.push(self.runtime.spawn(async move {
             let mut delay = Duration::from_millis(100);
-            let started = Instant::now();
+            let mut started = Instant::now();
             loop {
                 match client
                     .post(&url, "application/x-ndjson", body.clone())
                     .await
                 {
-                    Ok((200, text)) => {
-                        let v: serde_json::Value = serde_json::from_str(&text)
-                            .with_context(|| format!("unexpected answer from {url}: {text}"))?;
+                    Ok(a) if a.status == 200 => {
+                        let v: serde_json::Value = serde_json::from_str(&a.body).with_context(
+                            || format!("unexpected answer from {url}: {}", a.body),
+                        )?;
                         let accepted = v["accepted"].as_u64().unwrap_or(0);
                         let rejected = v["rejected"].as_array().map_or(0, |r| r.len() as u64);
                         return Ok((accepted, rejected));
                     }
-                    Ok((status, text)) if status < 500 => {
-                        bail!("the ingest API at {url} refused the batch ({status}): {text}")
+                    // Over the key's rate: nothing was stored; wait as told, which is no
+                    // failure of the server.
+                    Ok(a) if a.status == 429 => {
+                        tracing::debug!(body = %a.body, "over the key's rate; waiting");
+                        tokio::time::sleep(a.retry_after.unwrap_or(delay)).await;
+                        started = Instant::now();
+                        continue;
                     }
-                    Ok((status, text)) => {
-                        tracing::warn!(status, %text, "ingest unavailable; retrying");
+                    Ok(a) if a.status < 500 => {
+                        bail!(
+                            "the ingest API at {url} refused the batch ({}): {}",
+                            a.status,
+                            a.body
+                        )
                     }
-                    Err(e) => tracing::warn!(error = %e, "ingest unreachable; retrying"),
+                    Ok(a) => {
+                        tracing::warn!(status = a.status, text = %a.body, "ingest unavailable; retrying");
+                    }
+                    Err(e) if e.is::<crate::http::TlsRefused>() => return Err(e),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "ingest unreachable; retrying"),
                 }
                 if started.elapsed() > Duration::from_secs(60) {
                     bail!("the ingest API at {url} did not take a batch within 60 s");

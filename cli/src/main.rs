@@ -71,6 +71,9 @@ enum Command {
     Gen(gen::GenCommand),
     /// Serve the event ingest API (validated events into Kafka) and the live dashboard.
     Serve(serve::ServeArgs),
+    /// Make, revoke and list the API keys of `eddy serve` (producers and dashboard viewers).
+    #[command(subcommand)]
+    ApiKey(serve::ApiKeyCommand),
     /// Set up the e-commerce warehouse in PostgreSQL.
     #[command(subcommand)]
     Warehouse(warehouse::WarehouseCommand),
@@ -681,6 +684,7 @@ fn main() -> ExitCode {
         Command::Gen(command) => report(gen::gen(command)),
         Command::Warehouse(command) => report(warehouse::warehouse(command)),
         Command::Serve(args) => report(serve::serve(args)),
+        Command::ApiKey(command) => report(serve::api_key(command)),
         Command::Chaos(args) => report(chaos::chaos(args)),
         Command::Certs(command) => report(certs::certs(command)),
         Command::Token(command) => report(cluster::token(command)),

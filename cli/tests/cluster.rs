@@ -819,8 +819,12 @@ fn the_shop_on_two_workers_survives_a_killed_worker_and_equals_the_ground_truth(
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (http, dir) = (serve.url.clone(), cluster.dir.path().to_path_buf());
-    let load = std::thread::spawn(move || generate(&http, &dir, &["--fast"]));
+    let (http, dir, key) = (
+        serve.url.clone(),
+        cluster.dir.path().to_path_buf(),
+        serve.key.clone(),
+    );
+    let load = std::thread::spawn(move || generate(&http, &dir, &["--fast", "--api-key", &key]));
     cluster.wait_checkpoint(&id, 1);
     let mut victim = cluster.workers[1].take().unwrap();
     victim.kill().unwrap(); // SIGKILL

@@ -39,9 +39,13 @@ fn a_shop_through_kafka_survives_kill_9_and_equals_the_ground_truth_and_a_replay
 
     // The load: the generator posts to the ingest API as fast as it takes it.
     let (expected_tx, expected_rx) = std::sync::mpsc::channel();
-    let (url, gen_dir) = (serve.url.clone(), dir.path().to_path_buf());
+    let (url, gen_dir, key) = (
+        serve.url.clone(),
+        dir.path().to_path_buf(),
+        serve.key.clone(),
+    );
     let load = std::thread::spawn(move || {
-        let expected = generate(&url, &gen_dir, &["--fast"]);
+        let expected = generate(&url, &gen_dir, &["--fast", "--api-key", &key]);
         let _ = expected_tx.send(expected);
     });
 

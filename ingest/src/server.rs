@@ -5,6 +5,9 @@
 //!   (`Content-Type: application/x-ndjson`; a broken line is refused alone).
 //! - `GET /api/v1/health`.
 //!
+//! Posting needs a producer key ([`crate::access`]): 401 without one, before the body is read.
+//! A key over its rate gets 429 with `Retry-After`, and nothing of that request is stored.
+//!
 //! Every event is validated against its schema. Valid events are appended to their type's
 //! topic, refused ones to the dead-letter topic with the reason and the original text, and the
 //! answer comes only once the broker has acknowledged all of them:
@@ -13,12 +16,14 @@
 //! acknowledged: the client sends again, so an event is never lost (it may be stored twice;
 //! the warehouse's fact tables are keyed by event id).
 
+use crate::access::{Access, Caller, KeyRole, Throttled};
 use crate::catalog::Catalog;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use eddy_kafka::Producer;
 use serde::Serialize;
@@ -77,11 +82,19 @@ impl Ingest {
         Arc::clone(&self.stats)
     }
 
-    /// The API's routes.
-    pub fn router(self) -> Router {
-        Router::new()
+    /// The API's routes. With `access`, posting events needs a producer key (the health check
+    /// stays open); without, anyone who reaches the port may post (`eddy serve --insecure`).
+    pub fn router(self, access: Option<Access>) -> Router {
+        let mut events = Router::new()
             .route("/api/v1/events", post(single))
-            .route("/api/v1/events/batch", post(batch))
+            .route("/api/v1/events/batch", post(batch));
+        if let Some(access) = access {
+            events = events.route_layer(axum::middleware::from_fn_with_state(
+                (access, KeyRole::Producer),
+                crate::access::require,
+            ));
+        }
+        events
             .route("/api/v1/health", get(|| async { "ok" }))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
@@ -89,12 +102,31 @@ impl Ingest {
 
     /// Validates, appends and acknowledges a list of envelopes.
     /// `envelopes` come with their index in the request, which a rejection names.
-    async fn take(&self, envelopes: Vec<(usize, Envelope<'_>)>) -> Result<Outcome, Refusal> {
+    async fn take(
+        &self,
+        caller: Option<&Caller>,
+        envelopes: Vec<(usize, Envelope<'_>)>,
+    ) -> Result<Outcome, Refusal> {
         if envelopes.len() > MAX_EVENTS {
             return Err(Refusal::TooLarge(format!(
                 "{} events in one request, at most {MAX_EVENTS}: split the batch",
                 envelopes.len()
             )));
+        }
+        if let Some(caller) = caller {
+            match caller.take(envelopes.len()) {
+                Ok(()) => {}
+                Err(Throttled::TooMany { rate }) => {
+                    return Err(Refusal::TooLarge(format!(
+                        "{} events in one request, but the key `{}` may post {rate} a second: split the batch",
+                        envelopes.len(),
+                        caller.name
+                    )))
+                }
+                Err(Throttled::Wait(wait)) => {
+                    return Err(Refusal::Throttled(caller.name.clone(), wait))
+                }
+            }
         }
         if let Some((index, len)) = envelopes.iter().find_map(|(i, e)| {
             let len = e.text().len();
@@ -104,10 +136,16 @@ impl Ingest {
                 "event {index} is {len} bytes, at most {MAX_EVENT_BYTES}: nothing of this request was stored"
             )));
         }
-        self.store(envelopes).await.map_err(Refusal::Unavailable)
+        self.store(caller, envelopes)
+            .await
+            .map_err(Refusal::Unavailable)
     }
 
-    async fn store(&self, envelopes: Vec<(usize, Envelope<'_>)>) -> Result<Outcome, String> {
+    async fn store(
+        &self,
+        caller: Option<&Caller>,
+        envelopes: Vec<(usize, Envelope<'_>)>,
+    ) -> Result<Outcome, String> {
         let received_at = now_rfc3339();
         let mut rejected = Vec::new();
         let mut sends = Vec::with_capacity(envelopes.len());
@@ -149,8 +187,11 @@ impl Ingest {
         self.stats
             .rejected
             .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-        metrics::counter!("eddy_ingest_events_accepted_total").increment(accepted);
-        metrics::counter!("eddy_ingest_events_rejected_total").increment(rejected.len() as u64);
+        let key = caller.map_or(String::new(), |c| c.name.clone());
+        metrics::counter!("eddy_ingest_events_accepted_total", "key" => key.clone())
+            .increment(accepted);
+        metrics::counter!("eddy_ingest_events_rejected_total", "key" => key)
+            .increment(rejected.len() as u64);
         Ok(Outcome { accepted, rejected })
     }
 }
@@ -176,6 +217,8 @@ enum Refusal {
     TooLarge(String),
     /// Kafka failed: 503, send again.
     Unavailable(String),
+    /// The key (named) is over its rate: 429, send again after the wait.
+    Throttled(String, std::time::Duration),
 }
 
 impl Refusal {
@@ -183,6 +226,21 @@ impl Refusal {
         match self {
             Refusal::TooLarge(reason) => error(StatusCode::PAYLOAD_TOO_LARGE, reason),
             Refusal::Unavailable(e) => unavailable(e),
+            Refusal::Throttled(key, wait) => {
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "the key `{key}` is over its rate; nothing was stored: send again in {} ms",
+                        wait.as_millis()
+                    ),
+                );
+                // Whole seconds, rounded up, as the header wants.
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, seconds.max(1).into());
+                response
+            }
         }
     }
 }
@@ -223,12 +281,18 @@ fn unavailable(e: String) -> Response {
     )
 }
 
-async fn single(State(ingest): State<Ingest>, body: Bytes) -> Response {
+/// The producer a request was authenticated as, if the server checks keys.
+type Authenticated = Option<Extension<Arc<Caller>>>;
+
+async fn single(State(ingest): State<Ingest>, caller: Authenticated, body: Bytes) -> Response {
     let text = match std::str::from_utf8(&body) {
         Ok(t) => Envelope::Text(t.trim()),
         Err(e) => Envelope::Broken("", format!("not UTF-8: {e}")),
     };
-    match ingest.take(vec![(0, text)]).await {
+    match ingest
+        .take(caller.as_deref().map(|c| &**c), vec![(0, text)])
+        .await
+    {
         Ok(outcome) if outcome.rejected.is_empty() => json(StatusCode::OK, &outcome),
         Ok(outcome) => json(StatusCode::UNPROCESSABLE_ENTITY, &outcome),
         Err(refusal) => refusal.response(),
@@ -258,7 +322,12 @@ pub fn split_batch(text: &str, ndjson: bool) -> Result<Vec<(usize, &str)>, Strin
         .map_err(|e| format!("the body is not a JSON array of events ({e}); send an array, or one event per line with Content-Type: application/x-ndjson"))
 }
 
-async fn batch(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+async fn batch(
+    State(ingest): State<Ingest>,
+    caller: Authenticated,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text".into());
     };
@@ -273,7 +342,10 @@ async fn batch(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) ->
             .collect(),
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    match ingest.take(envelopes).await {
+    match ingest
+        .take(caller.as_deref().map(|c| &**c), envelopes)
+        .await
+    {
         Ok(outcome) => json(StatusCode::OK, &outcome),
         Err(refusal) => refusal.response(),
     }

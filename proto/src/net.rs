@@ -239,65 +239,35 @@ pub async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), N
     Ok((listener, local))
 }
 
-/// How long a peer may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves `router` on `listener` until `shutdown` turns true, then drains and returns. With
-/// TLS, each accepted connection's handshake runs on a task of its own (a slow or hostile
-/// peer holds up no one) with the certificates loaded at that moment.
+/// TLS, each accepted connection's handshake runs on a task of its own
+/// ([`eddy_security::accept::accept_tls`]) with the certificates loaded at that moment.
 pub async fn serve(
     router: tonic::transport::server::Router,
     listener: tokio::net::TcpListener,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let stop = {
-        let mut shutdown = shutdown.clone();
-        async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        }
+    let stopped = |mut shutdown: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = shutdown.wait_for(|s| *s).await;
     };
     if !tls_enabled() {
         return router
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
-                stop,
+                stopped(shutdown),
             )
             .await;
     }
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, say: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let Some(tls) = current_tls() else { continue };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok::<_, std::io::Error>(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    let served = router
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), stop)
-        .await;
-    acceptor.abort();
-    served
+    let accepted = eddy_security::accept::accept_tls(
+        listener,
+        || current_tls().map(|tls| tls.server_config()),
+        stopped(shutdown.clone()),
+    );
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(accepted),
+        |(stream, _)| Ok::<_, std::io::Error>(stream),
+    );
+    router
+        .serve_with_incoming_shutdown(incoming, stopped(shutdown))
+        .await
 }

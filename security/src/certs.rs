@@ -135,11 +135,11 @@ pub fn init(dir: &Path, nodes: &[NodeSpec]) -> Result<Vec<PathBuf>, SecurityErro
     params.not_after = now + CA_VALIDITY;
     let cert = params.self_signed(&key)?;
     create_dir(&ca_dir)?;
-    write(&ca_dir.join("ca.pem"), cert.pem().as_bytes(), false)?;
-    write(&ca_dir.join("ca.key"), key.serialize_pem().as_bytes(), true)?;
+    write_file(&ca_dir.join("ca.pem"), cert.pem().as_bytes(), false)?;
+    write_file(&ca_dir.join("ca.key"), key.serialize_pem().as_bytes(), true)?;
     // The cluster's key for secret job parameters; every coordinator gets a copy.
     let secrets = crate::secrets::SecretKey::generate()?;
-    write(
+    write_file(
         &ca_dir.join("secrets.key"),
         secrets.encode().as_bytes(),
         true,
@@ -200,13 +200,13 @@ pub fn issue(dir: &Path, node: &NodeSpec) -> Result<PathBuf, SecurityError> {
     let cert = params.signed_by(&key, &issuer)?;
     let out = dir.join(&node.name);
     create_dir(&out)?;
-    write(&out.join("ca.pem"), ca_pem.as_bytes(), false)?;
+    write_file(&out.join("ca.pem"), ca_pem.as_bytes(), false)?;
     // The key first: a directory with a certificate but no key is not mistaken for usable.
-    write(&out.join("node.key"), key.serialize_pem().as_bytes(), true)?;
-    write(&out.join("node.pem"), cert.pem().as_bytes(), false)?;
+    write_file(&out.join("node.key"), key.serialize_pem().as_bytes(), true)?;
+    write_file(&out.join("node.pem"), cert.pem().as_bytes(), false)?;
     let secrets = ca_dir.join("secrets.key");
     if node.roles.contains(&Role::Coordinator) && secrets.exists() {
-        write(&out.join("secrets.key"), read(&secrets)?.as_bytes(), true)?;
+        write_file(&out.join("secrets.key"), read(&secrets)?.as_bytes(), true)?;
     }
     Ok(out)
 }
@@ -227,8 +227,9 @@ fn read(path: &Path) -> Result<String, SecurityError> {
     })
 }
 
-/// Writes a file whole (a key readable by its owner only), replacing any older one.
-fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<(), SecurityError> {
+/// Writes a file whole (a key readable by its owner only), replacing any older one: a reader
+/// sees the old file or the new one, never half of it.
+pub fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), SecurityError> {
     let io = |source| SecurityError::Io {
         action: "write",
         path: path.to_path_buf(),

@@ -8,8 +8,10 @@
 //!
 //! - [`certs`] makes the CA and the certificates (`eddy certs init`, `eddy certs issue`);
 //! - [`tls`] loads a node's certificate directory into rustls configurations;
-//! - [`role`] reads the roles out of a verified peer certificate.
+//! - [`role`] reads the roles out of a verified peer certificate;
+//! - [`accept`] takes TLS connections on a port, each handshake on a task of its own.
 
+pub mod accept;
 pub mod certs;
 pub mod paths;
 pub mod role;

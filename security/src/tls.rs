@@ -108,6 +108,37 @@ impl NodeTls {
     }
 }
 
+/// A web server's TLS (`eddy serve --tls-cert --tls-key`): a certificate chain and its key,
+/// PEM files, and no client certificate asked, since browsers and HTTP clients connect.
+pub fn https_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, SecurityError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| SecurityError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let bad = |path: &Path, what: &'static str, reason: String| SecurityError::BadFile {
+        path: path.to_path_buf(),
+        what,
+        reason,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert, "certificate", e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad(cert, "certificate", "no certificate in it".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|e| bad(key, "private key", e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(key, "key for the certificate", e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

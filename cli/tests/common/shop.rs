@@ -74,17 +74,50 @@ pub fn generate(to: &str, dir: &Path, extra: &[&str]) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&expected).unwrap()).unwrap()
 }
 
-/// A running `eddy serve`, killed on drop.
+/// A running `eddy serve`, killed on drop, with its API keys.
 pub struct Serve {
     child: Child,
     pub url: String,
+    /// A producer key without a rate limit.
+    pub key: String,
+    /// A viewer key (dashboard and `/metrics`).
+    pub viewer: String,
+    /// The key file it reads.
+    pub keys: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Makes a key with `eddy api-key create`; the key.
+pub fn api_key(file: &Path, name: &str, extra: &[&str]) -> String {
+    let out = eddy()
+        .args(["api-key", "create", "--name", name, "--file"])
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 impl Serve {
+    /// `eddy serve` on an ephemeral loopback port with a key file of two keys.
     pub fn start(args: &[&str]) -> Serve {
+        Serve::start_on("127.0.0.1:0", args)
+    }
+
+    pub fn start_on(listen: &str, args: &[&str]) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.toml");
+        let key = api_key(&keys, "test", &["--rate", "unlimited"]);
+        let viewer = api_key(&keys, "watch", &["--role", "viewer"]);
         let mut child = eddy()
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen, "--api-keys"])
+            .arg(&keys)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -102,11 +135,18 @@ impl Serve {
             .expect("eddy serve prints its address");
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .expect("an address")
             .trim_end_matches(['/', ',', ')'])
             .to_string();
-        Serve { child, url }
+        Serve {
+            child,
+            url,
+            key,
+            viewer,
+            keys,
+            _dir: dir,
+        }
     }
 }
 
