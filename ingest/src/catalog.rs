@@ -327,7 +327,7 @@ mod tests {
         let r = reason(
             r#"{"type":"cart","event":{"event_id":"a","user_id":"u","session_id":"s","product_id":"p","quantity":0,"ts":"2026-01-01T00:00:00Z"}}"#,
         );
-        assert_eq!(r, "cart event: /quantity: 0 must be at least 1");
+        assert_eq!(r, "cart event: /quantity: 0 is less than the minimum of 1");
         let record = dead_letter_record(
             &Rejection {
                 kind: None,
