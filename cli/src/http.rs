@@ -81,7 +81,7 @@ impl Client {
         let exchange = async {
             let response = match self.inner.request(request).await {
                 Ok(r) => r,
-                Err(e) if tls_refused(&e) => {
+                Err(e) if eddy_security::tls::is_tls_failure(&e) => {
                     return Err(anyhow::Error::new(TlsRefused(format!(
                         "{url}: {}",
                         chain(&e)
@@ -113,23 +113,6 @@ impl Client {
 #[derive(Debug, thiserror::Error)]
 #[error("TLS with {0} failed (give the server's CA with --ca?)")]
 pub(crate) struct TlsRefused(String);
-
-/// Whether a rustls error is anywhere in `e`'s chain of causes, also inside I/O errors (which
-/// hide what they wrap from `source()`; hyper-rustls wraps the rustls error twice).
-fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    if e.is::<rustls::Error>() {
-        return true;
-    }
-    if let Some(inner) = e
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
-        if tls_refused(inner) {
-            return true;
-        }
-    }
-    e.source().is_some_and(tls_refused)
-}
 
 /// `e` and its causes, for a message.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -306,21 +306,24 @@ async fn refresh(
         }
     };
     loop {
-        let (client, mut connection) =
-            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                Ok(c) => c,
-                Err(e) => {
-                    publish(Snapshot {
-                        error: Some(format!(
-                            "cannot reach the warehouse at {}: {e}",
-                            eddy_postgres::redact(&url)
-                        )),
-                        ..Snapshot::default()
-                    });
-                    tokio::time::sleep(REFRESH).await;
-                    continue;
-                }
-            };
+        let connected = match eddy_postgres::tls::config(&url) {
+            Ok((config, tls)) => config.connect(tls).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let (client, mut connection) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                publish(Snapshot {
+                    error: Some(format!(
+                        "cannot reach the warehouse at {}: {e}",
+                        eddy_postgres::redact(&url)
+                    )),
+                    ..Snapshot::default()
+                });
+                tokio::time::sleep(REFRESH).await;
+                continue;
+            }
+        };
         let (notify_tx, mut notify_rx) = tokio::sync::mpsc::unbounded_channel();
         let driver = tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -20,6 +20,23 @@
 
 pub mod migrate;
 pub mod testing;
+pub mod tls;
+
+/// What the server or the connection said: `postgres::Error` shows only "db error" for a
+/// server's answer and keeps the message in its causes.
+fn detail(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 impl PgError {
     /// Whether trying again later may succeed: the server was unreachable, restarting, shutting
@@ -27,8 +44,11 @@ impl PgError {
     /// or data the table refuses is a mistake in the job, which a retry repeats.
     pub fn is_transient(&self) -> bool {
         let query_error = match self {
-            PgError::Connect { .. } | PgError::Io { .. } => return true,
-            PgError::NoTable { .. }
+            // A certificate the client does not trust stays untrusted.
+            PgError::Connect { source, .. } => return !eddy_security::tls::is_tls_failure(source),
+            PgError::Io { .. } => return true,
+            PgError::Config(_)
+            | PgError::NoTable { .. }
             | PgError::MissingColumns { .. }
             | PgError::NoNaturalKey { .. } => return false,
             PgError::Query { source, .. } => source,
@@ -49,7 +69,7 @@ impl PgError {
     }
 }
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -57,7 +77,7 @@ use std::sync::{Mutex, OnceLock};
 /// Why PostgreSQL output failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("cannot connect to PostgreSQL at `{url}`: {source}")]
+    #[error("cannot connect to PostgreSQL at `{url}`: {}", detail(source))]
     Connect {
         url: String,
         source: postgres::Error,
@@ -70,7 +90,7 @@ pub enum PgError {
         missing: Vec<String>,
         columns: Vec<String>,
     },
-    #[error("PostgreSQL {action} for table `{table}` failed: {source}")]
+    #[error("PostgreSQL {action} for table `{table}` failed: {}", detail(source))]
     Query {
         action: &'static str,
         table: String,
@@ -78,6 +98,8 @@ pub enum PgError {
     },
     #[error("dimension table `{table}` needs a unique index on `{column}` (its natural key), e.g. `ALTER TABLE {table} ADD UNIQUE ({column})`")]
     NoNaturalKey { table: String, column: String },
+    #[error("{0}")]
+    Config(String),
     #[error("PostgreSQL {action} for table `{table}` failed: {source}")]
     Io {
         action: &'static str,
@@ -265,11 +287,16 @@ fn quote_ident(name: &str) -> String {
 /// A connection whose string literals follow the SQL standard: the queries here quote names
 /// inside literals by doubling `'`, which is only safe with `standard_conforming_strings` on
 /// (a server or role that turns it off would read a backslash as an escape).
-fn connect(url: &str) -> Result<Client, PgError> {
-    let mut client = Client::connect(url, NoTls).map_err(|source| PgError::Connect {
-        url: redact(url),
-        source,
-    })?;
+///
+/// Over TLS when the URL asks for it ([`tls`]).
+pub fn connect(url: &str) -> Result<Client, PgError> {
+    let (config, tls) = tls::config(url)?;
+    let mut client = postgres::Config::from(config)
+        .connect(tls)
+        .map_err(|source| PgError::Connect {
+            url: redact(url),
+            source,
+        })?;
     client
         .batch_execute("SET standard_conforming_strings = on")
         .map_err(|source| PgError::Query {

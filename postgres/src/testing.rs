@@ -166,6 +166,48 @@ impl PgServer {
         postgres::Client::connect(&self.url(), postgres::NoTls).expect("connect to the test server")
     }
 
+    /// Turns TLS on with this certificate and key (PEM files) and refuses plain TCP
+    /// connections from then on (the Unix socket stays open).
+    pub fn require_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        let data = self.dir.path().join("data");
+        let io = |e: std::io::Error| e.to_string();
+        std::fs::copy(cert, data.join("server.crt")).map_err(io)?;
+        std::fs::copy(key, data.join("server.key")).map_err(io)?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .map_err(io)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .map_err(io)?;
+        }
+        if self.root {
+            for file in ["server.crt", "server.key", "pg_hba.conf"] {
+                let status = Command::new("chown")
+                    .arg("postgres:")
+                    .arg(data.join(file))
+                    .status()
+                    .map_err(io)?;
+                if !status.success() {
+                    return Err(format!("cannot hand {file} to user `postgres`"));
+                }
+            }
+        }
+        let mut client = self.client();
+        // Two statements: ALTER SYSTEM cannot run in the implicit transaction of a batch.
+        for statement in ["ALTER SYSTEM SET ssl = on", "SELECT pg_reload_conf()"] {
+            client
+                .batch_execute(statement)
+                .map_err(|e| format!("{statement}: {e:?}"))?;
+        }
+        Ok(())
+    }
+
     /// The data directory's parent, removed on drop.
     pub fn dir(&self) -> &Path {
         self.dir.path()

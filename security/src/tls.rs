@@ -139,6 +139,24 @@ pub fn https_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(config))
 }
 
+/// Whether a rustls error (an untrusted certificate, a failed handshake) is anywhere in `e`'s
+/// chain of causes, also inside I/O errors, which hide what they wrap from `source()`
+/// (hyper-rustls wraps the rustls error twice). Such a failure is no reason to try again.
+pub fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        if is_tls_failure(inner) {
+            return true;
+        }
+    }
+    e.source().is_some_and(is_tls_failure)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
