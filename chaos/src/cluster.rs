@@ -115,7 +115,8 @@ pub struct ClusterConfig {
     /// Where each worker's fault file is (`EDDY_FAULTS_FILE`: DIR/w0, DIR/w1, ...).
     pub fault_dir: PathBuf,
     pub seed: u64,
-    /// Where jobs may read and write (`--allow-path` of the coordinators), besides `dir`.
+    /// Where jobs may read and write (`--allow-path` of the coordinators and the workers),
+    /// besides `dir`.
     pub allow_paths: Vec<PathBuf>,
 }
 
@@ -245,7 +246,7 @@ impl Cluster {
                             .display()
                             .to_string(),
                     ));
-                    vec![
+                    let mut command: Vec<String> = vec![
                         "worker".into(),
                         "--coordinators".into(),
                         coordinators.join(","),
@@ -262,7 +263,13 @@ impl Cluster {
                             .to_string(),
                         "--data-dir".into(),
                         dir.display().to_string(),
-                    ]
+                    ];
+                    // Workers check deployments against the same roots.
+                    for p in std::iter::once(&config.dir).chain(&config.allow_paths) {
+                        command.push("--allow-path".into());
+                        command.push(p.display().to_string());
+                    }
+                    command
                 }
             };
             let mut process = Process {

@@ -141,6 +141,16 @@ pub struct WorkerArgs {
     /// Local state (RocksDB) and dead letters.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// A directory deployed jobs may read and write (repeat for several; in the environment,
+    /// separated by `:`), checked at every deployment besides the coordinators' check at
+    /// submission; default: whatever the coordinators allow.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "EDDY_WORKER_ALLOW_PATHS",
+        value_delimiter = ':'
+    )]
+    pub allow_path: Vec<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
@@ -361,6 +371,10 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             slots: args.slots,
             data_dir: args.data_dir,
             heartbeat: args.heartbeat,
+            allowed_paths: match &args.allow_path[..] {
+                [] => None,
+                roots => Some(AllowedPaths::new(roots)?),
+            },
         })
         .await?;
         eprintln!(
@@ -516,6 +530,7 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
                     slots: args.slots,
                     data_dir: data.join(format!("worker-{}", i + 1)),
                     heartbeat: Duration::from_millis(500),
+                    allowed_paths: allowed_paths.clone(),
                 })
                 .await?,
             );

@@ -138,6 +138,11 @@ struct RunArgs {
     /// Print only errors.
     #[arg(long, short)]
     quiet: bool,
+    /// Refuse to run unless every file the job reads or writes (inputs, outputs, checkpoints,
+    /// savepoints, dead letters) lies under one of these directories once `..` and links are
+    /// resolved (repeat for several); for a job file you did not write. Default: no limit.
+    #[arg(long, value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
 }
@@ -311,6 +316,33 @@ fn remove_abandoned_state_dirs() {
     }
 }
 
+/// With --allow-path, checks every path the run would read or write.
+fn confine(args: &RunArgs, graph: &JobGraph) -> Result<(), String> {
+    if args.allow_path.is_empty() {
+        return Ok(());
+    }
+    let allowed = eddy_security::paths::AllowedPaths::new(&args.allow_path)
+        .map_err(|e| format!("--allow-path: {e}"))?;
+    let c = &args.checkpoints;
+    let mut paths = graph.file_paths();
+    for (what, path) in [
+        ("--dead-letter", Some(&args.dead_letter)),
+        ("--checkpoint-dir", c.checkpoint_dir.as_ref()),
+        ("--savepoint-dir", c.savepoint_dir.as_ref()),
+        ("--from-savepoint", c.from_savepoint.as_ref()),
+        ("--state-dir", c.state_dir.as_ref()),
+        ("--topics-from", args.job.topics_from.as_ref()),
+    ] {
+        if let Some(path) = path {
+            paths.push((what.to_string(), path.display().to_string()));
+        }
+    }
+    for (what, path) in paths {
+        allowed.check(&what, &path).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
     let mut locks = lock_directories(args, graph)?;
     let c = &args.checkpoints;
@@ -466,6 +498,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    if let Err(message) = confine(&args, &graph) {
+        eprintln!("error: {message}");
+        return Ok(ExitCode::from(2));
+    }
     let plan = match plan(&args, &graph) {
         Ok(p) => p,
         Err(BadRun(message)) => {

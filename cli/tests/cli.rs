@@ -357,6 +357,71 @@ fn output_to_a_device_is_written_in_place() {
 }
 
 #[test]
+fn with_allow_path_a_run_reads_and_writes_only_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("work/etc")).unwrap();
+    let q0 = repo().join("jobs/nexmark/q0.toml");
+    let run = |input: &str, output: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            q0.to_str().unwrap(),
+            "--allow-path",
+            "work",
+            "--dead-letter",
+            "work/dl.jsonl",
+            "--param",
+        ];
+        let input = format!("input={input}");
+        let output = format!("output={output}");
+        args.extend([input.as_str(), "--param", output.as_str()]);
+        args.extend(extra);
+        eddy(&args, dir.path())
+    };
+    for (input, output, extra, what) in [
+        (
+            "/etc/passwd",
+            "work/out.jsonl",
+            &[][..],
+            "the input of source",
+        ),
+        (
+            "work/etc/passwd",
+            "work/out.jsonl",
+            &[],
+            "the input of source",
+        ),
+        (
+            "work/../../x.jsonl",
+            "work/out.jsonl",
+            &[],
+            "the input of source",
+        ),
+        ("work/in.jsonl", "out.jsonl", &[], "the output of sink"),
+        (
+            "work/in.jsonl",
+            "work/out.jsonl",
+            &["--checkpoint-dir", "/tmp/elsewhere"],
+            "--checkpoint-dir",
+        ),
+    ] {
+        let out = run(input, output, extra);
+        let message = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{input} {output}: {message}");
+        assert!(
+            message.contains(what) && message.contains("outside the allowed paths"),
+            "{message}"
+        );
+    }
+    assert!(!dir.path().join("out.jsonl").exists());
+    // Inside: it runs (the input does not exist, which is the run's own error).
+    let out = run("work/in.jsonl", "work/out.jsonl", &[]);
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{message}");
+    assert!(message.contains("cannot read input"), "{message}");
+}
+
+#[test]
 fn a_missing_input_file_is_a_clear_runtime_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = eddy(

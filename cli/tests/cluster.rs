@@ -153,7 +153,15 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // Jobs read the shared input and write under the cluster's directory; a test may set
+        // the workers' roots with EDDY_WORKER_ALLOW_PATHS in `env` instead.
+        let narrowed = env.iter().any(|(k, _)| *k == "EDDY_WORKER_ALLOW_PATHS");
+        let roots = [cluster.dir.path(), input().parent().unwrap()];
         for i in 0..workers {
+            let allow = roots
+                .iter()
+                .filter(|_| !narrowed)
+                .flat_map(|r| [std::ffi::OsStr::new("--allow-path"), r.as_os_str()]);
             let child = eddy()
                 .envs(env.iter().copied())
                 .arg("worker")
@@ -165,6 +173,7 @@ impl Cluster {
                 .arg(cluster.certs().join(format!("worker-{}", i + 1)))
                 .arg("--data-dir")
                 .arg(cluster.dir.path().join(format!("w{i}")))
+                .args(allow)
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -973,6 +982,34 @@ fn a_postgres_restart_mid_job_does_not_fail_the_job() {
     if let Err(diff) = eddy_jobs::compare::compare_files(&common::expected("q8"), &actual) {
         panic!("the q8 table differs from Flink's answer: {diff}");
     }
+}
+
+#[test]
+fn a_worker_refuses_a_deployment_outside_its_allowed_paths() {
+    // The coordinators allow the cluster's directory; the worker only the input's.
+    let inputs = input().parent().unwrap().display().to_string();
+    let cluster = Cluster::start_with(1, &[("EDDY_WORKER_ALLOW_PATHS", &inputs)]);
+    let job = cluster.submit("q5", "q5");
+    let started = Instant::now();
+    loop {
+        let out = cluster.client(&["status", &job]);
+        let status = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if status.contains("outside the paths") {
+            assert!(status.contains("on worker"), "{status}");
+            assert!(status.contains("the output of sink"), "{status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the deployment was not refused: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !cluster.dir.path().join("q5").exists(),
+        "the refused job wrote its output"
+    );
 }
 
 #[test]

@@ -190,7 +190,7 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
             (input.as_str(), escape.as_str()),
             (linked.as_str(), inside.as_str()),
         ] {
-            refused(&submit(a, b), "outside the paths this cluster allows");
+            refused(&submit(a, b), "outside the allowed paths");
         }
         let out = submit(&input, &inside);
         assert!(

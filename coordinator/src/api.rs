@@ -691,23 +691,7 @@ fn job_paths(
     spec: &JobSpec,
     from_savepoint: &str,
 ) -> Vec<(String, String)> {
-    use eddy_runtime::graph::{NodeKind, SinkConnector, SourceConnector};
-    let mut paths = Vec::new();
-    for n in &graph.nodes {
-        match &n.kind {
-            NodeKind::Source(s) => {
-                if let SourceConnector::File { path, .. } = &s.connector {
-                    paths.push((format!("the input of source `{}`", n.name), path.clone()));
-                }
-            }
-            NodeKind::Sink(s) => {
-                if let SinkConnector::File { path } = &s.connector {
-                    paths.push((format!("the output of sink `{}`", n.name), path.clone()));
-                }
-            }
-            _ => {}
-        }
-    }
+    let mut paths = graph.file_paths();
     for (what, path) in [
         ("the checkpoint directory", spec.checkpoint_dir.as_str()),
         ("the savepoint to start from", from_savepoint),

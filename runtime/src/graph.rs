@@ -41,6 +41,28 @@ impl JobGraph {
         &self.nodes[edge.from].outputs[edge.port].schema
     }
 
+    /// The files and directories the job's sources read and its sinks write, each with what
+    /// it is for (`the output of sink `out``), to check against the paths an operator allows.
+    pub fn file_paths(&self) -> Vec<(String, String)> {
+        let mut paths = Vec::new();
+        for n in &self.nodes {
+            match &n.kind {
+                NodeKind::Source(s) => {
+                    if let SourceConnector::File { path, .. } = &s.connector {
+                        paths.push((format!("the input of source `{}`", n.name), path.clone()));
+                    }
+                }
+                NodeKind::Sink(s) => {
+                    if let SinkConnector::File { path } = &s.connector {
+                        paths.push((format!("the output of sink `{}`", n.name), path.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        paths
+    }
+
     /// Whether the stream on input `input` of `node` carries updates (retractions).
     pub fn input_updating(&self, node: NodeId, input: usize) -> bool {
         let edge = &self.nodes[node].inputs[input];

@@ -44,8 +44,29 @@ impl AllowedPaths {
         }
         let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
         Err(SecurityError::Invalid(format!(
-            "{what}: `{path}` is outside the paths this cluster allows ({}); use a path under one of them, or allow its directory with --allow-path on the coordinators",
+            "{what}: `{path}` is outside the allowed paths ({}); use a path under one of them, or allow its directory with --allow-path",
             roots.join(", ")
+        )))
+    }
+}
+
+/// Checks that `name` (what the caller calls `what`: a job id, a file name from a request or
+/// a checkpoint) can be one component of a path: letters, digits, `-`, `_`, `.`, not `.` or
+/// `..`, at most 128 bytes. Such a name joined to a directory stays in that directory.
+pub fn check_component(what: &str, name: &str) -> Result<(), SecurityError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SecurityError::Invalid(format!(
+            "{what} `{}` cannot name a file (letters, digits, `-`, `_`, `.`; not `.` or `..`)",
+            name.escape_debug()
         )))
     }
 }
@@ -88,6 +109,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_plain_names_are_path_components() {
+        for ok in ["job-1", "a.b_c", "7"] {
+            assert!(check_component("job id", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "x\0",
+            &"a".repeat(129),
+        ] {
+            let e = check_component("job id", bad).unwrap_err().to_string();
+            assert!(e.starts_with("job id `"), "{e}");
+        }
+    }
+
+    #[test]
     fn paths_inside_are_allowed_and_dots_and_links_do_not_get_out() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -100,7 +141,7 @@ mod tests {
         ok(&data.join("out/new/dir/")).unwrap();
         ok(&data.join("in/../in/x")).unwrap();
         let e = ok(&data.join("../secret/x")).unwrap_err().to_string();
-        assert!(e.contains("outside the paths this cluster allows"), "{e}");
+        assert!(e.contains("outside the allowed paths"), "{e}");
         assert!(e.contains("--allow-path"), "{e}");
         assert!(ok(&data.join("link/x")).is_err());
         assert!(ok(&data.join("new/../../secret")).is_err());

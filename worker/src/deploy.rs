@@ -194,6 +194,8 @@ impl Running {
 /// Where this worker keeps attempts' local files.
 pub struct Paths {
     pub data_dir: PathBuf,
+    /// See [`crate::WorkerConfig::allowed_paths`].
+    pub allowed: Option<eddy_security::paths::AllowedPaths>,
 }
 
 /// The local working directory of an attempt (its RocksDB state), removed when it ends.
@@ -250,6 +252,32 @@ pub fn prepare(
         .compile()
         .map_err(|e| WorkerError::Job(e.to_string()))?;
     let checkpointing = submission.checkpoint_interval_ms > 0;
+    // The job id names files in the data directory.
+    eddy_security::paths::check_component("the job id", &request.job_id)
+        .map_err(|e| WorkerError::Job(e.to_string()))?;
+    if let Some(allowed) = &paths.allowed {
+        let mut used = graph.file_paths();
+        for (what, path) in [
+            (
+                "the checkpoint directory",
+                submission.checkpoint_dir.as_str(),
+            ),
+            ("the checkpoint to restore", request.restore_dir.as_str()),
+            (
+                "--topics-from",
+                submission.topics_from.as_deref().unwrap_or(""),
+            ),
+        ] {
+            if !path.is_empty() {
+                used.push((what.to_string(), path.to_string()));
+            }
+        }
+        for (what, path) in used {
+            allowed
+                .check(&what, &path)
+                .map_err(|e| WorkerError::Job(format!("{e} (on worker, see its --allow-path)")))?;
+        }
+    }
     let attempt_dir = attempt_dir(&paths.data_dir, &request.job_id, request.attempt);
     let mut settings = RunSettings {
         dead_letter_path: paths

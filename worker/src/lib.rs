@@ -40,6 +40,11 @@ pub struct WorkerConfig {
     pub slots: u32,
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
+    /// Where deployed jobs may read and write (`--allow-path`): checked again at each
+    /// deployment, after the coordinators checked it at submission, so a job cannot reach
+    /// beyond what this host's operator allows even if a coordinator is wrong. `None`: what
+    /// the coordinators allow.
+    pub allowed_paths: Option<eddy_security::paths::AllowedPaths>,
 }
 
 /// State shared by the worker's services and loops.
@@ -284,6 +289,7 @@ impl WorkerControl for Control {
         let shared = Arc::clone(&self.shared);
         let paths = Paths {
             data_dir: shared.config.data_dir.clone(),
+            allowed: shared.config.allowed_paths.clone(),
         };
         let prepared = {
             let shared = Arc::clone(&shared);

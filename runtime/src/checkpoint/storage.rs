@@ -43,8 +43,24 @@ impl DirStorage {
         Ok(DirStorage { root })
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    /// The file of `key`, which must stay under the root: keys come from checkpoint metadata
+    /// (files to fetch at restore, to delete when a checkpoint is subsumed), so a corrupt or
+    /// forged metadata file naming `../../etc/passwd` or `/etc/passwd` is refused here, before
+    /// anything is read or deleted.
+    fn path(&self, key: &str) -> io::Result<PathBuf> {
+        let plain = key.split('/').all(|part| {
+            !matches!(part, "." | "..") && !part.contains('\\') && !part.contains('\0')
+        });
+        if !plain || key.starts_with('/') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "`{key}` is not a checkpoint file name under {} (corrupt or forged metadata)",
+                    self.root.display()
+                ),
+            ));
+        }
+        Ok(self.root.join(key))
     }
 
     fn ensure_parent(path: &Path) -> io::Result<()> {
@@ -89,7 +105,7 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
 impl CheckpointStorage for DirStorage {
     fn put_file(&self, key: &str, local: &Path) -> io::Result<()> {
         crate::faults::check(crate::faults::Site::Checkpoint)?;
-        let dest = self.path(key);
+        let dest = self.path(key)?;
         Self::ensure_parent(&dest)?;
         let tmp = dest.with_extension("tmp-upload");
         let _ = std::fs::remove_file(&tmp);
@@ -110,7 +126,7 @@ impl CheckpointStorage for DirStorage {
     fn put_bytes(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         use std::io::Write;
         crate::faults::check(crate::faults::Site::Checkpoint)?;
-        let dest = self.path(key);
+        let dest = self.path(key)?;
         Self::ensure_parent(&dest)?;
         let tmp = dest.with_extension("tmp-write");
         {
@@ -127,11 +143,11 @@ impl CheckpointStorage for DirStorage {
     }
 
     fn get_bytes(&self, key: &str) -> io::Result<Vec<u8>> {
-        std::fs::read(self.path(key))
+        std::fs::read(self.path(key)?)
     }
 
     fn get_file(&self, key: &str, dest: &Path) -> io::Result<()> {
-        let src = self.path(key);
+        let src = self.path(key)?;
         Self::ensure_parent(dest)?;
         match std::fs::hard_link(&src, dest) {
             Ok(()) => Ok(()),
@@ -140,7 +156,7 @@ impl CheckpointStorage for DirStorage {
     }
 
     fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
-        let dir = self.path(prefix);
+        let dir = self.path(prefix)?;
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -155,14 +171,14 @@ impl CheckpointStorage for DirStorage {
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(key)) {
+        match std::fs::remove_file(self.path(key)?) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
 
     fn delete_prefix(&self, prefix: &str) -> io::Result<()> {
-        match std::fs::remove_dir_all(self.path(prefix)) {
+        match std::fs::remove_dir_all(self.path(prefix)?) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -176,6 +192,30 @@ impl CheckpointStorage for DirStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_that_leave_the_root_are_refused_before_any_file_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("precious");
+        std::fs::write(&outside, b"keep").unwrap();
+        let s = DirStorage::new(dir.path().join("ckpt")).unwrap();
+        for key in [
+            "../precious",
+            "chk-1/../../precious",
+            "/etc/passwd",
+            "a\\..\\b",
+        ] {
+            let e = s.get_bytes(key).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{key}");
+            assert!(e.to_string().contains("forged"), "{e}");
+            assert!(
+                s.delete(key).is_err() && s.delete_prefix(key).is_err(),
+                "{key}"
+            );
+        }
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+        assert!(s.list("").is_ok());
+    }
 
     #[test]
     fn directory_storage_round_trips() {
