@@ -97,6 +97,10 @@ pub struct CoordinatorArgs {
     /// Where to listen for clients, workers and the other coordinators (HOST:PORT).
     #[arg(long)]
     pub listen: String,
+    /// Serve the client API on this address (HOST:PORT) instead of --listen, which then
+    /// serves only Raft and the workers: clients reach one port, the cluster another.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub client_listen: Option<String>,
     /// Every coordinator: ID=HOST:PORT, comma-separated (this one included).
     #[arg(long, value_delimiter = ',', value_parser = parse_peer, required = true)]
     pub peers: Vec<(u64, String)>,
@@ -343,6 +347,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             allowed_paths,
             id: args.id,
             listen: args.listen.clone(),
+            client_listen: args.client_listen.clone(),
             peers,
             data_dir: args.data_dir,
             raft: RaftOptions::default(),
@@ -509,6 +514,7 @@ pub fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
                     allowed_paths: allowed_paths.clone(),
                     id: *id,
                     listen: addr.clone(),
+                    client_listen: None,
                     peers: peers.clone(),
                     data_dir: data.join(format!("coordinator-{id}")),
                     raft: RaftOptions::default(),
@@ -745,6 +751,15 @@ where
                     s.message()
                 )
             }
+            // A coordinator that serves its client API on --client-listen has none here.
+            tonic::Code::Unimplemented => format!(
+                "{} does not serve the client API: give the coordinators' --client-listen addresses in EDDY_COORDINATORS{}",
+                args.coordinators.join(", "),
+                match s.message() {
+                    "" => String::new(),
+                    m => format!(" ({m})"),
+                }
+            ),
             _ => s.message().to_string(),
         })
 }

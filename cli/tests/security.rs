@@ -331,3 +331,79 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[test]
+fn a_coordinator_serves_clients_on_their_own_port_apart_from_raft() {
+    let dir = tempfile::tempdir().unwrap();
+    let eddy = env!("CARGO_BIN_EXE_eddy");
+    let certs = dir.path().join("certs");
+    let out = std::process::Command::new(eddy)
+        .args(["certs", "init", "--workers", "0"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (node, clients) = (port(), port());
+    let mut coordinator = std::process::Command::new(eddy)
+        .args(["coordinator", "--id", "1", "--listen", &node])
+        .args(["--client-listen", &clients, "--peers", &format!("1={node}")])
+        .arg("--tls-dir")
+        .arg(certs.join("coordinator-1"))
+        .arg("--data-dir")
+        .arg(dir.path().join("c1"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cli = |addr: &str, token: Option<&str>, args: &[&str]| {
+        let mut cmd = std::process::Command::new(eddy);
+        cmd.args(args)
+            .args(["--timeout", "5s"])
+            .env("EDDY_COORDINATORS", addr)
+            .env("EDDY_TLS_DIR", certs.join("client"))
+            .env_remove("EDDY_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("EDDY_TOKEN", t);
+        }
+        common::wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(30))
+    };
+    // The client port answers once the node has elected itself.
+    let started = std::time::Instant::now();
+    let token = loop {
+        let out = cli(&clients, None, &["token", "bootstrap"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = cli(&clients, Some(&token), &["list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Raft port has no client API, and says where to go.
+    let out = cli(&node, Some(&token), &["list"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("does not serve the client API") && e.contains("--client-listen"),
+        "{e}"
+    );
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}

@@ -42,6 +42,9 @@ pub struct CoordinatorConfig {
     pub leader: LeaderOptions,
     /// Where jobs may read and write; `None`: anywhere (a cluster run with `--insecure`).
     pub allowed_paths: Option<eddy_security::paths::AllowedPaths>,
+    /// Where the client API listens, apart from Raft and the workers' control service (so a
+    /// firewall can open it alone); `None`: on `listen` with them.
+    pub client_listen: Option<String>,
 }
 
 /// A running coordinator node.
@@ -67,6 +70,10 @@ impl CoordinatorHandle {
 pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandle> {
     std::fs::create_dir_all(&config.data_dir)?;
     let (listener, _) = eddy_proto::net::bind(&config.listen).await?;
+    let client_listener = match &config.client_listen {
+        Some(addr) => Some(eddy_proto::net::bind(addr).await?.0),
+        None => None,
+    };
     let raft = RaftNode::start(
         config.id,
         config.peers.clone(),
@@ -93,13 +100,30 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
             use tonic::service::interceptor::InterceptedService as Guarded;
             // Who may call what (with TLS): Raft between coordinators, the control service
             // from workers, the client API from clients.
-            let router = eddy_proto::net::server()
+            let client = Guarded::new(client, allow(&[Role::Client]));
+            let mut router = eddy_proto::net::server()
                 .add_service(Guarded::new(raft_service, allow(&[Role::Coordinator])))
-                .add_service(Guarded::new(client, allow(&[Role::Client])))
                 .add_service(Guarded::new(control, allow(&[Role::Worker])));
+            let client_port = match client_listener {
+                None => {
+                    router = router.add_service(client);
+                    None
+                }
+                Some(listener) => {
+                    let router = eddy_proto::net::server().add_service(client);
+                    let rx = rx.clone();
+                    Some(tokio::spawn(eddy_proto::net::serve(router, listener, rx)))
+                }
+            };
             let served = eddy_proto::net::serve(router, listener, rx).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "coordinator server failed");
+            }
+            if let Some(Ok(Err(e))) = match client_port {
+                Some(task) => Some(task.await),
+                None => None,
+            } {
+                tracing::error!(error = %e, "client API server failed");
             }
         })
     };
