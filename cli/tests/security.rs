@@ -239,12 +239,49 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
         let out = submit_secret("/etc/secret-9f3a");
         refused(&out, "`***` is outside");
         assert!(!String::from_utf8_lossy(&out.stderr).contains("9f3a"));
+        // A parameter the job file declares `secret = true` is sealed though given plainly.
+        let declared = dir.path().join("cluster/q0-secret.toml");
+        std::fs::write(
+            &declared,
+            std::fs::read_to_string(&q0).unwrap().replace(
+                "input = { description = ",
+                "input = { secret = true, description = ",
+            ),
+        )
+        .unwrap();
+        let plainly = dir.path().join("cluster/secret-7c1e.jsonl");
+        std::fs::copy(common::input(), &plainly).unwrap();
+        let out = eddy(
+            &cluster,
+            Some(&client),
+            &[
+                "submit",
+                declared.to_str().unwrap(),
+                "--param",
+                &format!(
+                    "output={}/",
+                    dir.path().join("cluster/declared-out").display()
+                ),
+                "--param",
+                &format!("input={}", plainly.display()),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for id in 1..=3 {
             let node_dir = dir.path().join(format!("cluster/c{id}"));
             let found = files_holding(&node_dir, b"secret-9f3a");
             assert!(
                 found.is_empty(),
                 "c{id} keeps the secret in plaintext: {found:?}"
+            );
+            let found = files_holding(&node_dir, b"secret-7c1e");
+            assert!(
+                found.is_empty(),
+                "c{id} keeps the declared secret in plaintext: {found:?}"
             );
         }
 

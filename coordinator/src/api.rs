@@ -87,8 +87,18 @@ impl Api {
             sealed_params: Default::default(),
         };
         // Secret parameters: sealed with the cluster's key before anything is stored, and
-        // never echoed (an error that quotes one shows *** instead).
-        let secrets: Vec<(String, String)> = r.secret_params.into_iter().collect();
+        // never echoed (an error that quotes one shows *** instead). Those the job file
+        // declares `secret = true` are secret however they were given.
+        let mut secrets: Vec<(String, String)> = r.secret_params.into_iter().collect();
+        if self.leader.options().secrets.is_some() {
+            let declared = eddy_jobs::secret_params(&spec.job_path, &spec.job_text)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            for name in declared {
+                if let Some(value) = spec.params.remove(&name) {
+                    secrets.push((name, value));
+                }
+            }
+        }
         let hide = |message: String| {
             secrets
                 .iter()

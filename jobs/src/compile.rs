@@ -68,6 +68,17 @@ pub fn compile_str(file: &str, text: &str, options: &CompileOptions) -> Result<J
     Ok(graph)
 }
 
+/// The parameters a job file declares `secret = true`.
+pub fn secret_params(file: &str, text: &str) -> Result<Vec<String>, JobError> {
+    let job: JobFile = parse_toml(file, text)?;
+    Ok(job
+        .params
+        .into_iter()
+        .filter(|(_, decl)| decl.get_ref().secret)
+        .map(|(name, _)| name)
+        .collect())
+}
+
 fn compile_generated(
     file: &str,
     text: &str,

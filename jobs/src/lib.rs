@@ -8,7 +8,7 @@ pub mod error;
 mod spec;
 mod submission;
 
-pub use compile::{compile_file, compile_str, CompileOptions};
+pub use compile::{compile_file, compile_str, secret_params, CompileOptions};
 pub use error::JobError;
 pub use submission::Submission;
 

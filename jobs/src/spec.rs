@@ -36,6 +36,10 @@ pub struct JobFile {
 pub struct ParamDecl {
     pub description: Option<String>,
     pub default: Option<String>,
+    /// A password or a URL that holds one: a cluster seals its value at submission, as it
+    /// does a `--secret-param`, and never shows it.
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// `[[source]]`
