@@ -995,7 +995,7 @@ fn a_worker_refuses_a_deployment_outside_its_allowed_paths() {
         let out = cluster.client(&["status", &job]);
         let status = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        if status.contains("outside the paths") {
+        if status.contains("outside the allowed paths") {
             assert!(status.contains("on worker"), "{status}");
             assert!(status.contains("the output of sink"), "{status}");
             break;

@@ -71,7 +71,9 @@ pub fn expression(data: &[u8]) {
 }
 
 /// An ingest request body: split as a batch (NDJSON and JSON array), every event validated
-/// against the e-commerce schemas and routed, or turned into a dead letter.
+/// against the e-commerce schemas and routed, or turned into a dead letter. The same bytes
+/// are also what `eddy serve` decodes before it reads a body: an `Authorization` or `Cookie`
+/// header's key, and an API key file.
 pub fn ingest_payload(data: &[u8]) {
     static CATALOG: OnceLock<eddy_ingest::Catalog> = OnceLock::new();
     let catalog = CATALOG.get_or_init(|| {
@@ -80,6 +82,16 @@ pub fn ingest_payload(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    for key in [
+        eddy_ingest::access::key_of(Some(text), []),
+        eddy_ingest::access::key_of(None, [text]),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let _ = eddy_security::token::parse(key);
+    }
+    let _ = eddy_ingest::access::KeyFile::parse(text, std::path::Path::new("keys.toml"));
     for ndjson in [false, true] {
         if let Ok(events) = eddy_ingest::server::split_batch(text, ndjson) {
             for (_, event) in events {

@@ -95,19 +95,22 @@ pub struct KeyEntry {
 impl KeyFile {
     /// Reads `path`; a file that does not exist is empty when `missing_is_empty`.
     pub fn load(path: &Path, missing_is_empty: bool) -> Result<KeyFile, AccessError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        match std::fs::read_to_string(path) {
+            Ok(text) => KeyFile::parse(&text, path),
             Err(e) if missing_is_empty && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(KeyFile::default())
+                Ok(KeyFile::default())
             }
-            Err(source) => {
-                return Err(AccessError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        let file: KeyFile = toml::from_str(&text).map_err(|e| AccessError::Parse {
+            Err(source) => Err(AccessError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// The keys in `text`, the content of `path` (named in errors), checked: usable names,
+    /// each once, hashes of 64 hex digits.
+    pub fn parse(text: &str, path: &Path) -> Result<KeyFile, AccessError> {
+        let file: KeyFile = toml::from_str(text).map_err(|e| AccessError::Parse {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -322,13 +325,28 @@ fn reload(path: &Path, keys: &RwLock<(Arc<Keys>, Option<SystemTime>)>) {
 
 /// The key a request presents: the bearer token, else the cookie.
 fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        return value.to_str().ok()?.strip_prefix("Bearer ").map(str::trim);
-    }
-    headers
+    let authorization = match headers.get(header::AUTHORIZATION) {
+        Some(value) => Some(value.to_str().ok()?),
+        None => None,
+    };
+    let cookies = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.to_str().ok());
+    key_of(authorization, cookies)
+}
+
+/// The key in an `Authorization` header's value (`Bearer KEY`), or else in the cookie headers'
+/// `eddy_key=KEY`; what the server then checks is [`eddy_security::token::parse`]'s.
+pub fn key_of<'a>(
+    authorization: Option<&'a str>,
+    cookies: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    if let Some(value) = authorization {
+        return value.strip_prefix("Bearer ").map(str::trim);
+    }
+    cookies
+        .into_iter()
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
