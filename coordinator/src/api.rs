@@ -144,7 +144,8 @@ impl Api {
             let stamp = now_ms();
             spec.checkpoint_dir = self
                 .default_checkpoint_root
-                .join(format!("{}-{stamp}", graph.name))
+                // The job's name is the user's text: only its plain characters name a directory.
+                .join(format!("{}-{stamp}", plain_name(&graph.name)))
                 .display()
                 .to_string();
         }
@@ -696,6 +697,19 @@ fn savepoint_to_start_from(
 
 /// The directories the job's file sinks publish into (absolute, for comparing jobs).
 /// Every path a job reads or writes, with what it is for (for the error that refuses it).
+/// `name` with every character but letters, digits, `-` and `_` replaced by `_`.
+fn plain_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn job_paths(
     graph: &eddy_runtime::graph::JobGraph,
     spec: &JobSpec,

@@ -377,7 +377,10 @@ impl<'a> Compiler<'a> {
         let mut by_name: HashMap<String, usize> = HashMap::new();
         for (i, d) in decls.iter().enumerate() {
             let n = d.name();
-            if n.get_ref().is_empty() || n.get_ref().contains(['.', ' ']) {
+            // Node names name files (state directories, metrics labels): no `/`, `.` or other
+            // characters that could reach outside a directory.
+            let plain = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+            if n.get_ref().is_empty() || !n.get_ref().chars().all(plain) {
                 return Err(self
                     .err(n.span(), format!("invalid node name `{}`", n.get_ref()))
                     .help("use letters, digits, '_' or '-'"));

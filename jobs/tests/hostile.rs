@@ -69,3 +69,17 @@ fn a_huge_max_parallelism_is_refused_not_allocated() {
     assert!(error.contains("job.toml:2:"), "{error}");
     assert!(compile(&job("max_parallelism = 32768", "\"price > 10\"")).is_ok());
 }
+
+#[test]
+fn node_names_that_could_name_a_path_outside_a_directory_are_refused() {
+    for name in ["/etc", "a/b", "..", "a b", "x\\\\y", ""] {
+        let text = job("", "\"true\"").replace("name = \"f\"", &format!("name = \"{name}\""));
+        let text = text.replace("input = \"f\"", &format!("input = \"{name}\""));
+        let e = compile(&text).unwrap_err();
+        assert!(
+            e.contains("invalid node name") && e.contains("letters, digits"),
+            "{name}: {e}"
+        );
+    }
+    assert!(compile(&job("", "\"true\"")).is_ok());
+}
