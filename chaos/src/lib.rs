@@ -138,7 +138,13 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let mut round = Round::start(&config, &client, &monitor, &checkpoints, &deps, 1).await?;
     let mut baseline: Option<f64> = None;
     let progress = Progress::new(&config.dir);
+    let mut stopped: Option<String> = None;
     for (index, planned) in schedule.iter().enumerate() {
+        if let Some(why) = storage::host_disk_low(&config.dir) {
+            eprintln!("stopping before fault {}: {why}", index + 1);
+            stopped = Some(why);
+            break;
+        }
         // A round whose job finished is checked, and the next one starts.
         if round.finished(&monitor) {
             let result = round.verify(&config, &monitor).await;
@@ -188,7 +194,15 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
             if record.within_bound { "" } else { "  (over the bound)" }
         );
         progress.append(&record);
+        let over = !record.within_bound;
         records.push(record);
+        // A recovery that took too long while the host's own disk was full says nothing
+        // about Eddy.
+        if let Some(why) = over.then(|| storage::host_disk_low(&config.dir)).flatten() {
+            eprintln!("stopping after fault {}: {why}", index + 1);
+            stopped = Some(why);
+            break;
+        }
     }
     injector.heal_all(&mut cluster, &mut deps).await;
     // The last round runs to its end; then the checks.
@@ -229,6 +243,10 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
         started.elapsed(),
     );
     report.crashes = std::mem::take(&mut injector.crashes);
+    if let Some(why) = stopped {
+        report.passed = false;
+        report.inconclusive = Some(why);
+    }
     Ok(report)
 }
 

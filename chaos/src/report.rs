@@ -85,6 +85,10 @@ pub struct Report {
     /// would). Not a verdict by itself: what it cost shows in the recoveries and the output.
     pub crashes: Vec<crate::cluster::Crash>,
     pub passed: bool,
+    /// Why the run stopped before its schedule ended without a verdict on Eddy (the host's
+    /// own disk filled up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
@@ -170,6 +174,7 @@ impl Report {
             skipped,
             crashes: Vec::new(),
             passed,
+            inconclusive: None,
         }
     }
 
@@ -241,7 +246,12 @@ impl Report {
                 c.node, c.status, c.log_tail
             );
         }
-        if self.violations.is_empty() {
+        if let Some(why) = &self.inconclusive {
+            let _ = writeln!(out, "\nverdict: INCONCLUSIVE: {why}");
+            for v in &self.violations {
+                let _ = writeln!(out, "  - {v}");
+            }
+        } else if self.violations.is_empty() {
             let _ = writeln!(
                 out,
                 "\nverdict: PASS (0 lost, 0 duplicated, every recovery within {} ms; {} Raft terms, one leader each)",

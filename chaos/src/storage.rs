@@ -111,3 +111,53 @@ impl Drop for Disks {
         }
     }
 }
+
+/// Below this much free space on the run directory's file system, the harness's own host is
+/// out of disk: outputs and checkpoints fail for a reason no injected fault made, so a run
+/// stops there as inconclusive instead of blaming the system under test.
+pub const HOST_DISK_MIN_BYTES: u64 = 1 << 30;
+
+/// Free bytes (for an unprivileged user) on the file system holding `dir`; `None` if unknown.
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` a buffer statvfs fills on success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    // The field types differ between platforms (u32 on some).
+    #[allow(clippy::unnecessary_cast)]
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+/// Why the host's disk is too full to go on, if it is.
+pub fn host_disk_low(dir: &std::path::Path) -> Option<String> {
+    let free = free_bytes(dir)?;
+    (free < HOST_DISK_MIN_BYTES).then(|| {
+        format!(
+            "the host's own disk under {} has {} MiB free (less than {} MiB): not an injected fault; free space and run again",
+            dir.display(),
+            free >> 20,
+            HOST_DISK_MIN_BYTES >> 20
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_free_space_of_the_hosts_disk_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = super::free_bytes(dir.path()).expect("statvfs works on a directory");
+        assert!(free > 0);
+        assert_eq!(
+            super::host_disk_low(dir.path()).is_some(),
+            free < super::HOST_DISK_MIN_BYTES
+        );
+        assert!(super::free_bytes(&dir.path().join("none")).is_none());
+    }
+}

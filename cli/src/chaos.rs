@@ -285,6 +285,11 @@ fn run(
             let kept = t.keep();
             eprintln!("the run's logs and outputs are kept in {}", kept.display());
         }
-        Ok(ExitCode::from(1))
+        // 3: no verdict (the host failed the harness), apart from 1: Eddy failed.
+        Ok(ExitCode::from(if report.inconclusive.is_some() {
+            3
+        } else {
+            1
+        }))
     }
 }

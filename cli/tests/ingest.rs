@@ -501,15 +501,12 @@ fn only_producer_keys_post_events_and_each_within_its_rate() {
     assert_eq!(stored(&broker.address(), "shop.clicks"), accepted);
 
     // A revoked key is refused within a few seconds, without a restart; others still work.
-    let out = common::shop::eddy()
-        .args(["api-key", "revoke", "slow", "--file"])
-        .arg(&serve.keys)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::shop::succeeded(
+        common::shop::eddy()
+            .args(["api-key", "revoke", "slow", "--file"])
+            .arg(&serve.keys)
+            .output()
+            .unwrap(),
     );
     let revoked_at = Instant::now();
     loop {
@@ -616,15 +613,12 @@ fn events_go_over_https_with_the_servers_certificate() {
     let broker = Broker::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let out = common::shop::eddy()
-        .args(["certs", "init", "--workers", "0"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::shop::succeeded(
+        common::shop::eddy()
+            .args(["certs", "init", "--workers", "0"])
+            .arg(&certs)
+            .output()
+            .unwrap(),
     );
     let node = certs.join("coordinator-1");
     let cert = node.join("node.pem").display().to_string();

@@ -87,6 +87,16 @@ pub struct Serve {
     _dir: tempfile::TempDir,
 }
 
+/// `out`, once it says the command succeeded (else its standard error is the failure).
+pub fn succeeded(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Makes a key with `eddy api-key create`; the key.
 pub fn api_key(file: &Path, name: &str, extra: &[&str]) -> String {
     let out = eddy()
@@ -95,12 +105,10 @@ pub fn api_key(file: &Path, name: &str, extra: &[&str]) -> String {
         .args(extra)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    String::from_utf8(succeeded(out).stdout)
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 impl Serve {
