@@ -32,6 +32,11 @@ pub struct ClientArgs {
     /// makes DIR/client; `eddy local` prints its own).
     #[arg(long, env = "EDDY_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Without a client certificate: the cluster's CA certificate (PEM, e.g. DIR/client/ca.pem)
+    /// to check the coordinators against. Only their --client-listen ports take such a
+    /// client, with a token.
+    #[arg(long, env = "EDDY_CA", value_name = "PEM", conflicts_with = "tls_dir")]
+    pub ca: Option<PathBuf>,
     /// The bearer token for a cluster that runs with TLS (`eddy token create`; `eddy local`
     /// prints an admin token). Prefer the environment variable: a flag shows in `ps`.
     #[arg(long, env = "EDDY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -424,6 +429,7 @@ async fn local_token(coordinators: &[String], data: &Path) -> anyhow::Result<Str
                 coordinators: coordinators.to_vec(),
                 timeout: Duration::from_secs(30),
                 tls_dir: None,
+                ca: None,
                 token: None,
             };
             let token = create_token(&client, "admin", "admin", true, None)
@@ -660,6 +666,7 @@ impl Shop {
             timeout: Duration::from_secs(30),
             // The process already talks TLS as the local node, with its admin token.
             tls_dir: None,
+            ca: None,
             token: None,
         };
         let job = call(&client, |mut c| {
@@ -722,6 +729,8 @@ where
 {
     if let Some(dir) = &args.tls_dir {
         eddy_proto::net::use_tls(dir).map_err(|e| e.to_string())?;
+    } else if let Some(ca) = &args.ca {
+        eddy_proto::net::use_ca(ca).map_err(|e| e.to_string())?;
     }
     if let Some(token) = &args.token {
         eddy_proto::net::use_token(token).map_err(|e| e.to_string())?;
@@ -737,14 +746,17 @@ where
                 args.timeout,
                 args.coordinators.join(", "),
                 s.message(),
-                match args.tls_dir {
-                    None => " (a cluster that runs with TLS needs a client certificate: EDDY_TLS_DIR=DIR/client, from `eddy certs init DIR`)",
-                    Some(_) => "",
+                match (&args.tls_dir, &args.ca) {
+                    (None, None) => " (a cluster that runs with TLS needs a client certificate: EDDY_TLS_DIR=DIR/client, from `eddy certs init DIR`)",
+                    (None, Some(_)) => " (without a client certificate, only a coordinator's --client-listen port answers)",
+                    _ => "",
                 }
             ),
             // A plaintext client that reached a TLS server sees a broken HTTP/2 connection.
             tonic::Code::Unknown | tonic::Code::Internal
-                if args.tls_dir.is_none() && s.message().contains("h2 protocol error") =>
+                if args.tls_dir.is_none()
+                    && args.ca.is_none()
+                    && s.message().contains("h2 protocol error") =>
             {
                 format!(
                     "{} (the cluster runs with TLS: give a client certificate with EDDY_TLS_DIR=DIR/client, from `eddy certs init DIR`)",

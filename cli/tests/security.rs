@@ -399,20 +399,28 @@ fn a_coordinator_serves_clients_on_their_own_port_apart_from_raft() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let cli = |addr: &str, token: Option<&str>, args: &[&str]| {
+    // A client with the client certificate, or (`anonymous`) with the CA only.
+    let run = |addr: &str, token: Option<&str>, anonymous: bool, args: &[&str]| {
         let mut cmd = std::process::Command::new(eddy);
         cmd.args(args)
             .args(["--timeout", "5s"])
             .env("EDDY_COORDINATORS", addr)
-            .env("EDDY_TLS_DIR", certs.join("client"))
+            .env_remove("EDDY_TLS_DIR")
+            .env_remove("EDDY_CA")
             .env_remove("EDDY_TOKEN")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
+        match anonymous {
+            false => cmd.env("EDDY_TLS_DIR", certs.join("client")),
+            true => cmd.env("EDDY_CA", certs.join("client").join("ca.pem")),
+        };
         if let Some(t) = token {
             cmd.env("EDDY_TOKEN", t);
         }
         common::wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(30))
     };
+    let cli = |addr: &str, token: Option<&str>, args: &[&str]| run(addr, token, false, args);
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).to_string();
     // The client port answers once the node has elected itself.
     let started = std::time::Instant::now();
     let token = loop {
@@ -440,6 +448,28 @@ fn a_coordinator_serves_clients_on_their_own_port_apart_from_raft() {
     assert!(
         e.contains("does not serve the client API") && e.contains("--client-listen"),
         "{e}"
+    );
+
+    // Without a certificate, with the CA and a token: the client port answers; no token, a
+    // bootstrap, or the Raft port (whose handshake wants a certificate) do not.
+    let out = run(&clients, Some(&token), true, &["list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&clients, None, true, &["list"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("a token is required"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&clients, None, true, &["token", "bootstrap"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("client certificate"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&node, Some(&token), true, &["list"]);
+    assert!(
+        !out.status.success(),
+        "the Raft port took a client without a certificate"
     );
     let _ = coordinator.kill();
     let _ = coordinator.wait();

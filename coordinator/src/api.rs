@@ -500,8 +500,14 @@ impl ClientApi for Api {
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let bootstrap = request.get_ref().bootstrap;
         let who = if bootstrap {
-            // Only the holder of a client certificate gets here; the state machine refuses
-            // it once any token exists.
+            // Only the holder of a client certificate may bootstrap (a client port of its
+            // own lets clients in without one); the state machine refuses it once any token
+            // exists.
+            if eddy_proto::net::tls_enabled() && request.peer_certs().is_none_or(|c| c.is_empty()) {
+                return Err(Status::permission_denied(
+                    "the first token is made with a client certificate (EDDY_TLS_DIR=DIR/client); a token alone cannot bootstrap",
+                ));
+            }
             "bootstrap".to_string()
         } else {
             self.authorize(&request, TokenRole::Admin)?

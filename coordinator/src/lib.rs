@@ -95,27 +95,34 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         let control = CoordinatorControlServer::new(api)
             .max_decoding_message_size(eddy_proto::net::MAX_MESSAGE_BYTES);
         tokio::spawn(async move {
-            use eddy_proto::net::allow;
+            use eddy_proto::net::{allow, allow_without_certificate, Clients};
             use eddy_security::Role;
             use tonic::service::interceptor::InterceptedService as Guarded;
             // Who may call what (with TLS): Raft between coordinators, the control service
-            // from workers, the client API from clients.
-            let client = Guarded::new(client, allow(&[Role::Client]));
+            // from workers, the client API from clients. On a client port of its own, a
+            // client may come without a certificate (its token is then all it has).
             let mut router = eddy_proto::net::server()
                 .add_service(Guarded::new(raft_service, allow(&[Role::Coordinator])))
                 .add_service(Guarded::new(control, allow(&[Role::Worker])));
             let client_port = match client_listener {
                 None => {
-                    router = router.add_service(client);
+                    router = router.add_service(Guarded::new(client, allow(&[Role::Client])));
                     None
                 }
                 Some(listener) => {
+                    let client = Guarded::new(client, allow_without_certificate(&[Role::Client]));
                     let router = eddy_proto::net::server().add_service(client);
                     let rx = rx.clone();
-                    Some(tokio::spawn(eddy_proto::net::serve(router, listener, rx)))
+                    Some(tokio::spawn(eddy_proto::net::serve(
+                        router,
+                        listener,
+                        rx,
+                        Clients::CertificateOptional,
+                    )))
                 }
             };
-            let served = eddy_proto::net::serve(router, listener, rx).await;
+            let served =
+                eddy_proto::net::serve(router, listener, rx, Clients::CertificateRequired).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "coordinator server failed");
             }

@@ -30,6 +30,35 @@ fn current_tls() -> Option<Arc<NodeTls>> {
     TLS.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// A client without a certificate of its own: the cluster CA (PEM) it checks servers
+/// against; it reaches only a coordinator's client port, with a token.
+static CA_ONLY: RwLock<Option<Arc<Vec<u8>>>> = RwLock::new(None);
+
+fn ca_only() -> Option<Arc<Vec<u8>>> {
+    CA_ONLY.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// From now on this process talks TLS as a client without a certificate, trusting servers
+/// whose certificate chains to the CA in `ca` (PEM). Only a coordinator's `--client-listen`
+/// port takes such a client, and only with a token.
+pub fn use_ca(ca: &std::path::Path) -> Result<(), NetError> {
+    let pem = std::fs::read(ca).map_err(|source| eddy_security::SecurityError::Io {
+        action: "read",
+        path: ca.to_path_buf(),
+        source,
+    })?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(eddy_security::SecurityError::BadFile {
+            path: ca.to_path_buf(),
+            what: "CA certificate",
+            reason: "no PEM certificate in it".into(),
+        }
+        .into());
+    }
+    *CA_ONLY.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(pem));
+    Ok(())
+}
+
 /// From now on this process talks mutual TLS with the certificate directory `dir` (see
 /// `eddy_security::certs`). Called again (on SIGHUP), it loads the directory anew: new
 /// connections use the new certificates, open ones keep theirs. On error nothing changes.
@@ -83,7 +112,7 @@ pub fn client_api(channel: Channel) -> ClientApi {
 
 /// Whether this process talks TLS.
 pub fn tls_enabled() -> bool {
-    current_tls().is_some()
+    current_tls().is_some() || ca_only().is_some()
 }
 
 /// An interceptor that admits only peers whose certificate carries one of `roles` (every
@@ -92,13 +121,35 @@ pub fn tls_enabled() -> bool {
 pub fn allow(
     roles: &'static [Role],
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    admit(roles, false)
+}
+
+/// Like [`allow`], but a peer without a certificate gets in too (on a port whose handshake
+/// does not ask for one, [`Clients::CertificateOptional`]): the service must then check
+/// something else, a token.
+pub fn allow_without_certificate(
+    roles: &'static [Role],
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    admit(roles, true)
+}
+
+fn admit(
+    roles: &'static [Role],
+    anonymous: bool,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |request: tonic::Request<()>| {
         if !tls_enabled() {
             return Ok(request);
         }
-        let certs = request
-            .peer_certs()
-            .ok_or_else(|| tonic::Status::unauthenticated("a client certificate is required"))?;
+        let certs = match request.peer_certs() {
+            Some(certs) if !certs.is_empty() => certs,
+            _ if anonymous => return Ok(request),
+            _ => {
+                return Err(tonic::Status::unauthenticated(
+                    "a client certificate is required",
+                ))
+            }
+        };
         let peer = certs
             .first()
             .ok_or_else(|| tonic::Status::unauthenticated("a client certificate is required"))
@@ -170,7 +221,7 @@ pub fn parse_routes(text: &str) -> std::collections::HashMap<String, String> {
 fn endpoint(addr: &str, timeout: Option<Duration>) -> Result<Endpoint, NetError> {
     let addr = route(addr);
     let tls = current_tls();
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = if tls_enabled() { "https" } else { "http" };
     let uri = match addr.split_once("://") {
         Some((_, rest)) => format!("{scheme}://{rest}"),
         None => format!("{scheme}://{addr}"),
@@ -187,10 +238,18 @@ fn endpoint(addr: &str, timeout: Option<Duration>) -> Result<Endpoint, NetError>
     if let Some(t) = timeout {
         ep = ep.timeout(t);
     }
-    if let Some(tls) = tls {
-        let config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(tls.ca_pem()))
-            .identity(Identity::from_pem(tls.cert_pem(), tls.key_pem()));
+    let config = match (tls, ca_only()) {
+        (Some(tls), _) => Some(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(tls.ca_pem()))
+                .identity(Identity::from_pem(tls.cert_pem(), tls.key_pem())),
+        ),
+        (None, Some(ca)) => {
+            Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&*ca)))
+        }
+        (None, None) => None,
+    };
+    if let Some(config) = config {
         ep = ep.tls_config(config).map_err(|e| NetError::BadAddress {
             addr: addr.to_string(),
             reason: e.to_string(),
@@ -239,6 +298,15 @@ pub async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), N
     Ok((listener, local))
 }
 
+/// Whether a port's TLS handshake asks clients for a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clients {
+    /// Every port between nodes, and the client API on a shared port.
+    CertificateRequired,
+    /// A coordinator's own client port: a client may come with a token only.
+    CertificateOptional,
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true, then drains and returns. With
 /// TLS, each accepted connection's handshake runs on a task of its own
 /// ([`eddy_security::accept::accept_tls`]) with the certificates loaded at that moment.
@@ -246,6 +314,7 @@ pub async fn serve(
     router: tonic::transport::server::Router,
     listener: tokio::net::TcpListener,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    clients: Clients,
 ) -> Result<(), tonic::transport::Error> {
     let stopped = |mut shutdown: tokio::sync::watch::Receiver<bool>| async move {
         let _ = shutdown.wait_for(|s| *s).await;
@@ -260,7 +329,12 @@ pub async fn serve(
     }
     let accepted = eddy_security::accept::accept_tls(
         listener,
-        || current_tls().map(|tls| tls.server_config()),
+        move || {
+            current_tls().map(|tls| match clients {
+                Clients::CertificateRequired => tls.server_config(),
+                Clients::CertificateOptional => tls.server_config_optional(),
+            })
+        },
         stopped(shutdown.clone()),
     );
     let incoming = tokio_stream::StreamExt::map(

@@ -18,6 +18,9 @@ pub struct NodeTls {
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
     server: Arc<rustls::ServerConfig>,
+    /// The same, with the client's certificate optional: for the client API's own port,
+    /// where a token may stand in for it.
+    server_optional: Arc<rustls::ServerConfig>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -72,27 +75,46 @@ impl NodeTls {
         let identity = Peer::from_der(first)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|e| bad("node.key", "private key", e.to_string()))?;
-        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-            .build()
-            .map_err(|e| bad("ca.pem", "CA certificate", e.to_string()))?;
-        let mut server = rustls::ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| bad("node.key", "key for node.pem", e.to_string()))?;
-        server.alpn_protocols = vec![b"h2".to_vec()];
+        let roots = Arc::new(roots);
+        let server_with = |optional: bool| {
+            let builder = WebPkiClientVerifier::builder(Arc::clone(&roots));
+            let builder = if optional {
+                builder.allow_unauthenticated()
+            } else {
+                builder
+            };
+            let verifier = builder
+                .build()
+                .map_err(|e| bad("ca.pem", "CA certificate", e.to_string()))?;
+            let mut server = rustls::ServerConfig::builder()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain.clone(), key.clone_key())
+                .map_err(|e| bad("node.key", "key for node.pem", e.to_string()))?;
+            server.alpn_protocols = vec![b"h2".to_vec()];
+            Ok::<_, SecurityError>(Arc::new(server))
+        };
+        let server = server_with(false)?;
+        let server_optional = server_with(true)?;
         Ok(NodeTls {
             dir: dir.to_path_buf(),
             identity,
             ca_pem,
             cert_pem,
             key_pem,
-            server: Arc::new(server),
+            server,
+            server_optional,
         })
     }
 
     /// The server side: a client certificate that chains to the CA is required.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         Arc::clone(&self.server)
+    }
+
+    /// The server side of the client API's own port: a client certificate, if one is
+    /// presented, must chain to the CA, but none is required.
+    pub fn server_config_optional(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.server_optional)
     }
 
     pub fn ca_pem(&self) -> &[u8] {

@@ -474,7 +474,13 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
             let router = eddy_proto::net::server()
                 .add_service(Guarded::new(control, allow(&[Role::Coordinator])))
                 .add_service(Guarded::new(exchange, allow(&[Role::Worker])));
-            let served = eddy_proto::net::serve(router, listener, rx).await;
+            let served = eddy_proto::net::serve(
+                router,
+                listener,
+                rx,
+                eddy_proto::net::Clients::CertificateRequired,
+            )
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "worker server failed");
             }
