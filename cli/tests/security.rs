@@ -203,7 +203,8 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
         // them.
         let secret = dir.path().join("cluster/secret-9f3a.jsonl");
         std::fs::copy(common::input(), &secret).unwrap();
-        let out_dir = dir.path().join("cluster/secret-out");
+        // The output directory is secret too: the leader's list of guarded outputs keeps it.
+        let out_dir = dir.path().join("cluster/secret-9f3a-out");
         let submit_secret = |input: &str| {
             eddy(
                 &cluster,
@@ -211,7 +212,7 @@ fn only_certificates_of_the_cluster_with_the_right_role_get_in() {
                 &[
                     "submit",
                     q0.to_str().unwrap(),
-                    "--param",
+                    "--secret-param",
                     &format!("output={}/", out_dir.display()),
                     "--secret-param",
                     &format!("input={input}"),

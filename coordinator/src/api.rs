@@ -138,7 +138,14 @@ impl Api {
             }
         }
         let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
-        let outputs = output_directories(&graph);
+        // Kept as hashes: an output path may come from a secret parameter, and the replicated
+        // state holds no secret in plaintext; equal paths still have equal hashes.
+        let output_paths = output_directories(&graph);
+        let outputs: Vec<String> = output_paths
+            .iter()
+            .map(|o| format!("sha256:{}", token::hash(o)))
+            .collect();
+        let shown: Vec<(String, String)> = outputs.iter().cloned().zip(output_paths).collect();
         if spec.checkpoint_interval_ms > 0 && spec.checkpoint_dir.is_empty() {
             // Unique per submission: job ids are assigned by the state machine, so use time.
             let stamp = now_ms();
@@ -171,8 +178,16 @@ impl Api {
                 from_savepoint,
                 outputs,
             })
-            .await?
-        {
+            .await
+            .map_err(|status| {
+                // A conflict names the directory by its hash: name it as the submitter did.
+                let message = shown
+                    .iter()
+                    .fold(status.message().to_string(), |m, (hash, path)| {
+                        m.replace(hash.as_str(), path)
+                    });
+                Status::new(status.code(), hide(message))
+            })? {
             CommandResult::JobSubmitted(job_id) => Ok(Response::new(SubmitResponse { job_id })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
