@@ -244,3 +244,44 @@ fn facts_get_surrogate_keys_from_dimensions_created_once() {
         "{err}"
     );
 }
+
+/// Failure path #23: the sink quotes names inside SQL literals by doubling `'`, which is only
+/// safe while `standard_conforming_strings` is on. A database that turns it off (a backslash
+/// then escapes) still gets its rows, into a table whose name holds both `'` and `\`.
+#[test]
+fn names_with_quotes_and_backslashes_are_safe_where_strings_are_not_standard() {
+    let server = PgServer::start().unwrap();
+    let mut admin = server.client();
+    admin
+        .batch_execute(
+            r#"ALTER DATABASE postgres SET standard_conforming_strings = off;
+               CREATE TABLE "o'b\x" (id bigserial, w bigint, n double precision, at timestamp)"#,
+        )
+        .unwrap();
+    // A new session of the database's default reads strings the old way…
+    let off: String = server
+        .client()
+        .query_one("SHOW standard_conforming_strings", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(off, "off");
+    // …and the sink's own sessions the standard way.
+    let on: String = eddy_postgres::connect(&server.url())
+        .unwrap()
+        .query_one("SHOW standard_conforming_strings", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(on, "on");
+    let t = target(&server, r"o'b\x", &[]);
+    let mut stager = Stager::connect(t.clone(), r"job/o'b\x", "run-1").unwrap();
+    stager.push(
+        Op::Upsert,
+        br#"{"w":7,"n":0.5,"at":"2026-01-01 00:00:01.000"}"#,
+    );
+    stager.flush(1).unwrap();
+    commit(&t, r"job/o'b\x", "run-1", 1).unwrap();
+    assert_eq!(
+        rows(&server, r#"SELECT w, n FROM "o'b\x""#),
+        vec![(7, Some(0.5))]
+    );
+}
