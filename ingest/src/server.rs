@@ -113,6 +113,15 @@ impl Ingest {
                 envelopes.len()
             )));
         }
+        if let Some((index, len)) = envelopes.iter().find_map(|(i, e)| {
+            let len = e.text().len();
+            (len > MAX_EVENT_BYTES).then_some((*i, len))
+        }) {
+            return Err(Refusal::TooLarge(format!(
+                "event {index} is {len} bytes, at most {MAX_EVENT_BYTES}: nothing of this request was stored"
+            )));
+        }
+        // Last, so that a request refused for its size costs the key nothing.
         if let Some(caller) = caller {
             match caller.take(envelopes.len()) {
                 Ok(()) => {}
@@ -127,14 +136,6 @@ impl Ingest {
                     return Err(Refusal::Throttled(caller.name.clone(), wait))
                 }
             }
-        }
-        if let Some((index, len)) = envelopes.iter().find_map(|(i, e)| {
-            let len = e.text().len();
-            (len > MAX_EVENT_BYTES).then_some((*i, len))
-        }) {
-            return Err(Refusal::TooLarge(format!(
-                "event {index} is {len} bytes, at most {MAX_EVENT_BYTES}: nothing of this request was stored"
-            )));
         }
         self.store(caller, envelopes)
             .await
