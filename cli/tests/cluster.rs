@@ -156,13 +156,13 @@ impl Cluster {
         // Jobs read the shared input and write under the cluster's directory; a test may set
         // the workers' roots with EDDY_WORKER_ALLOW_PATHS in `env` instead.
         let narrowed = env.iter().any(|(k, _)| *k == "EDDY_WORKER_ALLOW_PATHS");
-        let roots = [cluster.dir.path(), input().parent().unwrap()];
-        for i in 0..workers {
+        let spawn_worker = |cluster: &Cluster, i: usize| {
+            let roots = [cluster.dir.path(), input().parent().unwrap()];
             let allow = roots
-                .iter()
+                .into_iter()
                 .filter(|_| !narrowed)
                 .flat_map(|r| [std::ffi::OsStr::new("--allow-path"), r.as_os_str()]);
-            let child = eddy()
+            eddy()
                 .envs(env.iter().copied())
                 .arg("worker")
                 .args(["--coordinators", &cluster.peers.join(",")])
@@ -177,7 +177,10 @@ impl Cluster {
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
-                .unwrap();
+                .unwrap()
+        };
+        for i in 0..workers {
+            let child = spawn_worker(&cluster, i);
             cluster.workers.push(Some(child));
         }
         // Ready when both workers are registered with a leader.
@@ -187,6 +190,18 @@ impl Cluster {
             let lines = String::from_utf8_lossy(&out.stdout).lines().count();
             if out.status.success() && lines == workers {
                 break;
+            }
+            // A worker whose metrics port another test took meanwhile (free_port only finds
+            // one free at that moment) exits at once: start it again on another port.
+            for i in 0..workers {
+                let exited = cluster.workers[i]
+                    .as_mut()
+                    .is_some_and(|w| matches!(w.try_wait(), Ok(Some(_))));
+                if exited {
+                    cluster.worker_metrics[i] = format!("127.0.0.1:{}", free_port());
+                    let child = spawn_worker(&cluster, i);
+                    cluster.workers[i] = Some(child);
+                }
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
