@@ -82,10 +82,11 @@ impl Client {
             let response = match self.inner.request(request).await {
                 Ok(r) => r,
                 Err(e) if eddy_security::tls::is_tls_failure(&e) => {
+                    // `{:#}`: the error with its causes, as anyhow prints them.
                     return Err(anyhow::Error::new(TlsRefused(format!(
-                        "{url}: {}",
-                        chain(&e)
-                    ))))
+                        "{url}: {:#}",
+                        anyhow::Error::new(e)
+                    ))));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -113,15 +114,3 @@ impl Client {
 #[derive(Debug, thiserror::Error)]
 #[error("TLS with {0} failed (give the server's CA with --ca?)")]
 pub(crate) struct TlsRefused(String);
-
-/// `e` and its causes, for a message.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
