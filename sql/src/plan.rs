@@ -1,0 +1,1860 @@
+//! From a script's statements to an Eddy job file.
+//!
+//! The planner binds each query against the catalog (tables, views, functions), building one
+//! job operator per relational step, and emits the job as TOML. The TOML goes through the job
+//! compiler, which types every expression and derives every schema, so SQL and job files give
+//! the same graph and the same answers. Where the planner needs a type (to cast into a sink's
+//! declared columns) it asks the compiler for the schema of what it has built so far.
+
+use crate::emit::{quote, Emitter};
+use crate::error::{Pos, Sources, SqlError};
+use crate::expr::{default_name, same, Converter};
+use crate::script::{ColumnKind, Insert, Located, Stmt, TableDef};
+use eddy_operators::format::NexmarkTable;
+use eddy_runtime::expr::{parse_expr, Ast, AstKind, BinaryOp};
+use eddy_runtime::types::{DataType, Schema};
+use sqlparser::ast::{
+    self as sql, Expr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, SetOperator,
+    SetQuantifier, Spanned, TableFactor, TableWithJoins,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where the rows of every sink table go instead of its connector (`--sink-dir`).
+#[derive(Clone, Debug)]
+pub struct SinkDir {
+    pub dir: PathBuf,
+    /// Part files under `DIR/T/` (a run with checkpoints, exactly once) instead of `DIR/T.jsonl`.
+    pub parts: bool,
+}
+
+/// What `SET` changed, for the command line to apply (flags given there win).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    /// `parallelism.default`.
+    pub parallelism: Option<u32>,
+    /// `execution.checkpointing.interval`, in milliseconds.
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Options accepted and without effect in Eddy, with why, to report.
+    pub ignored: Vec<(String, String)>,
+}
+
+/// Functions Flink jobs declare with `CREATE FUNCTION` from Java classes that Eddy implements
+/// as built-ins.
+const KNOWN_FUNCTIONS: &[(&str, &str)] =
+    &[("com.github.nexmark.flink.udf.CountChar", "count_char")];
+
+/// A relation being built: the job node (or `source.port`) its rows come from and its columns.
+#[derive(Clone, Debug)]
+struct Rel {
+    input: String,
+    columns: Vec<String>,
+    /// The name it is known by in the query (`FROM bid B` → `B`, `FROM bid` → `bid`).
+    alias: Option<String>,
+    /// The column that is its time attribute (watermarked event time), if any: what
+    /// deduplication and Top-N tie-breaks order by.
+    time: Option<String>,
+}
+
+/// The Nexmark source table of Flink's benchmark DDL, before a view picked an event type.
+#[derive(Clone, Debug)]
+struct NexmarkRaw {
+    source: String,
+}
+
+#[derive(Clone, Debug)]
+enum From {
+    Rel(Rel),
+    Nexmark(NexmarkRaw),
+}
+
+/// The names a query's expressions can use.
+enum Scope<'a> {
+    One(&'a Rel),
+    /// A Nexmark event type picked from the raw table: `bid.price` and `dateTime`.
+    Nexmark(NexmarkTable),
+}
+
+pub struct Planner<'s> {
+    sources: &'s Sources,
+    tables: BTreeMap<String, Located<TableDef>>,
+    views: BTreeMap<String, Located<Box<Query>>>,
+    functions: BTreeMap<String, String>,
+    /// Tables read so far, by name, as the source reference they became.
+    read: BTreeMap<String, From>,
+    pub settings: Settings,
+    sink_dir: Option<SinkDir>,
+    pub emitter: Emitter,
+    /// Plans printed by EXPLAIN.
+    pub explained: Vec<String>,
+    pub sinks: usize,
+}
+
+fn lower(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+/// A column reference.
+fn column(name: &str) -> Ast {
+    Ast::new(
+        AstKind::Column {
+            qualifier: None,
+            name: name.to_string(),
+        },
+        0..0,
+    )
+}
+
+/// `expr AS name`, or just the column when it already has that name.
+fn named(ast: &Ast, name: &str) -> String {
+    match ast.as_column() {
+        Some((None, n)) if n == name => ast.to_string(),
+        _ => format!("{ast} AS {}", column(name)),
+    }
+}
+
+impl<'s> Planner<'s> {
+    pub fn new(sources: &'s Sources, sink_dir: Option<SinkDir>, name: &str) -> Planner<'s> {
+        Planner {
+            sources,
+            tables: BTreeMap::new(),
+            views: BTreeMap::new(),
+            functions: BTreeMap::new(),
+            read: BTreeMap::new(),
+            settings: Settings::default(),
+            sink_dir,
+            emitter: Emitter::new(name),
+            explained: Vec::new(),
+            sinks: 0,
+        }
+    }
+
+    fn err(&self, pos: Pos, message: impl Into<String>) -> SqlError {
+        self.sources.error(pos, message)
+    }
+
+    fn pos(&self, file: usize, node: &impl Spanned, fallback: Pos) -> Pos {
+        Pos::of(file, node.span(), fallback)
+    }
+
+    /// Applies one statement.
+    pub fn statement(&mut self, stmt: &Located<Stmt>) -> Result<(), SqlError> {
+        let pos = stmt.pos;
+        match &stmt.item {
+            Stmt::CreateTable(table) => {
+                let key = lower(&table.name);
+                if self.tables.contains_key(&key) || self.views.contains_key(&key) {
+                    return Err(self.err(pos, format!("`{}` is defined twice", table.name)));
+                }
+                self.tables.insert(
+                    key,
+                    Located {
+                        item: (**table).clone(),
+                        pos,
+                    },
+                );
+            }
+            Stmt::CreateView { name, query } => {
+                let key = lower(name);
+                if self.tables.contains_key(&key) || self.views.contains_key(&key) {
+                    return Err(self.err(pos, format!("`{name}` is defined twice")));
+                }
+                self.views.insert(
+                    key,
+                    Located {
+                        item: query.clone(),
+                        pos,
+                    },
+                );
+            }
+            Stmt::CreateFunction {
+                name,
+                class,
+                language,
+            } => {
+                if language
+                    .as_deref()
+                    .is_some_and(|l| !l.eq_ignore_ascii_case("java"))
+                {
+                    return Err(self.err(
+                        pos,
+                        format!(
+                            "functions in {} are not supported",
+                            language.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+                let Some((_, builtin)) = KNOWN_FUNCTIONS.iter().find(|(c, _)| c == class) else {
+                    let known: Vec<String> = KNOWN_FUNCTIONS
+                        .iter()
+                        .map(|(c, b)| format!("{c} ({})", b.to_uppercase()))
+                        .collect();
+                    return Err(self
+                        .err(
+                            pos,
+                            format!("no implementation of the Java class `{class}`"),
+                        )
+                        .help(format!(
+                            "Eddy runs no Java; the classes it implements as built-ins are: {}",
+                            known.join(", ")
+                        )));
+                };
+                self.functions.insert(lower(name), builtin.to_string());
+            }
+            Stmt::Set { key, value } => self.set(pos, key, value)?,
+            Stmt::Insert(insert) => self.insert(pos, insert)?,
+            Stmt::StatementSet(inserts) => {
+                for insert in inserts {
+                    self.insert(insert.pos, &insert.item)?;
+                }
+            }
+            Stmt::Explain(inner) => {
+                let before = self.emitter.clone();
+                let sinks = self.sinks;
+                self.statement(inner)?;
+                self.explained.push(self.emitter.text());
+                // EXPLAIN plans the statement without adding it to the job.
+                self.emitter = before;
+                self.sinks = sinks;
+            }
+            Stmt::Query(query) => {
+                return Err(self
+                    .err(
+                        pos,
+                        format!(
+                            "`{}` has nowhere to write its rows",
+                            crate::script::first_words(&query.to_string())
+                        ),
+                    )
+                    .help("write INSERT INTO a table (e.g. one with 'connector' = 'print')"))
+            }
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, pos: Pos, key: &str, value: &str) -> Result<(), SqlError> {
+        let bad = |what: &str| self.err(pos, format!("SET '{key}': `{value}` is not {what}"));
+        match key {
+            "parallelism.default" => {
+                let n: u32 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad("a positive number"))?;
+                self.settings.parallelism = Some(n);
+            }
+            "execution.checkpointing.interval" => {
+                let ms = eddy_runtime::types::parse_duration(&value.replace(' ', ""))
+                    .ok_or_else(|| bad("a duration such as '10 s'"))?;
+                self.settings.checkpoint_interval_ms = Some(ms as u64);
+            }
+            k if k.starts_with("table.exec.mini-batch.")
+                || k == "table.optimizer.distinct-agg.split.enabled"
+                || k.starts_with("pipeline.")
+                || k.starts_with("state.")
+                || k.starts_with("execution.checkpointing.") =>
+            {
+                self.settings.ignored.push((
+                    key.to_string(),
+                    "Eddy batches rows between operators by itself; the option changes nothing".into(),
+                ));
+            }
+            _ => {
+                return Err(self
+                    .err(pos, format!("unknown option `{key}`"))
+                    .help("Eddy takes 'parallelism.default' and 'execution.checkpointing.interval'; Flink's mini-batch, pipeline and state options are accepted and ignored"))
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, pos: Pos, insert: &Insert) -> Result<(), SqlError> {
+        let Some(table) = self.tables.get(&lower(&insert.table)).cloned() else {
+            return Err(self
+                .err(pos, format!("no table `{}` to insert into", insert.table))
+                .help("declare it first with CREATE TABLE"));
+        };
+        let rel = self.query(pos.file, &insert.query, pos, &BTreeMap::new())?;
+        let declared: Vec<(&str, &sql::DataType)> = table
+            .item
+            .columns
+            .iter()
+            .filter_map(|c| match &c.kind {
+                ColumnKind::Physical(t) => Some((c.name.as_str(), t)),
+                ColumnKind::Computed(_) => None,
+            })
+            .collect();
+        let targets: Vec<(&str, &sql::DataType)> = if insert.columns.is_empty() {
+            declared.clone()
+        } else {
+            let mut v = Vec::new();
+            for c in &insert.columns {
+                let Some(d) = declared.iter().find(|(n, _)| n.eq_ignore_ascii_case(c)) else {
+                    return Err(self.err(pos, format!("`{}` has no column `{c}`", table.item.name)));
+                };
+                v.push(*d);
+            }
+            v
+        };
+        if targets.len() != rel.columns.len() {
+            return Err(self.err(
+                pos,
+                format!(
+                    "the query gives {} columns and `{}` takes {}",
+                    rel.columns.len(),
+                    table.item.name,
+                    targets.len()
+                ),
+            ));
+        }
+        // Columns go in by position, named as the table names them, cast where the types differ.
+        let schema = self.schema_of(&rel, pos)?;
+        let mut items = Vec::new();
+        let mut identity = true;
+        for (i, (name, ty)) in targets.iter().enumerate() {
+            let source = column(&rel.columns[i]);
+            let have = schema.fields[i].data_type;
+            let want = sql_type(ty).map_err(|m| self.err(table.pos, m))?;
+            let value = if compatible(have, want) {
+                source
+            } else if castable(have, want) {
+                identity = false;
+                parse_expr(&format!("CAST({source} AS {})", type_text(want)))
+                    .map_err(|e| self.err(pos, e.message))?
+            } else {
+                return Err(self.err(
+                    pos,
+                    format!(
+                        "column {} of the query (`{}`, {have}) cannot go into `{}`.`{name}` ({want})",
+                        i + 1,
+                        rel.columns[i],
+                        table.item.name
+                    ),
+                ));
+            };
+            if rel.columns[i] != *name {
+                identity = false;
+            }
+            items.push(named(&value, name));
+        }
+        let input = if identity {
+            rel.input
+        } else {
+            self.emitter.operator(
+                &format!("{}_columns", table.item.name),
+                "select",
+                &[("input", quote(&rel.input)), ("columns", list(&items))],
+            )
+        };
+        self.sink(&table, &input)?;
+        self.sinks += 1;
+        Ok(())
+    }
+
+    /// The schema of `rel`, from the job compiler.
+    fn schema_of(&self, rel: &Rel, pos: Pos) -> Result<Schema, SqlError> {
+        self.emitter
+            .schema_of(&rel.input)
+            .map_err(|e| self.err(pos, format!("planning failed: {e}")))
+    }
+
+    fn sink(&mut self, table: &Located<TableDef>, input: &str) -> Result<(), SqlError> {
+        let t = &table.item;
+        let name = &t.name;
+        let fields: Vec<(&str, String)> = if let Some(dir) = &self.sink_dir {
+            let path = if dir.parts {
+                format!("{}/", dir.dir.join(name).display())
+            } else {
+                dir.dir.join(format!("{name}.jsonl")).display().to_string()
+            };
+            vec![("connector", quote("file")), ("path", quote(&path))]
+        } else {
+            let connector = t.option("connector").unwrap_or_default();
+            match connector {
+                "blackhole" => vec![("connector", quote("blackhole"))],
+                "print" => vec![("connector", quote("stdout"))],
+                "filesystem" => {
+                    self.json_format(table)?;
+                    vec![
+                        ("connector", quote("file")),
+                        ("path", quote(self.required(table, "path")?)),
+                    ]
+                }
+                "jdbc" | "postgres" => {
+                    let url = postgres_url(t).map_err(|m| self.err(table.pos, m))?;
+                    let mut v = vec![
+                        ("connector", quote("postgres")),
+                        ("url", quote(&url)),
+                        ("table", quote(self.required(table, "table-name")?)),
+                    ];
+                    if !t.primary_key.is_empty() {
+                        v.push(("key", list(&t.primary_key)));
+                    }
+                    v
+                }
+                "kafka" | "upsert-kafka" => {
+                    return Err(self
+                        .err(table.pos, format!("`{name}`: Eddy has no Kafka sink yet"))
+                        .help("write to 'filesystem', 'jdbc', 'print' or 'blackhole', or run with --sink-dir"))
+                }
+                other => {
+                    return Err(self
+                        .err(table.pos, format!("`{name}`: unknown sink connector '{other}'"))
+                        .help("use 'blackhole', 'print', 'filesystem' (format 'json') or 'jdbc' (PostgreSQL)"))
+                }
+            }
+        };
+        let mut all = vec![("input", quote(input))];
+        all.extend(fields);
+        self.emitter.sink(name, &all);
+        Ok(())
+    }
+
+    fn required<'t>(&self, table: &'t Located<TableDef>, key: &str) -> Result<&'t str, SqlError> {
+        table.item.option(key).ok_or_else(|| {
+            self.err(
+                table.pos,
+                format!("`{}` needs the option '{key}'", table.item.name),
+            )
+        })
+    }
+
+    fn json_format(&self, table: &Located<TableDef>) -> Result<(), SqlError> {
+        match table.item.option("format") {
+            Some("json") => Ok(()),
+            other => Err(self
+                .err(
+                    table.pos,
+                    format!(
+                        "`{}`: format '{}' is not supported",
+                        table.item.name,
+                        other.unwrap_or("(none)")
+                    ),
+                )
+                .help("Eddy reads and writes 'format' = 'json'")),
+        }
+    }
+
+    // ---- queries ------------------------------------------------------------------------
+
+    fn query(
+        &mut self,
+        file: usize,
+        q: &Query,
+        fallback: Pos,
+        ctes: &BTreeMap<String, Located<Box<Query>>>,
+    ) -> Result<Rel, SqlError> {
+        let pos = self.pos(file, q, fallback);
+        let mut ctes = ctes.clone();
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                ctes.insert(
+                    lower(&cte.alias.name.value),
+                    Located {
+                        item: cte.query.clone(),
+                        pos: Pos::of(file, cte.alias.name.span, pos),
+                    },
+                );
+            }
+        }
+        if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+            return Err(self
+                .err(pos, "ORDER BY and LIMIT have no end on a stream")
+                .help("for the top N rows per key use ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..) and filter on it"));
+        }
+        self.set_expr(file, &q.body, pos, &ctes)
+    }
+
+    fn set_expr(
+        &mut self,
+        file: usize,
+        body: &SetExpr,
+        pos: Pos,
+        ctes: &BTreeMap<String, Located<Box<Query>>>,
+    ) -> Result<Rel, SqlError> {
+        match body {
+            SetExpr::Select(select) => self.select(file, select, pos, ctes),
+            SetExpr::Query(q) => self.query(file, q, pos, ctes),
+            SetExpr::SetOperation {
+                left,
+                op: SetOperator::Union,
+                set_quantifier: SetQuantifier::All,
+                right,
+            } => {
+                let l = self.set_expr(file, left, pos, ctes)?;
+                let r = self.set_expr(file, right, pos, ctes)?;
+                if l.columns.len() != r.columns.len() {
+                    return Err(self.err(
+                        pos,
+                        "the two sides of UNION ALL have different numbers of columns",
+                    ));
+                }
+                // The left side names the columns, as in Flink.
+                let r = self.rename(r, &l.columns);
+                let input = self.emitter.operator(
+                    "union",
+                    "union",
+                    &[("inputs", list(&[l.input.clone(), r.input]))],
+                );
+                Ok(Rel {
+                    input,
+                    columns: l.columns,
+                    alias: None,
+                    time: None,
+                })
+            }
+            SetExpr::SetOperation { op, .. } => Err(self
+                .err(pos, format!("{op} without ALL is not supported"))
+                .help("UNION ALL is; for UNION, deduplicate with GROUP BY over the UNION ALL")),
+            _ => Err(self.err(pos, "only SELECT and UNION ALL make rows here")),
+        }
+    }
+
+    /// `rel` with its columns renamed (a select, unless the names already match).
+    fn rename(&mut self, rel: Rel, names: &[String]) -> Rel {
+        if rel.columns == names {
+            return rel;
+        }
+        let items: Vec<String> = rel
+            .columns
+            .iter()
+            .zip(names)
+            .map(|(c, n)| named(&column(c), n))
+            .collect();
+        let input = self.emitter.operator(
+            "renamed",
+            "select",
+            &[("input", quote(&rel.input)), ("columns", list(&items))],
+        );
+        let time = rel
+            .time
+            .as_ref()
+            .and_then(|t| rel.columns.iter().position(|c| c == t))
+            .map(|i| names[i].clone());
+        Rel {
+            input,
+            columns: names.to_vec(),
+            alias: None,
+            time,
+        }
+    }
+
+    fn read_from(
+        &mut self,
+        file: usize,
+        from: &[TableWithJoins],
+        pos: Pos,
+        ctes: &BTreeMap<String, Located<Box<Query>>>,
+    ) -> Result<From, SqlError> {
+        let [item] = from else {
+            return Err(self
+                .err(pos, "joins of several FROM items are not supported yet")
+                .help("the SQL front end plans single-input queries so far; joins come next"));
+        };
+        if let Some(join) = item.joins.first() {
+            return Err(self
+                .err(
+                    self.pos(file, &join.relation, pos),
+                    "JOIN is not supported yet",
+                )
+                .help("the SQL front end plans single-input queries so far; joins come next"));
+        }
+        self.factor(file, &item.relation, pos, ctes)
+    }
+
+    fn factor(
+        &mut self,
+        file: usize,
+        factor: &TableFactor,
+        pos: Pos,
+        ctes: &BTreeMap<String, Located<Box<Query>>>,
+    ) -> Result<From, SqlError> {
+        let at = self.pos(file, factor, pos);
+        match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                version: None,
+                ..
+            } => {
+                let key = lower(&name.to_string());
+                let alias_name = alias.as_ref().map(|a| a.name.value.clone()).or_else(|| {
+                    name.0
+                        .last()
+                        .map(|p| p.to_string().trim_matches('`').to_string())
+                });
+                let from = if let Some(view) =
+                    ctes.get(&key).or_else(|| self.views.get(&key)).cloned()
+                {
+                    From::Rel(self.query(view.pos.file, &view.item, view.pos, &BTreeMap::new())?)
+                } else if let Some(table) = self.tables.get(&key).cloned() {
+                    match self.read.get(&key) {
+                        Some(read) => read.clone(),
+                        None => {
+                            let read = self.source(&table)?;
+                            self.read.insert(key, read.clone());
+                            read
+                        }
+                    }
+                } else {
+                    return Err(self
+                        .err(at, format!("no table or view `{name}`"))
+                        .help("declare it with CREATE TABLE or CREATE VIEW before the query"));
+                };
+                Ok(match from {
+                    From::Rel(mut r) => {
+                        r.alias = alias_name;
+                        From::Rel(r)
+                    }
+                    n => n,
+                })
+            }
+            TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias,
+                ..
+            } => {
+                let mut rel = self.query(file, subquery, at, ctes)?;
+                rel.alias = alias.as_ref().map(|a| a.name.value.clone());
+                if let Some(a) = alias.as_ref().filter(|a| !a.columns.is_empty()) {
+                    let names: Vec<String> =
+                        a.columns.iter().map(|c| c.name.value.clone()).collect();
+                    if names.len() != rel.columns.len() {
+                        return Err(self.err(at, "the alias names a different number of columns"));
+                    }
+                    let alias = rel.alias.clone();
+                    rel = self.rename(rel, &names);
+                    rel.alias = alias;
+                }
+                Ok(From::Rel(rel))
+            }
+            TableFactor::Table { args: Some(_), .. }
+            | TableFactor::TableFunction { .. }
+            | TableFactor::Function { .. } => Err(self
+                .err(
+                    at,
+                    "window table functions (TUMBLE, HOP, CUMULATE) are not supported yet",
+                )
+                .help("the SQL front end plans filters, projections and GROUP BY so far")),
+            _ => Err(self.err(at, format!("`{factor}` is not supported in FROM"))),
+        }
+    }
+
+    fn select(
+        &mut self,
+        file: usize,
+        select: &Select,
+        fallback: Pos,
+        ctes: &BTreeMap<String, Located<Box<Query>>>,
+    ) -> Result<Rel, SqlError> {
+        let pos = Pos::of(file, select.select_token.0.span, fallback);
+        if select.distinct.is_some() {
+            return Err(self
+                .err(pos, "SELECT DISTINCT is not supported yet")
+                .help("GROUP BY the selected columns instead"));
+        }
+        if let Some(rel) = self.ranked(file, select, pos, ctes)? {
+            return Ok(rel);
+        }
+        let from = self.read_from(file, &select.from, pos, ctes)?;
+        let mut conjuncts: Vec<&Expr> = Vec::new();
+        if let Some(w) = &select.selection {
+            split_and(w, &mut conjuncts);
+        }
+        // The raw Nexmark table: the event type picks the port.
+        let (rel, nexmark) = match from {
+            From::Rel(rel) => (rel, None),
+            From::Nexmark(raw) => {
+                let Some(i) = conjuncts.iter().position(|c| event_type_of(c).is_some()) else {
+                    return Err(self
+                        .err(pos, "a query of the Nexmark table must pick an event type with `WHERE event_type = 0`, `1` or `2`")
+                        .help("or read the views person, auction and bid of the benchmark's DDL"));
+                };
+                let table = event_type_of(conjuncts.remove(i)).unwrap_or(NexmarkTable::Bid);
+                let rel = Rel {
+                    input: format!("{}.{}", raw.source, table.name()),
+                    columns: table
+                        .schema()
+                        .fields
+                        .iter()
+                        .map(|f| f.name.to_string())
+                        .collect(),
+                    alias: None,
+                    time: Some(table.schema().fields[table.time_column()].name.to_string()),
+                };
+                (rel, Some(table))
+            }
+        };
+        let scope = match nexmark {
+            Some(t) => Scope::Nexmark(t),
+            None => Scope::One(&rel),
+        };
+        let mut input = rel.input.clone();
+        if !conjuncts.is_empty() {
+            let asts = conjuncts
+                .iter()
+                .map(|c| self.convert(file, c, pos, &scope))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(a) = asts.iter().find(|a| a.contains_aggregate()) {
+                return Err(self
+                    .err(pos, format!("an aggregate in WHERE (`{a}`)"))
+                    .help("filter groups with HAVING"));
+            }
+            let text: Vec<String> = asts.iter().map(paren).collect();
+            input = self.emitter.operator(
+                "filter",
+                "filter",
+                &[
+                    ("input", quote(&input)),
+                    ("where", quote(&text.join(" AND "))),
+                ],
+            );
+        }
+        let items = self.items(file, select, pos, &scope, &rel)?;
+        let grouped = match &select.group_by {
+            GroupByExpr::Expressions(g, m) if m.is_empty() => g,
+            _ => return Err(self.err(pos, "GROUP BY ALL and GROUP BY modifiers are not supported")),
+        };
+        if !grouped.is_empty() || items.iter().any(|(a, _)| a.contains_aggregate()) {
+            let mut keys = Vec::new();
+            let mut window = None;
+            for g in grouped {
+                let key = self.convert(file, g, pos, &scope)?;
+                match group_window(&key) {
+                    Some(w) if window.is_some() => {
+                        let _ = w;
+                        return Err(self.err(self.pos(file, g, pos), "GROUP BY has two windows"));
+                    }
+                    Some(w) => window = Some(w.map_err(|m| self.err(self.pos(file, g, pos), m))?),
+                    None => keys.push(key),
+                }
+            }
+            let having = match &select.having {
+                Some(h) => Some(self.convert(file, h, pos, &scope)?),
+                None => None,
+            };
+            return self.aggregate(pos, input, keys, window, items, having);
+        }
+        if select.having.is_some() {
+            return Err(self.err(pos, "HAVING without GROUP BY or aggregates"));
+        }
+        self.project(input, &rel, items)
+    }
+
+    /// `SELECT .. FROM (SELECT .., ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn FROM ..)
+    /// WHERE rn <= N`: Flink's Top-N, or its deduplication when N is 1, the order is the time
+    /// attribute alone and the rank is not selected. `None` when `select` is not of that shape.
+    fn ranked(
+        &mut self,
+        file: usize,
+        select: &Select,
+        pos: Pos,
+        ctes: &BTreeMap<String, Located<Box<Query>>>,
+    ) -> Result<Option<Rel>, SqlError> {
+        let [TableWithJoins {
+            relation:
+                TableFactor::Derived {
+                    lateral: false,
+                    subquery,
+                    alias,
+                    ..
+                },
+            joins,
+        }] = select.from.as_slice()
+        else {
+            return Ok(None);
+        };
+        let SetExpr::Select(inner) = &*subquery.body else {
+            return Ok(None);
+        };
+        let Some((k, call, rn)) =
+            inner
+                .projection
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| match item {
+                    SelectItem::ExprWithAlias {
+                        expr: e @ Expr::Function(f),
+                        alias,
+                    } if f.over.is_some() => Some((i, e, alias.value.clone())),
+                    _ => None,
+                })
+        else {
+            return Ok(None);
+        };
+        let at = self.pos(file, call, pos);
+        let Expr::Function(f) = call else {
+            return Ok(None);
+        };
+        if !joins.is_empty() {
+            return Err(self.err(at, "a ranked subquery cannot be joined yet"));
+        }
+        let name = f.name.to_string();
+        let Some(sql::WindowType::WindowSpec(spec)) = &f.over else {
+            return Err(self.err(at, "named windows are not supported"));
+        };
+        if !name.eq_ignore_ascii_case("row_number") {
+            return Err(self
+                .err(at, format!("{name}() OVER is not supported"))
+                .help("ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..) filtered with WHERE rn <= N is (Top-N and deduplication)"));
+        }
+        if spec.window_frame.is_some() || spec.order_by.is_empty() {
+            return Err(self.err(at, "ROW_NUMBER() OVER needs ORDER BY and takes no frame"));
+        }
+        let mut rest = (**inner).clone();
+        rest.projection.remove(k);
+        let base = self.select(file, &rest, pos, ctes)?;
+        // PARTITION BY and ORDER BY name columns of the subquery: an item that is the same
+        // expression, or a column it passes on under its own name (`*`, `A.*`).
+        let normal = |e: &Expr| e.to_string().replace('`', "").to_ascii_lowercase();
+        let column_of = |e: &Expr| -> Result<String, SqlError> {
+            for (i, item) in rest.projection.iter().enumerate() {
+                let (x, name) = match item {
+                    SelectItem::UnnamedExpr(x) => (x, default_name(x, i)),
+                    SelectItem::ExprWithAlias { expr, alias } => (expr, alias.value.clone()),
+                    _ => continue,
+                };
+                if normal(x) == normal(e) {
+                    return Ok(name);
+                }
+            }
+            let last = match e {
+                Expr::Identifier(i) => Some(&i.value),
+                Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
+                _ => None,
+            };
+            let found: Vec<&String> = base
+                .columns
+                .iter()
+                .filter(|c| last.is_some_and(|l| c.eq_ignore_ascii_case(l)))
+                .collect();
+            match found.as_slice() {
+                [one] => Ok((*one).clone()),
+                _ => Err(self
+                    .err(
+                        self.pos(file, e, at),
+                        format!("`{e}` is not a column of the ranked subquery"),
+                    )
+                    .help("PARTITION BY and ORDER BY take columns the subquery selects")),
+            }
+        };
+        let partition = spec
+            .partition_by
+            .iter()
+            .map(&column_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut order = Vec::new();
+        for o in &spec.order_by {
+            let desc = match o.options.sort {
+                None | Some(sql::OrderBySort::Asc) => false,
+                Some(sql::OrderBySort::Desc) => true,
+                Some(_) => return Err(self.err(at, "ORDER BY .. USING is not supported")),
+            };
+            order.push((column_of(&o.expr)?, desc));
+        }
+        // The outer WHERE: the rank's bound, and what else it filters on.
+        let mut conjuncts: Vec<&Expr> = Vec::new();
+        if let Some(w) = &select.selection {
+            split_and(w, &mut conjuncts);
+        }
+        let Some(i) = conjuncts.iter().position(|c| rank_bound(c, &rn).is_some()) else {
+            return Err(self
+                .err(pos, format!("the rank `{rn}` needs a bound in WHERE"))
+                .help(format!(
+                    "e.g. WHERE {rn} <= 10 (Top-N) or WHERE {rn} = 1 (deduplication)"
+                )));
+        };
+        let limit = rank_bound(conjuncts.remove(i), &rn).unwrap_or(1);
+        if limit < 1 {
+            return Err(self.err(pos, format!("`{rn}` bounded below 1 keeps no rows")));
+        }
+        let mut ranked = Rel {
+            input: base.input.clone(),
+            columns: base.columns.iter().cloned().chain([rn.clone()]).collect(),
+            alias: alias.as_ref().map(|a| a.name.value.clone()),
+            time: base.time.clone(),
+        };
+        let scope = Scope::One(&ranked);
+        let filters = conjuncts
+            .iter()
+            .map(|c| self.convert(file, c, pos, &scope))
+            .collect::<Result<Vec<_>, _>>()?;
+        let items = self.items(file, select, pos, &scope, &ranked)?;
+        if !matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
+            || select.having.is_some()
+        {
+            return Err(self.err(pos, "GROUP BY over a ranked subquery is not supported yet"));
+        }
+        let uses_rank = items
+            .iter()
+            .map(|(a, _)| a)
+            .chain(&filters)
+            .any(|a| mentions(a, &rn));
+        let dedup = limit == 1
+            && !uses_rank
+            && !partition.is_empty()
+            && order.len() == 1
+            && base.time.as_deref() == Some(order[0].0.as_str());
+        let input = if dedup {
+            ranked.columns.pop();
+            self.emitter.operator(
+                "deduplicate",
+                "deduplicate",
+                &[
+                    ("input", quote(&base.input)),
+                    ("key", list(&partition)),
+                    ("time", quote(&order[0].0)),
+                    ("keep", quote(if order[0].1 { "last" } else { "first" })),
+                ],
+            )
+        } else {
+            let mut order_by: Vec<String> = order
+                .iter()
+                .map(|(c, desc)| format!("{} {}", column(c), if *desc { "DESC" } else { "ASC" }))
+                .collect();
+            // Flink ranks ties in arrival order; on an append-only stream in event time that is
+            // the time attribute ascending, which makes the answer the same at any parallelism.
+            if let Some(t) = base
+                .time
+                .as_ref()
+                .filter(|t| order.iter().all(|(c, _)| c != *t))
+            {
+                order_by.push(format!("{} ASC", column(t)));
+            }
+            let mut fields = vec![
+                ("input", quote(&base.input)),
+                ("partition_by", list(&partition)),
+                ("order_by", list(&order_by)),
+                ("limit", limit.to_string()),
+            ];
+            if uses_rank {
+                fields.push(("rank_column", quote(&rn)));
+            } else {
+                ranked.columns.pop();
+            }
+            self.emitter.operator("top_n", "top_n", &fields)
+        };
+        let mut after = input.clone();
+        if !filters.is_empty() {
+            let text: Vec<String> = filters.iter().map(paren).collect();
+            after = self.emitter.operator(
+                "filter",
+                "filter",
+                &[
+                    ("input", quote(&after)),
+                    ("where", quote(&text.join(" AND "))),
+                ],
+            );
+        }
+        ranked.input = input;
+        self.project(after, &ranked, items).map(Some)
+    }
+
+    /// The SELECT list: each item's expression and output name.
+    fn items(
+        &self,
+        file: usize,
+        select: &Select,
+        pos: Pos,
+        scope: &Scope,
+        rel: &Rel,
+    ) -> Result<Vec<(Ast, String)>, SqlError> {
+        let mut items = Vec::new();
+        for (i, item) in select.projection.iter().enumerate() {
+            match item {
+                SelectItem::UnnamedExpr(e) => {
+                    items.push((self.convert(file, e, pos, scope)?, default_name(e, i)))
+                }
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    items.push((self.convert(file, expr, pos, scope)?, alias.value.clone()))
+                }
+                SelectItem::Wildcard(_) => {
+                    for c in &rel.columns {
+                        items.push((column(c), c.clone()));
+                    }
+                }
+                other => {
+                    return Err(self.err(
+                        self.pos(file, other, pos),
+                        format!("`{other}` is not supported in SELECT"),
+                    ))
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    fn project(
+        &mut self,
+        input: String,
+        rel: &Rel,
+        items: Vec<(Ast, String)>,
+    ) -> Result<Rel, SqlError> {
+        let columns: Vec<String> = items.iter().map(|(_, n)| n.clone()).collect();
+        let identity = items.len() == rel.columns.len()
+            && items
+                .iter()
+                .zip(&rel.columns)
+                .all(|((a, n), c)| a.as_column() == Some((None, c.as_str())) && n == c);
+        if identity {
+            return Ok(Rel {
+                input,
+                columns,
+                alias: None,
+                time: rel.time.clone(),
+            });
+        }
+        // The time attribute stays one when it is passed on as it is.
+        let time = rel.time.as_ref().and_then(|t| {
+            items
+                .iter()
+                .find(|(a, _)| a.as_column() == Some((None, t.as_str())))
+                .map(|(_, n)| n.clone())
+        });
+        let text: Vec<String> = items.iter().map(|(a, n)| named(a, n)).collect();
+        let input = self.emitter.operator(
+            "select",
+            "select",
+            &[("input", quote(&input)), ("columns", list(&text))],
+        );
+        Ok(Rel {
+            input,
+            columns,
+            alias: None,
+            time,
+        })
+    }
+
+    /// GROUP BY: a `group_aggregate` (keys, then aggregates), then a `select` for whatever the
+    /// SELECT list computes over them, and a `filter` for HAVING.
+    fn aggregate(
+        &mut self,
+        pos: Pos,
+        input: String,
+        keys: Vec<Ast>,
+        window: Option<Window>,
+        items: Vec<(Ast, String)>,
+        having: Option<Ast>,
+    ) -> Result<Rel, SqlError> {
+        // Keys are named after the SELECT item that is the same expression.
+        let mut key_names = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let name = items
+                .iter()
+                .find(|(a, _)| same(a, k))
+                .map(|(_, n)| n.clone())
+                .or_else(|| k.as_column().map(|(_, n)| n.to_string()))
+                .unwrap_or_else(|| format!("_key{i}"));
+            key_names.push(name);
+        }
+        let mut aggregates: Vec<(Ast, String)> = Vec::new();
+        let mut rewritten = Vec::new();
+        for (ast, name) in &items {
+            let r = self.lift(
+                ast,
+                &keys,
+                &key_names,
+                window.as_ref(),
+                &mut aggregates,
+                Some(name),
+                pos,
+            )?;
+            rewritten.push((r, name.clone()));
+        }
+        let having = match having {
+            Some(h) => Some(self.lift(
+                &h,
+                &keys,
+                &key_names,
+                window.as_ref(),
+                &mut aggregates,
+                None,
+                pos,
+            )?),
+            None => None,
+        };
+        let group_by: Vec<String> = keys
+            .iter()
+            .zip(&key_names)
+            .map(|(k, n)| named(k, n))
+            .collect();
+        let aggs: Vec<String> = aggregates
+            .iter()
+            .map(|(a, n)| format!("{a} AS {}", column(n)))
+            .collect();
+        let mut fields = vec![("input", quote(&input))];
+        if let Some(w) = &window {
+            fields.push(("window", w.toml.clone()));
+        }
+        if !group_by.is_empty() {
+            fields.push(("group_by", list(&group_by)));
+        }
+        fields.push(("aggregates", list(&aggs)));
+        let kind = if window.is_some() {
+            "window_aggregate"
+        } else {
+            "group_aggregate"
+        };
+        let out = self.emitter.operator("aggregate", kind, &fields);
+        let window_columns: &[&str] = if window.is_some() {
+            &["window_start", "window_end"]
+        } else {
+            &[]
+        };
+        let columns: Vec<String> = key_names
+            .iter()
+            .cloned()
+            .chain(window_columns.iter().map(|c| c.to_string()))
+            .chain(aggregates.iter().map(|(_, n)| n.clone()))
+            .collect();
+        let mut rel = Rel {
+            input: out.clone(),
+            columns,
+            alias: None,
+            time: None,
+        };
+        let mut after = out;
+        if let Some(h) = having {
+            after = self.emitter.operator(
+                "having",
+                "filter",
+                &[("input", quote(&after)), ("where", quote(&h.to_string()))],
+            );
+        }
+        let base = rel.clone();
+        rel.input = after.clone();
+        let result = self.project(
+            after,
+            &Rel {
+                input: rel.input.clone(),
+                ..base
+            },
+            rewritten,
+        )?;
+        Ok(result)
+    }
+
+    /// `ast` over the aggregate's output: group keys become their key column and each aggregate
+    /// call becomes a column of its own (named `preferred` when it is the whole item).
+    #[allow(clippy::too_many_arguments)]
+    fn lift(
+        &self,
+        ast: &Ast,
+        keys: &[Ast],
+        key_names: &[String],
+        window: Option<&Window>,
+        aggregates: &mut Vec<(Ast, String)>,
+        preferred: Option<&str>,
+        pos: Pos,
+    ) -> Result<Ast, SqlError> {
+        if let Some(i) = keys.iter().position(|k| same(k, ast)) {
+            return Ok(column(&key_names[i]));
+        }
+        if let AstKind::Call { name, .. } = &ast.kind {
+            if let Some((kind, bound)) = name
+                .rsplit_once('_')
+                .filter(|(k, _)| WINDOW_FUNCTIONS.contains(k))
+            {
+                return match (window, bound) {
+                    (Some(w), "start") if w.kind == kind => Ok(column("window_start")),
+                    (Some(w), "end") if w.kind == kind => Ok(column("window_end")),
+                    _ => Err(self
+                        .err(pos, format!("`{ast}` needs GROUP BY {}(..) with the same arguments", kind.to_uppercase()))
+                        .help("the window bounds are TUMBLE_START/END, HOP_START/END and SESSION_START/END")),
+                };
+            }
+        }
+        if ast.is_aggregate_call() {
+            if let Some((_, n)) = aggregates.iter().find(|(a, _)| same(a, ast)) {
+                return Ok(column(n));
+            }
+            let taken = |n: &str| {
+                key_names
+                    .iter()
+                    .chain(aggregates.iter().map(|(_, n)| n))
+                    .any(|k| k == n)
+            };
+            let name = match preferred {
+                Some(p) if !taken(p) => p.to_string(),
+                _ => format!("_agg{}", aggregates.len()),
+            };
+            aggregates.push((ast.clone(), name.clone()));
+            return Ok(column(&name));
+        }
+        if let Some((_, name)) = ast.as_column() {
+            return Err(self
+                .err(pos, format!("`{name}` is neither grouped nor aggregated"))
+                .help(format!(
+                    "add it to GROUP BY or aggregate it, e.g. max({name})"
+                )));
+        }
+        // Rebuild the node with its children lifted.
+        let mut copy = ast.clone();
+        let mut err = None;
+        map_children(&mut copy, &mut |child| {
+            if err.is_some() {
+                return;
+            }
+            match self.lift(child, keys, key_names, window, aggregates, None, pos) {
+                Ok(c) => *child = c,
+                Err(e) => err = Some(e),
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(copy),
+        }
+    }
+
+    fn convert(
+        &self,
+        file: usize,
+        e: &Expr,
+        fallback: Pos,
+        scope: &Scope,
+    ) -> Result<Ast, SqlError> {
+        let resolve = |parts: &[Ident], at: Pos| self.resolve(scope, parts, at);
+        let functions = |name: &str| self.functions.get(name).cloned();
+        let error = |at: Pos, message: String| self.err(at, message);
+        let converter = Converter {
+            file,
+            fallback,
+            resolve: &resolve,
+            functions: &functions,
+            error: &error,
+        };
+        converter.convert(e)
+    }
+
+    fn resolve(&self, scope: &Scope, parts: &[Ident], at: Pos) -> Result<Ast, SqlError> {
+        let names: Vec<&str> = parts.iter().map(|p| p.value.as_str()).collect();
+        let written = names.join(".");
+        match scope {
+            Scope::Nexmark(table) => {
+                let schema = table.schema();
+                let field = match names.as_slice() {
+                    [row, field] if row.eq_ignore_ascii_case(table.name()) => *field,
+                    [name] if name.eq_ignore_ascii_case("dateTime") => *name,
+                    [row, _] if NexmarkTable::from_name(row).is_some() => {
+                        return Err(self.err(
+                            at,
+                            format!(
+                                "`{written}`: in events of this type only `{}` is set",
+                                table.name()
+                            ),
+                        ))
+                    }
+                    _ => {
+                        return Err(
+                            self.err(at, format!("no column `{written}` in the Nexmark table"))
+                        )
+                    }
+                };
+                let found = schema
+                    .fields
+                    .iter()
+                    .find(|f| f.name.eq_ignore_ascii_case(field))
+                    .ok_or_else(|| {
+                        self.err(at, format!("`{}` has no field `{field}`", table.name()))
+                    })?;
+                Ok(column(&found.name))
+            }
+            Scope::One(rel) => {
+                let name = match names.as_slice() {
+                    [name] => *name,
+                    [q, name]
+                        if rel
+                            .alias
+                            .as_deref()
+                            .is_some_and(|a| a.eq_ignore_ascii_case(q)) =>
+                    {
+                        *name
+                    }
+                    [q, _] => {
+                        return Err(self
+                            .err(at, format!("`{written}`: no input is called `{q}` here"))
+                            .help(match &rel.alias {
+                                Some(a) => format!("the input is `{a}`"),
+                                None => "give the input an alias in FROM".to_string(),
+                            }))
+                    }
+                    _ => {
+                        return Err(self.err(
+                            at,
+                            format!("`{written}`: nested fields are not supported here"),
+                        ))
+                    }
+                };
+                let exact = rel.columns.iter().find(|c| *c == name);
+                let found = match exact {
+                    Some(c) => c,
+                    None => {
+                        let matches: Vec<&String> = rel
+                            .columns
+                            .iter()
+                            .filter(|c| c.eq_ignore_ascii_case(name))
+                            .collect();
+                        match matches.as_slice() {
+                            [one] => *one,
+                            _ => {
+                                return Err(self
+                                    .err(at, format!("no column `{written}`"))
+                                    .help(format!("the columns are: {}", rel.columns.join(", "))))
+                            }
+                        }
+                    }
+                };
+                Ok(column(found))
+            }
+        }
+    }
+
+    /// The source a table becomes when a query first reads it.
+    fn source(&mut self, table: &Located<TableDef>) -> Result<From, SqlError> {
+        let t = &table.item;
+        let connector = t.option("connector").unwrap_or_default();
+        if let Some(nexmark) = self.nexmark_source(table, connector)? {
+            return Ok(From::Nexmark(nexmark));
+        }
+        let mut fields: Vec<(&str, String)> = Vec::new();
+        match connector {
+            "filesystem" => {
+                self.json_format(table)?;
+                fields.push(("connector", quote("file")));
+                fields.push(("format", quote("json")));
+                fields.push(("path", quote(self.required(table, "path")?)));
+            }
+            "kafka" => {
+                self.json_format(table)?;
+                fields.push(("connector", quote("kafka")));
+                fields.push((
+                    "brokers",
+                    quote(self.required(table, "properties.bootstrap.servers")?),
+                ));
+                fields.push(("topic", quote(self.required(table, "topic")?)));
+                match t.option("scan.startup.mode") {
+                    None | Some("earliest-offset") => fields.push(("start", quote("earliest"))),
+                    Some("latest-offset") => fields.push(("start", quote("latest"))),
+                    Some(other) => {
+                        return Err(self
+                            .err(
+                                table.pos,
+                                format!("'scan.startup.mode' = '{other}' is not supported"),
+                            )
+                            .help("use 'earliest-offset' or 'latest-offset'"))
+                    }
+                }
+            }
+            "blackhole" | "print" => {
+                return Err(self.err(
+                    table.pos,
+                    format!("`{}` ('{connector}') can only be written to", t.name),
+                ))
+            }
+            other => {
+                return Err(self
+                    .err(
+                        table.pos,
+                        format!("`{}`: unknown source connector '{other}'", t.name),
+                    )
+                    .help("use 'filesystem' (format 'json'), 'kafka' or 'nexmark'"))
+            }
+        }
+        let mut columns = Vec::new();
+        let mut names = Vec::new();
+        for c in &t.columns {
+            match &c.kind {
+                ColumnKind::Physical(ty) => flatten(&c.name, ty, &mut columns, &mut names)
+                    .map_err(|m| self.err(c.pos, m))?,
+                ColumnKind::Computed(expr) => {
+                    return Err(self
+                        .err(
+                            c.pos,
+                            format!(
+                                "computed column `{} AS {expr}`: not supported on this table yet",
+                                c.name
+                            ),
+                        )
+                        .help("compute it in a view over the table"))
+                }
+            }
+        }
+        fields.push(("columns", format!("[\n    {},\n]", columns.join(",\n    "))));
+        if let Some(w) = &t.watermark {
+            let delay = self.watermark_delay(table, &w.column, &w.expr, w.pos, false)?;
+            fields.push((
+                "watermark",
+                format!(
+                    "{{ column = {}, delay = {} }}",
+                    quote(&w.column),
+                    quote(&format!("{delay}ms"))
+                ),
+            ));
+        }
+        let name = self.emitter.source(&t.name, &fields);
+        Ok(From::Rel(Rel {
+            input: name,
+            columns: names,
+            alias: Some(t.name.clone()),
+            time: t.watermark.as_ref().map(|w| w.column.clone()),
+        }))
+    }
+
+    /// `WATERMARK FOR c AS c - INTERVAL ..`: the delay in milliseconds.
+    fn watermark_delay(
+        &self,
+        table: &Located<TableDef>,
+        column_name: &str,
+        expr: &Expr,
+        pos: Pos,
+        _nexmark: bool,
+    ) -> Result<i64, SqlError> {
+        let bad = || {
+            self.err(
+                pos,
+                format!("WATERMARK FOR `{column_name}`: `{expr}` is not supported"),
+            )
+            .help(format!(
+                "write `{column_name}` or `{column_name} - INTERVAL '5' SECOND`"
+            ))
+        };
+        let is_col = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(column_name));
+        let _ = table;
+        match expr {
+            e if is_col(e) => Ok(0),
+            Expr::BinaryOp {
+                left,
+                op: sql::BinaryOperator::Minus,
+                right,
+            } if is_col(left) => match parse_expr(&right.to_string()).map(|a| a.kind) {
+                Ok(AstKind::Interval(ms)) if ms >= 0 => Ok(ms),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+
+    /// Flink's Nexmark DDL table (`event_type` and the `person`, `auction` and `bid` rows, with
+    /// `dateTime` computed from them) becomes Eddy's Nexmark source, whose three outputs are
+    /// the three event types.
+    fn nexmark_source(
+        &mut self,
+        table: &Located<TableDef>,
+        connector: &str,
+    ) -> Result<Option<NexmarkRaw>, SqlError> {
+        let t = &table.item;
+        let has = |n: &str| t.columns.iter().any(|c| c.name.eq_ignore_ascii_case(n));
+        let shaped = has("event_type") && NexmarkTable::ALL.iter().all(|n| has(n.name()));
+        if !shaped {
+            return Ok(None);
+        }
+        for c in &t.columns {
+            if let ColumnKind::Physical(sql::DataType::Struct(fields, _)) = &c.kind {
+                let Some(n) = NexmarkTable::from_name(&c.name) else {
+                    continue;
+                };
+                let schema = n.schema();
+                let names: Vec<String> = fields
+                    .iter()
+                    .filter_map(|f| f.field_name.as_ref().map(|i| i.value.to_ascii_lowercase()))
+                    .collect();
+                let want: Vec<String> = schema
+                    .fields
+                    .iter()
+                    .map(|f| f.name.to_ascii_lowercase())
+                    .collect();
+                if names != want {
+                    return Err(self
+                        .err(
+                            c.pos,
+                            format!("`{}` differs from the Nexmark `{}` row", c.name, n.name()),
+                        )
+                        .help(format!("its fields are: {}", want.join(", "))));
+                }
+            }
+        }
+        let watermark = match &t.watermark {
+            Some(w) if w.column.eq_ignore_ascii_case("dateTime") => {
+                Some(self.watermark_delay(table, &w.column, &w.expr, w.pos, true)?)
+            }
+            Some(w) => {
+                return Err(self.err(w.pos, "the Nexmark table's watermark must be on `dateTime`"))
+            }
+            None => None,
+        };
+        let mut fields: Vec<(&str, String)> = match connector {
+            "filesystem" => {
+                self.json_format(table)?;
+                vec![
+                    ("connector", quote("file")),
+                    ("format", quote("nexmark")),
+                    ("path", quote(self.required(table, "path")?)),
+                ]
+            }
+            "nexmark" => {
+                let mut v = vec![("connector", quote("nexmark-generator"))];
+                if let Some(n) = t.option("events.num") {
+                    let n: u64 = n
+                        .parse()
+                        .map_err(|_| self.err(table.pos, "'events.num' must be a number"))?;
+                    v.push(("events", n.to_string()));
+                }
+                if let Some(r) = t.option("first-event.rate") {
+                    let r: u64 = r
+                        .parse()
+                        .map_err(|_| self.err(table.pos, "'first-event.rate' must be a number"))?;
+                    v.push(("rate", r.to_string()));
+                }
+                v
+            }
+            other => {
+                return Err(self
+                    .err(
+                        table.pos,
+                        format!("the Nexmark table's connector '{other}' is not supported"),
+                    )
+                    .help("use 'filesystem' with 'format' = 'json', or 'nexmark' (the generator)"))
+            }
+        };
+        if let Some(delay) = watermark {
+            fields.push((
+                "watermark",
+                format!(
+                    "{{ column = \"dateTime\", delay = {} }}",
+                    quote(&format!("{delay}ms"))
+                ),
+            ));
+        }
+        let source = self.emitter.source(&t.name, &fields);
+        Ok(Some(NexmarkRaw { source }))
+    }
+}
+
+/// The group windows of Flink's legacy syntax (`GROUP BY TUMBLE(t, size)`).
+const WINDOW_FUNCTIONS: [&str; 3] = ["tumble", "hop", "session"];
+
+/// A window of a `window_aggregate`, as the job file writes it.
+#[derive(Clone, Debug)]
+struct Window {
+    /// `tumble`, `hop` or `session`.
+    kind: &'static str,
+    toml: String,
+}
+
+/// A duration in the job file's syntax.
+fn duration(ms: i64) -> String {
+    quote(&format!("{ms}ms"))
+}
+
+/// `TUMBLE(t, size)`, `HOP(t, slide, size)` or `SESSION(t, gap)` in GROUP BY, if `key` is one.
+fn group_window(key: &Ast) -> Option<Result<Window, String>> {
+    let AstKind::Call { name, args, .. } = &key.kind else {
+        return None;
+    };
+    let kind = *WINDOW_FUNCTIONS.iter().find(|k| *k == name)?;
+    let upper = kind.to_uppercase();
+    let usage = match kind {
+        "tumble" => "TUMBLE(time, INTERVAL '10' SECOND)",
+        "hop" => "HOP(time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) (slide, then size)",
+        _ => "SESSION(time, INTERVAL '10' SECOND)",
+    };
+    let want = if kind == "hop" { 3 } else { 2 };
+    let time = args
+        .first()
+        .and_then(|a| a.as_column())
+        .map(|(_, n)| n.to_string());
+    let intervals: Vec<i64> = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| match a.kind {
+            AstKind::Interval(ms) if ms > 0 => Some(ms),
+            _ => None,
+        })
+        .collect();
+    let (Some(time), true) = (time, args.len() == want && intervals.len() == want - 1) else {
+        return Some(Err(format!(
+            "{upper} takes a time column and positive intervals: {usage}"
+        )));
+    };
+    let toml = match kind {
+        "tumble" => format!(
+            "{{ type = \"tumble\", time = {}, size = {} }}",
+            quote(&time),
+            duration(intervals[0])
+        ),
+        "hop" => format!(
+            "{{ type = \"hop\", time = {}, size = {}, slide = {} }}",
+            quote(&time),
+            duration(intervals[1]),
+            duration(intervals[0])
+        ),
+        _ => format!(
+            "{{ type = \"session\", time = {}, gap = {} }}",
+            quote(&time),
+            duration(intervals[0])
+        ),
+    };
+    Some(Ok(Window { kind, toml }))
+}
+
+/// Calls `f` on each direct child of `ast`, mutably.
+fn map_children(ast: &mut Ast, f: &mut dyn FnMut(&mut Ast)) {
+    match &mut ast.kind {
+        AstKind::Column { .. } | AstKind::Literal(_) | AstKind::Interval(_) => {}
+        AstKind::Unary { expr, .. } | AstKind::IsNull { expr, .. } | AstKind::Cast { expr, .. } => {
+            f(expr)
+        }
+        AstKind::Binary { left, right, .. } => {
+            f(left);
+            f(right);
+        }
+        AstKind::Between {
+            expr, low, high, ..
+        } => {
+            f(expr);
+            f(low);
+            f(high);
+        }
+        AstKind::InList { expr, list, .. } => {
+            f(expr);
+            list.iter_mut().for_each(f);
+        }
+        AstKind::Like { expr, pattern, .. } => {
+            f(expr);
+            f(pattern);
+        }
+        AstKind::Case {
+            operand,
+            branches,
+            else_,
+        } => {
+            if let Some(o) = operand {
+                f(o);
+            }
+            for (w, t) in branches {
+                f(w);
+                f(t);
+            }
+            if let Some(e) = else_ {
+                f(e);
+            }
+        }
+        AstKind::Call { args, filter, .. } => {
+            args.iter_mut().for_each(&mut *f);
+            if let Some(x) = filter {
+                f(x);
+            }
+        }
+    }
+}
+
+/// Whether `ast` refers to the column `name`.
+fn mentions(ast: &Ast, name: &str) -> bool {
+    ast.as_column().is_some_and(|(_, n)| n == name)
+        || ast.children().iter().any(|c| mentions(c, name))
+}
+
+/// The largest rank that `e` keeps, when it bounds `rank` (`rank <= N`, `rank < N`, `rank = 1`).
+fn rank_bound(e: &Expr, rank: &str) -> Option<i64> {
+    let Expr::BinaryOp { left, op, right } = e else {
+        return None;
+    };
+    let is_rank = |x: &Expr| match x {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case(rank),
+        Expr::CompoundIdentifier(p) => p.last().is_some_and(|i| i.value.eq_ignore_ascii_case(rank)),
+        _ => false,
+    };
+    let number = |x: &Expr| match x {
+        Expr::Value(v) => match &v.value {
+            sql::Value::Number(n, _) => n.parse::<i64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    use sql::BinaryOperator as B;
+    match (is_rank(left), is_rank(right)) {
+        (true, false) => {
+            let n = number(right)?;
+            match op {
+                B::LtEq => Some(n),
+                B::Lt => Some(n - 1),
+                B::Eq if n == 1 => Some(1),
+                _ => None,
+            }
+        }
+        (false, true) => {
+            let n = number(left)?;
+            match op {
+                B::GtEq => Some(n),
+                B::Gt => Some(n - 1),
+                B::Eq if n == 1 => Some(1),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A conjunct in parentheses when it is an OR, so that joining conjuncts with AND keeps them.
+fn paren(a: &Ast) -> String {
+    match &a.kind {
+        AstKind::Binary {
+            op: BinaryOp::Or, ..
+        } => format!("({a})"),
+        _ => a.to_string(),
+    }
+}
+
+fn split_and<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: sql::BinaryOperator::And,
+            right,
+        } => {
+            split_and(left, out);
+            split_and(right, out);
+        }
+        Expr::Nested(inner)
+            if matches!(
+                **inner,
+                Expr::BinaryOp {
+                    op: sql::BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            split_and(inner, out)
+        }
+        other => out.push(other),
+    }
+}
+
+/// `event_type = k` (either way round): the Nexmark table of k.
+fn event_type_of(e: &Expr) -> Option<NexmarkTable> {
+    let Expr::BinaryOp {
+        left,
+        op: sql::BinaryOperator::Eq,
+        right,
+    } = e
+    else {
+        return None;
+    };
+    let (col, val) = match (&**left, &**right) {
+        (Expr::Identifier(i), Expr::Value(v)) | (Expr::Value(v), Expr::Identifier(i)) => (i, v),
+        _ => return None,
+    };
+    if !col.value.eq_ignore_ascii_case("event_type") {
+        return None;
+    }
+    match &val.value {
+        sql::Value::Number(n, _) => NexmarkTable::ALL
+            .into_iter()
+            .find(|t| n.parse::<usize>().ok() == Some(t.index())),
+        _ => None,
+    }
+}
+
+/// Columns of a JSON source: a ROW's fields become columns named and read by their dotted path.
+fn flatten(
+    name: &str,
+    ty: &sql::DataType,
+    columns: &mut Vec<String>,
+    names: &mut Vec<String>,
+) -> Result<(), String> {
+    if let sql::DataType::Struct(fields, _) = ty {
+        for f in fields {
+            let Some(field) = &f.field_name else {
+                return Err(format!("a field of `{name}` has no name"));
+            };
+            flatten(
+                &format!("{name}.{}", field.value),
+                &f.field_type,
+                columns,
+                names,
+            )?;
+        }
+        return Ok(());
+    }
+    let t = sql_type(ty)?;
+    let path = if name.contains('.') {
+        format!(", path = {}", quote(name))
+    } else {
+        String::new()
+    };
+    columns.push(format!(
+        "{{ name = {}, type = {}{path} }}",
+        quote(name),
+        quote(&type_text(t))
+    ));
+    names.push(name.to_string());
+    Ok(())
+}
+
+/// Eddy's type for a declared SQL type.
+fn sql_type(ty: &sql::DataType) -> Result<DataType, String> {
+    let text = ty.to_string();
+    match parse_expr(&format!("CAST(NULL AS {text})")).map(|a| a.kind) {
+        Ok(AstKind::Cast { to, .. }) => Ok(to),
+        _ => Err(format!(
+            "the type `{text}` is not supported; Eddy has BOOLEAN, BIGINT (INT), DOUBLE, \
+             DECIMAL(p, s), STRING (VARCHAR) and TIMESTAMP(3)"
+        )),
+    }
+}
+
+fn type_text(t: DataType) -> String {
+    t.to_string()
+}
+
+/// Whether a value of type `have` goes into a column of type `want` as it is.
+fn compatible(have: DataType, want: DataType) -> bool {
+    have == want || have == DataType::Null
+}
+
+/// Whether Flink would insert a value of `have` into `want` with an implicit cast.
+fn castable(have: DataType, want: DataType) -> bool {
+    have.is_numeric() && want.is_numeric()
+}
+
+/// `jdbc:postgresql://host:port/db` with 'username' and 'password' as a PostgreSQL URL.
+fn postgres_url(t: &TableDef) -> Result<String, String> {
+    let url = t
+        .option("url")
+        .ok_or_else(|| format!("`{}` needs the option 'url'", t.name))?;
+    let rest = url
+        .strip_prefix("jdbc:postgresql://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .or_else(|| url.strip_prefix("postgres://"))
+        .ok_or_else(|| {
+            format!(
+                "`{}`: 'url' = '{url}' is not a PostgreSQL URL (jdbc:postgresql://host:port/db)",
+                t.name
+            )
+        })?;
+    let credentials = match (t.option("username"), t.option("password")) {
+        (Some(u), Some(p)) => format!("{u}:{p}@"),
+        (Some(u), None) => format!("{u}@"),
+        _ => String::new(),
+    };
+    Ok(format!("postgresql://{credentials}{rest}"))
+}
+
+/// A TOML array of strings.
+fn list(items: &[String]) -> String {
+    let one_line = items
+        .iter()
+        .map(|i| quote(i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if one_line.len() <= 80 {
+        format!("[{one_line}]")
+    } else {
+        format!(
+            "[\n    {},\n]",
+            items
+                .iter()
+                .map(|i| quote(i))
+                .collect::<Vec<_>>()
+                .join(",\n    ")
+        )
+    }
+}
