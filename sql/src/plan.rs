@@ -66,11 +66,24 @@ struct NexmarkRaw {
 enum From {
     Rel(Rel),
     Nexmark(NexmarkRaw),
+    /// Two inputs, joined with the conditions of ON (WHERE adds its own).
+    Join(Box<JoinPlan>),
+}
+
+/// An inner join of two inputs, before its conditions are placed.
+#[derive(Clone, Debug)]
+struct JoinPlan {
+    sides: [Rel; 2],
+    /// What each side is called in the job's join (`left = "bids AS B"`).
+    aliases: [String; 2],
+    on: Vec<Expr>,
 }
 
 /// The names a query's expressions can use.
 enum Scope<'a> {
     One(&'a Rel),
+    /// Both sides of a join: columns resolve to `alias.column`.
+    Join(&'a JoinPlan),
     /// A Nexmark event type picked from the raw table: `bid.price` and `dateTime`.
     Nexmark(NexmarkTable),
 }
@@ -542,20 +555,267 @@ impl<'s> Planner<'s> {
         pos: Pos,
         ctes: &BTreeMap<String, Located<Box<Query>>>,
     ) -> Result<From, SqlError> {
-        let [item] = from else {
-            return Err(self
-                .err(pos, "joins of several FROM items are not supported yet")
-                .help("the SQL front end plans single-input queries so far; joins come next"));
+        let (first, second, on) = match from {
+            [item] if item.joins.is_empty() => return self.factor(file, &item.relation, pos, ctes),
+            [item] => {
+                let [join] = item.joins.as_slice() else {
+                    return Err(
+                        self.err(pos, "joins of more than two inputs are not supported yet")
+                    );
+                };
+                let at = self.pos(file, &join.relation, pos);
+                let constraint = match &join.join_operator {
+                    sql::JoinOperator::Join(c) | sql::JoinOperator::Inner(c) => c,
+                    other => {
+                        return Err(self
+                            .err(at, format!("`{}` is not supported yet", join_name(other)))
+                            .help("inner joins (JOIN .. ON, or a comma and WHERE) are"))
+                    }
+                };
+                let on = match constraint {
+                    sql::JoinConstraint::On(e) => {
+                        let mut v = Vec::new();
+                        split_and(e, &mut v);
+                        v.into_iter().cloned().collect()
+                    }
+                    sql::JoinConstraint::None => Vec::new(),
+                    _ => {
+                        return Err(self.err(
+                            at,
+                            "JOIN .. USING and NATURAL JOIN are not supported; write ON",
+                        ))
+                    }
+                };
+                (&item.relation, &join.relation, on)
+            }
+            [a, b] if a.joins.is_empty() && b.joins.is_empty() => {
+                (&a.relation, &b.relation, Vec::new())
+            }
+            _ => return Err(self.err(pos, "joins of more than two inputs are not supported yet")),
         };
-        if let Some(join) = item.joins.first() {
+        let mut sides = Vec::new();
+        for f in [first, second] {
+            let at = self.pos(file, f, pos);
+            match self.factor(file, f, pos, ctes)? {
+                From::Rel(r) => sides.push(r),
+                _ => return Err(self.err(
+                    at,
+                    "join a view of the Nexmark table (person, auction, bid), not the table itself",
+                )),
+            }
+        }
+        let aliases: Vec<String> = sides
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.alias.clone().unwrap_or_else(|| ["L", "R"][i].to_string()))
+            .collect();
+        if aliases[0].eq_ignore_ascii_case(&aliases[1]) {
             return Err(self
                 .err(
-                    self.pos(file, &join.relation, pos),
-                    "JOIN is not supported yet",
+                    pos,
+                    format!("both sides of the join are called `{}`", aliases[0]),
                 )
-                .help("the SQL front end plans single-input queries so far; joins come next"));
+                .help("give them different aliases: FROM t AS a JOIN t AS b ON .."));
         }
-        self.factor(file, &item.relation, pos, ctes)
+        let [l, r] = <[Rel; 2]>::try_from(sides).expect("two sides");
+        let [la, ra] = <[String; 2]>::try_from(aliases).expect("two aliases");
+        Ok(From::Join(Box::new(JoinPlan {
+            sides: [l, r],
+            aliases: [la, ra],
+            on,
+        })))
+    }
+
+    /// A join's SELECT: conditions of one side become a filter before the join, the others its
+    /// `on`; the join computes the SELECT list itself, or passes on the columns a GROUP BY over it
+    /// uses.
+    fn join_select(
+        &mut self,
+        file: usize,
+        select: &Select,
+        pos: Pos,
+        mut plan: JoinPlan,
+        conjuncts: Vec<&Expr>,
+    ) -> Result<Rel, SqlError> {
+        let mut on = Vec::new();
+        let mut pushed: [Vec<Ast>; 2] = [Vec::new(), Vec::new()];
+        let on_exprs = std::mem::take(&mut plan.on);
+        for c in on_exprs.iter().chain(conjuncts.iter().copied()) {
+            let ast = self.convert(file, c, pos, &Scope::Join(&plan))?;
+            if ast.contains_aggregate() {
+                return Err(self.err(
+                    self.pos(file, c, pos),
+                    format!("an aggregate in a join condition (`{ast}`)"),
+                ));
+            }
+            let used = qualifiers(&ast);
+            match (
+                used.contains(&plan.aliases[0]),
+                used.contains(&plan.aliases[1]),
+            ) {
+                (true, false) => pushed[0].push(unqualified(&ast)),
+                (false, true) => pushed[1].push(unqualified(&ast)),
+                _ => on.push(ast),
+            }
+        }
+        if on.is_empty() {
+            return Err(self
+                .err(pos, "a join needs a condition relating its two sides")
+                .help("e.g. ON A.id = B.auction; cross joins are not supported"));
+        }
+        for (side, filters) in pushed.iter().enumerate() {
+            if !filters.is_empty() {
+                let text: Vec<String> = filters.iter().map(paren).collect();
+                let rel = &mut plan.sides[side];
+                rel.input = self.emitter.operator(
+                    "filter",
+                    "filter",
+                    &[
+                        ("input", quote(&rel.input)),
+                        ("where", quote(&text.join(" AND "))),
+                    ],
+                );
+            }
+        }
+        let scope = Scope::Join(&plan);
+        let items = self.join_items(file, select, pos, &plan)?;
+        let grouped = match &select.group_by {
+            GroupByExpr::Expressions(g, m) if m.is_empty() => g,
+            _ => return Err(self.err(pos, "GROUP BY ALL and GROUP BY modifiers are not supported")),
+        };
+        let aggregating = !grouped.is_empty() || items.iter().any(|(a, _)| a.contains_aggregate());
+        let on_text: Vec<String> = on.iter().map(paren).collect();
+        let mut fields = vec![
+            (
+                "left",
+                quote(&format!(
+                    "{} AS {}",
+                    plan.sides[0].input,
+                    column(&plan.aliases[0])
+                )),
+            ),
+            (
+                "right",
+                quote(&format!(
+                    "{} AS {}",
+                    plan.sides[1].input,
+                    column(&plan.aliases[1])
+                )),
+            ),
+            ("on", quote(&on_text.join(" AND "))),
+        ];
+        if !aggregating {
+            if select.having.is_some() {
+                return Err(self.err(pos, "HAVING without GROUP BY or aggregates"));
+            }
+            let columns: Vec<String> = items.iter().map(|(a, n)| named(a, n)).collect();
+            fields.push(("columns", list(&columns)));
+            let input = self.emitter.operator("join", "join", &fields);
+            return Ok(Rel {
+                input,
+                columns: items.into_iter().map(|(_, n)| n).collect(),
+                alias: None,
+                time: None,
+            });
+        }
+        // GROUP BY over the join: the join passes on the columns used, named as written where
+        // that is unique.
+        let keys = grouped
+            .iter()
+            .map(|g| self.convert(file, g, pos, &scope))
+            .collect::<Result<Vec<_>, _>>()?;
+        let having = match &select.having {
+            Some(h) => Some(self.convert(file, h, pos, &scope)?),
+            None => None,
+        };
+        let mut used: Vec<(String, String)> = Vec::new();
+        for a in keys
+            .iter()
+            .chain(items.iter().map(|(a, _)| a))
+            .chain(having.iter())
+        {
+            collect_columns(a, &mut used);
+        }
+        let names = unique_names(used.iter().map(|(_, n)| n.clone()).collect());
+        let columns: Vec<String> = used
+            .iter()
+            .zip(&names)
+            .map(|((q, n), out)| {
+                let col = Ast::new(
+                    AstKind::Column {
+                        qualifier: Some(q.clone()),
+                        name: n.clone(),
+                    },
+                    0..0,
+                );
+                named(&col, out)
+            })
+            .collect();
+        fields.push(("columns", list(&columns)));
+        let input = self.emitter.operator("join", "join", &fields);
+        let rename = |a: &Ast| rename_columns(a, &used, &names);
+        let keys: Vec<Ast> = keys.iter().map(rename).collect();
+        let items: Vec<(Ast, String)> = items.iter().map(|(a, n)| (rename(a), n.clone())).collect();
+        let having = having.as_ref().map(rename);
+        self.aggregate(pos, input, keys, None, items, having)
+    }
+
+    /// The SELECT list over a join (`*` and `A.*` expand to the sides' columns).
+    fn join_items(
+        &self,
+        file: usize,
+        select: &Select,
+        pos: Pos,
+        plan: &JoinPlan,
+    ) -> Result<Vec<(Ast, String)>, SqlError> {
+        let scope = Scope::Join(plan);
+        let side_columns = |side: usize| {
+            plan.sides[side].columns.iter().map(move |c| {
+                let ast = Ast::new(
+                    AstKind::Column {
+                        qualifier: Some(plan.aliases[side].clone()),
+                        name: c.clone(),
+                    },
+                    0..0,
+                );
+                (ast, c.clone())
+            })
+        };
+        let mut items = Vec::new();
+        for (i, item) in select.projection.iter().enumerate() {
+            match item {
+                SelectItem::UnnamedExpr(e) => {
+                    items.push((self.convert(file, e, pos, &scope)?, default_name(e, i)))
+                }
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    items.push((self.convert(file, expr, pos, &scope)?, alias.value.clone()))
+                }
+                SelectItem::Wildcard(_) => items.extend(side_columns(0).chain(side_columns(1))),
+                SelectItem::QualifiedWildcard(
+                    sql::SelectItemQualifiedWildcardKind::ObjectName(name),
+                    _,
+                ) => {
+                    let q = name.to_string().replace('`', "");
+                    let Some(side) = plan.aliases.iter().position(|a| a.eq_ignore_ascii_case(&q))
+                    else {
+                        return Err(self.err(pos, format!("`{q}.*`: no input is called `{q}`")));
+                    };
+                    items.extend(side_columns(side));
+                }
+                other => {
+                    return Err(self.err(
+                        self.pos(file, other, pos),
+                        format!("`{other}` is not supported in SELECT"),
+                    ))
+                }
+            }
+        }
+        let names = unique_names(items.iter().map(|(_, n)| n.clone()).collect());
+        Ok(items
+            .into_iter()
+            .zip(names)
+            .map(|((a, _), n)| (a, n))
+            .collect())
     }
 
     fn factor(
@@ -661,6 +921,7 @@ impl<'s> Planner<'s> {
         }
         // The raw Nexmark table: the event type picks the port.
         let (rel, nexmark) = match from {
+            From::Join(plan) => return self.join_select(file, select, pos, *plan, conjuncts),
             From::Rel(rel) => (rel, None),
             From::Nexmark(raw) => {
                 let Some(i) = conjuncts.iter().position(|c| event_type_of(c).is_some()) else {
@@ -979,7 +1240,12 @@ impl<'s> Planner<'s> {
                 }
             }
         }
-        Ok(items)
+        let names = unique_names(items.iter().map(|(_, n)| n.clone()).collect());
+        Ok(items
+            .into_iter()
+            .zip(names)
+            .map(|((a, _), n)| (a, n))
+            .collect())
     }
 
     fn project(
@@ -1228,6 +1494,67 @@ impl<'s> Planner<'s> {
         let names: Vec<&str> = parts.iter().map(|p| p.value.as_str()).collect();
         let written = names.join(".");
         match scope {
+            Scope::Join(plan) => {
+                let side = match names.as_slice() {
+                    [q, _] => plan
+                        .aliases
+                        .iter()
+                        .position(|a| a.eq_ignore_ascii_case(q))
+                        .ok_or_else(|| {
+                            self.err(at, format!("`{written}`: no input is called `{q}` here"))
+                                .help(format!(
+                                    "the inputs are `{}` and `{}`",
+                                    plan.aliases[0], plan.aliases[1]
+                                ))
+                        })?,
+                    [name] => {
+                        let has = |r: &Rel| r.columns.iter().any(|c| c.eq_ignore_ascii_case(name));
+                        match (has(&plan.sides[0]), has(&plan.sides[1])) {
+                            (true, false) => 0,
+                            (false, true) => 1,
+                            (true, true) => {
+                                return Err(self
+                                    .err(at, format!("`{name}` is in both inputs"))
+                                    .help(format!(
+                                        "write `{}.{name}` or `{}.{name}`",
+                                        plan.aliases[0], plan.aliases[1]
+                                    )))
+                            }
+                            (false, false) => {
+                                return Err(self.err(at, format!("no column `{name}`")))
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(self.err(
+                            at,
+                            format!("`{written}`: nested fields are not supported here"),
+                        ))
+                    }
+                };
+                let name = names[names.len() - 1];
+                let Ast {
+                    kind: AstKind::Column { name, .. },
+                    ..
+                } = self.resolve(
+                    &Scope::One(&Rel {
+                        alias: None,
+                        ..plan.sides[side].clone()
+                    }),
+                    &parts[parts.len() - 1..],
+                    at,
+                )?
+                else {
+                    return Err(self.err(at, format!("no column `{name}`")));
+                };
+                Ok(Ast::new(
+                    AstKind::Column {
+                        qualifier: Some(plan.aliases[side].clone()),
+                        name,
+                    },
+                    0..0,
+                ))
+            }
             Scope::Nexmark(table) => {
                 let schema = table.schema();
                 let field = match names.as_slice() {
@@ -1644,6 +1971,91 @@ fn map_children(ast: &mut Ast, f: &mut dyn FnMut(&mut Ast)) {
             }
         }
     }
+}
+
+/// The name of a join operator, for messages.
+fn join_name(op: &sql::JoinOperator) -> &'static str {
+    use sql::JoinOperator as J;
+    match op {
+        J::Left(_) | J::LeftOuter(_) => "LEFT JOIN",
+        J::Right(_) | J::RightOuter(_) => "RIGHT JOIN",
+        J::FullOuter(_) => "FULL JOIN",
+        J::CrossJoin(_) => "CROSS JOIN",
+        _ => "this join",
+    }
+}
+
+/// The qualifiers of the columns `ast` uses.
+fn qualifiers(ast: &Ast) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(a: &Ast, out: &mut Vec<String>) {
+        if let AstKind::Column {
+            qualifier: Some(q), ..
+        } = &a.kind
+        {
+            out.push(q.clone());
+        }
+        a.children().into_iter().for_each(|c| walk(c, out));
+    }
+    walk(ast, &mut out);
+    out
+}
+
+/// The qualified columns `ast` uses, added to `out` once each, in order.
+fn collect_columns(ast: &Ast, out: &mut Vec<(String, String)>) {
+    if let AstKind::Column {
+        qualifier: Some(q),
+        name,
+    } = &ast.kind
+    {
+        if !out.iter().any(|(a, b)| a == q && b == name) {
+            out.push((q.clone(), name.clone()));
+        }
+    }
+    ast.children()
+        .into_iter()
+        .for_each(|c| collect_columns(c, out));
+}
+
+/// `ast` with its qualifiers dropped (a condition pushed to one side of a join).
+fn unqualified(ast: &Ast) -> Ast {
+    let mut copy = ast.clone();
+    if let AstKind::Column { qualifier, .. } = &mut copy.kind {
+        *qualifier = None;
+    }
+    map_children(&mut copy, &mut |c| *c = unqualified(c));
+    copy
+}
+
+/// `ast` with each qualified column of `used` replaced by its output name in `names`.
+fn rename_columns(ast: &Ast, used: &[(String, String)], names: &[String]) -> Ast {
+    if let AstKind::Column {
+        qualifier: Some(q),
+        name,
+    } = &ast.kind
+    {
+        if let Some(i) = used.iter().position(|(a, b)| a == q && b == name) {
+            return column(&names[i]);
+        }
+    }
+    let mut copy = ast.clone();
+    map_children(&mut copy, &mut |c| *c = rename_columns(c, used, names));
+    copy
+}
+
+/// Names made unique as Flink makes them: a repeated `x` becomes `x0`, then `x1`.
+fn unique_names(names: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let mut candidate = name.clone();
+        let mut n = 0;
+        while out.iter().any(|o| o.eq_ignore_ascii_case(&candidate)) {
+            candidate = format!("{name}{n}");
+            n += 1;
+        }
+        out.push(candidate);
+    }
+    out
 }
 
 /// Whether `ast` refers to the column `name`.
