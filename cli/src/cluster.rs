@@ -782,16 +782,29 @@ fn fail(message: String) -> anyhow::Result<ExitCode> {
 }
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let text = match std::fs::read_to_string(&args.job.job) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "error: cannot read job file `{}`: {e}",
-                args.job.job.display()
-            );
+    let secret_names: Vec<String> = args.secret_params.iter().map(|(n, _)| n.clone()).collect();
+    let source = match crate::read_job(&args.job, args.checkpoint_interval.is_some(), &secret_names)
+    {
+        Ok(s) => s,
+        Err(crate::BadJob(message)) => {
+            eprintln!("{message}");
             return Ok(ExitCode::from(2));
         }
     };
+    let settings = source
+        .sql
+        .as_ref()
+        .map(|s| s.settings.clone())
+        .unwrap_or_default();
+    if source.sql.as_ref().is_some_and(|s| s.sinks == 0) {
+        for plan in source.sql.iter().flat_map(|s| &s.explained) {
+            println!("{plan}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let checkpoint_interval = args
+        .checkpoint_interval
+        .or(settings.checkpoint_interval_ms.map(Duration::from_millis));
     let absolute = |p: &PathBuf| {
         std::path::absolute(p)
             .unwrap_or_else(|_| p.clone())
@@ -799,12 +812,12 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             .to_string()
     };
     let request = SubmitRequest {
-        job_text: text,
-        job_path: args.job.job.display().to_string(),
-        params: args.job.params.iter().cloned().collect(),
+        job_text: source.text,
+        job_path: source.path,
+        params: source.params.into_iter().collect(),
         secret_params: args.secret_params.iter().cloned().collect(),
-        parallelism: args.job.parallelism.unwrap_or(0),
-        checkpoint_interval_ms: args.checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
+        parallelism: args.job.parallelism.or(settings.parallelism).unwrap_or(0),
+        checkpoint_interval_ms: checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
         checkpoint_dir: args
             .checkpoint_dir
             .as_ref()

@@ -12,7 +12,7 @@ mod warehouse;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use eddy_jobs::{compile_file, CompileOptions};
+use eddy_jobs::{compile_str, CompileOptions};
 use eddy_operators::checkpointing::{check_fits, Restored, RocksOptions, StateBackendChoice};
 use eddy_operators::{Factory, RunSettings};
 use eddy_runtime::checkpoint::storage::DirStorage;
@@ -46,8 +46,9 @@ enum Command {
     /// Run a job on the embedded local runtime: read its input to the end, flush every window,
     /// write the result and exit.
     Run(RunArgs),
-    /// Check a job file and print its plan (nodes, parallelism, partitioning) without running it.
-    Check(JobArgs),
+    /// Check a job file or SQL script and print its plan (nodes, parallelism, partitioning)
+    /// without running it.
+    Check(CheckArgs),
     /// Run a coordinator: one node of the Raft group that stores jobs and schedules them.
     Coordinator(cluster::CoordinatorArgs),
     /// Run a worker: registers with the coordinators and runs the tasks they deploy.
@@ -92,8 +93,14 @@ enum Command {
 
 #[derive(Args)]
 pub(crate) struct JobArgs {
-    /// The job file (TOML), e.g. jobs/nexmark/q5.toml.
-    pub(crate) job: PathBuf,
+    /// The job: a job file (TOML, e.g. jobs/nexmark/q5.toml), or Flink SQL scripts read in
+    /// order as one (e.g. ddl.sql q5.sql).
+    #[arg(required = true, num_args = 1.., value_name = "JOB")]
+    pub(crate) jobs: Vec<PathBuf>,
+    /// SQL: write the rows of every sink table T, whatever its connector, as JSON lines to
+    /// DIR/T.jsonl (part files under DIR/T/ when the run takes checkpoints).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) sink_dir: Option<PathBuf>,
     /// Fill a `${NAME}` placeholder of the job file; repeat for several (--param input=events.jsonl.gz).
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub(crate) params: Vec<(String, String)>,
@@ -202,12 +209,105 @@ pub(crate) fn parse_param(text: &str) -> Result<(String, String), String> {
 }
 
 /// A job that cannot be compiled: exit code 2, with the compiler's message as is.
-struct BadJob(String);
+pub(crate) struct BadJob(pub(crate) String);
 
-fn load(args: &JobArgs) -> Result<JobGraph, BadJob> {
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// SQL: print the job file the script was planned into.
+    #[arg(long)]
+    emit_toml: bool,
+}
+
+/// A job as the compiler takes it: a job file, or the job file a SQL script was planned into.
+pub(crate) struct JobSource {
+    /// The file (or files, for a script) it came from, for messages.
+    pub(crate) path: String,
+    /// Job-file text.
+    pub(crate) text: String,
+    /// The `--param` values the text still needs (a script's are filled when it is planned).
+    pub(crate) params: std::collections::BTreeMap<String, String>,
+    /// What planning a script also gave: its SET options and EXPLAIN plans.
+    pub(crate) sql: Option<eddy_sql::SqlJob>,
+}
+
+/// Reads the job of `args`: one job file, or SQL scripts planned into one. `parts`: the run
+/// takes checkpoints, so `--sink-dir` gets part files. `deferred`: parameters a cluster fills
+/// (sealed secrets), left as placeholders.
+pub(crate) fn read_job(
+    args: &JobArgs,
+    parts: bool,
+    deferred: &[String],
+) -> Result<JobSource, BadJob> {
+    let params: std::collections::BTreeMap<String, String> = args.params.iter().cloned().collect();
+    if args.jobs.iter().all(|p| eddy_sql::is_sql(p)) {
+        let options = eddy_sql::SqlOptions {
+            params,
+            sink_dir: args.sink_dir.as_ref().map(|dir| eddy_sql::SinkDir {
+                dir: dir.clone(),
+                parts,
+            }),
+            generate: args.generate.is_some(),
+            deferred: deferred.iter().cloned().collect(),
+        };
+        let job =
+            eddy_sql::compile_files(&args.jobs, &options).map_err(|e| BadJob(e.to_string()))?;
+        let path = args
+            .jobs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Ok(JobSource {
+            path,
+            text: job.toml.clone(),
+            params: Default::default(),
+            sql: Some(job),
+        });
+    }
+    let [job] = args.jobs.as_slice() else {
+        return Err(BadJob(
+            "error: give one job file (.toml) or one or more SQL scripts (.sql), read in order"
+                .into(),
+        ));
+    };
+    if args.sink_dir.is_some() {
+        return Err(BadJob(
+            "error: --sink-dir is for SQL scripts; a job file names its sinks' paths itself".into(),
+        ));
+    }
+    let text = std::fs::read_to_string(job).map_err(|e| {
+        BadJob(format!(
+            "error: cannot read the job file `{}`: {e}\n  = help: check the path; job files are TOML, e.g. jobs/nexmark/q5.toml",
+            job.display()
+        ))
+    })?;
+    Ok(JobSource {
+        path: job.display().to_string(),
+        text,
+        params,
+        sql: None,
+    })
+}
+
+/// Prints the plans of a script's EXPLAIN statements, and what its SET options did.
+fn print_sql_notes(source: &JobSource) {
+    let Some(sql) = &source.sql else { return };
+    for plan in &sql.explained {
+        println!("{plan}");
+    }
+    for (key, why) in &sql.settings.ignored {
+        eprintln!("note: SET '{key}' is ignored: {why}");
+    }
+}
+
+/// Compiles the job of `args` read into `source`.
+fn compile(args: &JobArgs, source: &JobSource) -> Result<JobGraph, BadJob> {
+    let sql_parallelism = source.sql.as_ref().and_then(|s| s.settings.parallelism);
     let options = CompileOptions {
-        params: args.params.iter().cloned().collect(),
-        parallelism: args.parallelism,
+        params: source.params.clone(),
+        parallelism: args.parallelism.or(sql_parallelism),
         generate: args.generate.map(|events| GeneratorSpec {
             events: Some(events),
             rate: args.rate,
@@ -216,7 +316,24 @@ fn load(args: &JobArgs) -> Result<JobGraph, BadJob> {
         }),
         topic_files: args.topics_from.clone(),
     };
-    compile_file(&args.job, &options).map_err(|e| BadJob(e.to_string()))
+    let graph =
+        compile_str(&source.path, &source.text, &options).map_err(|e| match &source.sql {
+            None => BadJob(e.to_string()),
+            Some(_) => BadJob(format!(
+                "{e}\n(in the job planned from the SQL script; `eddy check --emit-toml` shows it)"
+            )),
+        })?;
+    Ok(graph)
+}
+
+/// Reads and compiles the job of `args`; `None` when it is a script that only explains.
+fn load(args: &JobArgs, parts: bool) -> Result<(Option<JobGraph>, JobSource), BadJob> {
+    let source = read_job(args, parts, &[])?;
+    print_sql_notes(&source);
+    if source.sql.as_ref().is_some_and(|s| s.sinks == 0) {
+        return Ok((None, source));
+    }
+    Ok((Some(compile(args, &source)?), source))
 }
 
 /// A run that cannot start: exit code 2, with this message.
@@ -491,13 +608,19 @@ fn plan(args: &RunArgs, graph: &JobGraph) -> Result<Plan, BadRun> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let graph = match load(&args.job) {
-        Ok(g) => g,
+    let (graph, source) = match load(&args.job, args.checkpoints.checkpoint_dir.is_some()) {
+        Ok((Some(g), source)) => (g, source),
+        Ok((None, _)) => return Ok(ExitCode::SUCCESS),
         Err(BadJob(message)) => {
             eprintln!("{message}");
             return Ok(ExitCode::from(2));
         }
     };
+    if let Some(sql) = &source.sql {
+        if sql.settings.checkpoint_interval_ms.is_some() {
+            eprintln!("note: SET 'execution.checkpointing.interval' applies to `eddy submit`; `eddy run` checkpoints with --checkpoint-dir and --checkpoint-interval");
+        }
+    }
     if let Err(message) = confine(&args, &graph) {
         eprintln!("error: {message}");
         return Ok(ExitCode::from(2));
@@ -615,13 +738,20 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(args: JobArgs) -> ExitCode {
-    let graph = match load(&args) {
+fn check(args: CheckArgs) -> ExitCode {
+    let (graph, source) = match load(&args.job, false) {
         Ok(g) => g,
         Err(BadJob(message)) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
+    };
+    if args.emit_toml {
+        println!("{}", source.text);
+        return ExitCode::SUCCESS;
+    }
+    let Some(graph) = graph else {
+        return ExitCode::SUCCESS;
     };
     println!(
         "job `{}` (max parallelism {})",

@@ -87,11 +87,14 @@ fn compile_generated(
     let Some(spec) = &options.generate else {
         return compile_text(file, text, options);
     };
-    // The generator replaces the input file; a placeholder keeps `${input}` satisfied.
+    // The generator replaces the input file; a placeholder keeps `${input}` satisfied (a job
+    // planned from SQL has its path written out and declares no `input`).
     let mut params = options.params.clone();
-    params
-        .entry("input".into())
-        .or_insert_with(|| "<generated>".into());
+    if parse_toml(file, text)?.params.contains_key("input") {
+        params
+            .entry("input".into())
+            .or_insert_with(|| "<generated>".into());
+    }
     let options = CompileOptions {
         params,
         ..options.clone()

@@ -18,6 +18,10 @@ pub struct Emitter {
     operators: Vec<String>,
     sinks: Vec<String>,
     names: BTreeSet<String>,
+    /// Each operator's name and its fields, to find equal ones.
+    bodies: Vec<(String, String)>,
+    /// Parameters the job file declares secret (left as placeholders).
+    secrets: Vec<String>,
 }
 
 /// A node name from `base`: the characters the job compiler accepts, and unique.
@@ -55,7 +59,13 @@ impl Emitter {
             operators: Vec::new(),
             sinks: Vec::new(),
             names: BTreeSet::new(),
+            bodies: Vec::new(),
+            secrets: Vec::new(),
         }
+    }
+
+    pub fn secret_params(&mut self, names: &BTreeSet<String>) {
+        self.secrets = names.iter().cloned().collect();
     }
 
     fn unique(&mut self, base: &str) -> String {
@@ -79,9 +89,15 @@ impl Emitter {
         name
     }
 
-    /// Adds an operator of `kind`; its name.
+    /// Adds an operator of `kind`; its name. An operator equal to one already added is that
+    /// one: a query that reads the same subquery twice (Nexmark q5) computes it once.
     pub fn operator(&mut self, base: &str, kind: &str, fields: &[(&str, String)]) -> String {
+        let body = block("", &[&[("type", quote(kind))][..], fields].concat());
+        if let Some((name, _)) = self.bodies.iter().find(|(_, b)| *b == body) {
+            return name.clone();
+        }
         let name = self.unique(base);
+        self.bodies.push((name.clone(), body));
         let mut all = vec![("name", quote(&name)), ("type", quote(kind))];
         all.extend(fields.iter().cloned());
         self.operators.push(block("operator", &all));

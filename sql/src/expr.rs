@@ -287,3 +287,18 @@ pub fn default_name(e: &Expr, index: usize) -> String {
         _ => format!("EXPR${index}"),
     }
 }
+
+/// The plain expression arguments of a call (none when it has others, such as `*`).
+pub fn plain_args(f: &sql::Function) -> Vec<&Expr> {
+    match &f.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}

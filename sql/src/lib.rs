@@ -17,7 +17,7 @@ pub use error::SqlError;
 pub use plan::{Settings, SinkDir};
 
 use error::Sources;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// What the command line adds to a script.
@@ -29,6 +29,9 @@ pub struct SqlOptions {
     pub sink_dir: Option<SinkDir>,
     /// `--generate`: the Nexmark table reads the generator, so its path needs no value.
     pub generate: bool,
+    /// Placeholders left for the cluster to fill (`eddy submit --secret-param`): the job file
+    /// declares them secret, so their values are sealed and never shown.
+    pub deferred: BTreeSet<String>,
 }
 
 /// A planned script.
@@ -82,8 +85,9 @@ pub fn compile_texts(
         .unwrap_or_else(|| "sql".into());
     let sources = Sources::new(files);
     let placeholder = options.generate.then_some("<generated>");
-    let statements = script::parse(&sources, &options.params, placeholder)?;
+    let statements = script::parse(&sources, &options.params, &options.deferred, placeholder)?;
     let mut planner = plan::Planner::new(&sources, options.sink_dir.clone(), &name);
+    planner.emitter.secret_params(&options.deferred);
     for statement in &statements {
         planner.statement(statement)?;
     }

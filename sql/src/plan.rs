@@ -54,6 +54,19 @@ struct Rel {
     /// The column that is its time attribute (watermarked event time), if any: what
     /// deduplication and Top-N tie-breaks order by.
     time: Option<String>,
+    /// The window its rows are in, if any.
+    window: Option<Windowed>,
+}
+
+/// How a relation's rows relate to a window.
+#[derive(Clone, Debug)]
+enum Windowed {
+    /// The output of a window table function (`TABLE(TUMBLE(..))`): the window columns exist
+    /// once a GROUP BY on `window_start, window_end` aggregates the rows.
+    Assigned(Window),
+    /// Rows of windows already computed, with the columns holding their bounds: a GROUP BY or
+    /// a join on both keeps to those windows.
+    Bounds { start: String, end: String },
 }
 
 /// The Nexmark source table of Flink's benchmark DDL, before a view picked an event type.
@@ -121,7 +134,7 @@ fn column(name: &str) -> Ast {
 /// `expr AS name`, or just the column when it already has that name.
 fn named(ast: &Ast, name: &str) -> String {
     match ast.as_column() {
-        Some((None, n)) if n == name => ast.to_string(),
+        Some((_, n)) if n == name => ast.to_string(),
         _ => format!("{ast} AS {}", column(name)),
     }
 }
@@ -510,6 +523,7 @@ impl<'s> Planner<'s> {
                     columns: l.columns,
                     alias: None,
                     time: None,
+                    window: None,
                 })
             }
             SetExpr::SetOperation { op, .. } => Err(self
@@ -540,11 +554,25 @@ impl<'s> Planner<'s> {
             .as_ref()
             .and_then(|t| rel.columns.iter().position(|c| c == t))
             .map(|i| names[i].clone());
+        let renamed = |c: &String| {
+            rel.columns
+                .iter()
+                .position(|x| x == c)
+                .map(|i| names[i].clone())
+        };
+        let window = match &rel.window {
+            Some(Windowed::Bounds { start, end }) => match (renamed(start), renamed(end)) {
+                (Some(start), Some(end)) => Some(Windowed::Bounds { start, end }),
+                _ => None,
+            },
+            other => other.clone(),
+        };
         Rel {
             input,
             columns: names.to_vec(),
             alias: None,
             time,
+            window,
         }
     }
 
@@ -684,6 +712,21 @@ impl<'s> Planner<'s> {
             _ => return Err(self.err(pos, "GROUP BY ALL and GROUP BY modifiers are not supported")),
         };
         let aggregating = !grouped.is_empty() || items.iter().any(|(a, _)| a.contains_aggregate());
+        // Both sides windowed and joined on both bounds: a window join, whose state ends with
+        // each window.
+        let window_ends = match (&plan.sides[0].window, &plan.sides[1].window) {
+            (
+                Some(Windowed::Bounds { start: ls, end: le }),
+                Some(Windowed::Bounds { start: rs, end: re }),
+            ) => {
+                let equal = |a: &str, b: &str| {
+                    on.iter()
+                        .any(|c| equates(c, (&plan.aliases[0], a), (&plan.aliases[1], b)))
+                };
+                (equal(ls, rs) && equal(le, re)).then(|| (le.clone(), re.clone()))
+            }
+            _ => None,
+        };
         let on_text: Vec<String> = on.iter().map(paren).collect();
         let mut fields = vec![
             (
@@ -710,12 +753,25 @@ impl<'s> Planner<'s> {
             }
             let columns: Vec<String> = items.iter().map(|(a, n)| named(a, n)).collect();
             fields.push(("columns", list(&columns)));
-            let input = self.emitter.operator("join", "join", &fields);
+            let kind = match &window_ends {
+                Some((l, r)) => {
+                    if l != "window_end" {
+                        fields.push(("left_window_end", quote(l)));
+                    }
+                    if r != "window_end" {
+                        fields.push(("right_window_end", quote(r)));
+                    }
+                    "window_join"
+                }
+                None => "join",
+            };
+            let input = self.emitter.operator("join", kind, &fields);
             return Ok(Rel {
                 input,
                 columns: items.into_iter().map(|(_, n)| n).collect(),
                 alias: None,
                 time: None,
+                window: None,
             });
         }
         // GROUP BY over the join: the join passes on the columns used, named as written where
@@ -834,38 +890,19 @@ impl<'s> Planner<'s> {
                 version: None,
                 ..
             } => {
-                let key = lower(&name.to_string());
-                let alias_name = alias.as_ref().map(|a| a.name.value.clone()).or_else(|| {
-                    name.0
-                        .last()
-                        .map(|p| p.to_string().trim_matches('`').to_string())
-                });
-                let from = if let Some(view) =
-                    ctes.get(&key).or_else(|| self.views.get(&key)).cloned()
-                {
-                    From::Rel(self.query(view.pos.file, &view.item, view.pos, &BTreeMap::new())?)
-                } else if let Some(table) = self.tables.get(&key).cloned() {
-                    match self.read.get(&key) {
-                        Some(read) => read.clone(),
-                        None => {
-                            let read = self.source(&table)?;
-                            self.read.insert(key, read.clone());
-                            read
-                        }
-                    }
-                } else {
-                    return Err(self
-                        .err(at, format!("no table or view `{name}`"))
-                        .help("declare it with CREATE TABLE or CREATE VIEW before the query"));
-                };
-                Ok(match from {
-                    From::Rel(mut r) => {
-                        r.alias = alias_name;
-                        From::Rel(r)
-                    }
-                    n => n,
-                })
+                let alias = alias.as_ref().map(|a| a.name.value.clone());
+                self.table_or_view(&name.to_string(), alias, at, ctes)
             }
+            TableFactor::TableFunction {
+                expr: Expr::Function(f),
+                alias,
+            } => self.window_function(
+                file,
+                f,
+                alias.as_ref().map(|a| a.name.value.clone()),
+                at,
+                ctes,
+            ),
             TableFactor::Derived {
                 lateral: false,
                 subquery,
@@ -889,13 +926,176 @@ impl<'s> Planner<'s> {
             TableFactor::Table { args: Some(_), .. }
             | TableFactor::TableFunction { .. }
             | TableFactor::Function { .. } => Err(self
-                .err(
-                    at,
-                    "window table functions (TUMBLE, HOP, CUMULATE) are not supported yet",
-                )
-                .help("the SQL front end plans filters, projections and GROUP BY so far")),
+                .err(at, format!("`{factor}` is not supported in FROM"))
+                .help("the table functions are TABLE(TUMBLE(..)) and TABLE(HOP(..))")),
             _ => Err(self.err(at, format!("`{factor}` is not supported in FROM"))),
         }
+    }
+
+    /// A table or view by name (what it is called in the query: `alias`, else its name).
+    fn table_or_view(
+        &mut self,
+        name: &str,
+        alias: Option<String>,
+        at: Pos,
+        ctes: &BTreeMap<String, Located<Box<Query>>>,
+    ) -> Result<From, SqlError> {
+        let key = lower(name);
+        let alias = alias.or_else(|| {
+            Some(
+                name.rsplit('.')
+                    .next()
+                    .unwrap_or(name)
+                    .trim_matches('`')
+                    .to_string(),
+            )
+        });
+        let from = if let Some(view) = ctes.get(&key).or_else(|| self.views.get(&key)).cloned() {
+            From::Rel(self.query(view.pos.file, &view.item, view.pos, ctes)?)
+        } else if let Some(table) = self.tables.get(&key).cloned() {
+            match self.read.get(&key) {
+                Some(read) => read.clone(),
+                None => {
+                    let read = self.source(&table)?;
+                    self.read.insert(key, read.clone());
+                    read
+                }
+            }
+        } else {
+            return Err(self
+                .err(at, format!("no table or view `{name}`"))
+                .help("declare it with CREATE TABLE or CREATE VIEW before the query"));
+        };
+        Ok(match from {
+            From::Rel(mut r) => {
+                r.alias = alias;
+                From::Rel(r)
+            }
+            n => n,
+        })
+    }
+
+    /// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(time), size))` and `HOP(.., slide, size)`: the rows of
+    /// `t` with the window columns, which a GROUP BY on `window_start, window_end` aggregates.
+    fn window_function(
+        &mut self,
+        file: usize,
+        f: &sql::Function,
+        alias: Option<String>,
+        at: Pos,
+        ctes: &BTreeMap<String, Located<Box<Query>>>,
+    ) -> Result<From, SqlError> {
+        let kind = f.name.to_string().to_ascii_lowercase();
+        let usage = match kind.as_str() {
+            "tumble" => "TUMBLE(TABLE t, DESCRIPTOR(time), INTERVAL '10' SECOND)",
+            "hop" => "HOP(TABLE t, DESCRIPTOR(time), INTERVAL '2' SECOND, INTERVAL '10' SECOND) (slide, then size)",
+            "cumulate" => {
+                return Err(self
+                    .err(at, "CUMULATE windows are not supported yet")
+                    .help("TUMBLE and HOP are"))
+            }
+            _ => {
+                return Err(self
+                    .err(at, format!("the table function `{}` is not supported", f.name))
+                    .help("the window table functions are TUMBLE and HOP"))
+            }
+        };
+        let bad = || self.err(at, format!("write {usage}"));
+        let args: Vec<&Expr> = match &f.args {
+            sql::FunctionArguments::List(list) => list
+                .args
+                .iter()
+                .map(|a| match a {
+                    sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(x)) => Some(x),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
+        let single = |e: &Expr, wrapper: &str| match e {
+            Expr::Function(g) if g.name.to_string().eq_ignore_ascii_case(wrapper) => {
+                match crate::expr::plain_args(g).as_slice() {
+                    [Expr::Identifier(i)] => Some(i.value.clone()),
+                    [Expr::CompoundIdentifier(p)] => Some(
+                        p.iter()
+                            .map(|i| i.value.as_str())
+                            .collect::<Vec<_>>()
+                            .join("."),
+                    ),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let want = if kind == "hop" { 4 } else { 3 };
+        if args.len() != want {
+            return Err(bad());
+        }
+        let table = single(args[0], crate::dialect::TABLE_ARGUMENT).ok_or_else(bad)?;
+        let time = single(args[1], "DESCRIPTOR").ok_or_else(bad)?;
+        let mut intervals = Vec::new();
+        for a in &args[2..] {
+            match parse_expr(&a.to_string()).map(|x| x.kind) {
+                Ok(AstKind::Interval(ms)) if ms > 0 => intervals.push(ms),
+                _ => {
+                    return Err(self.err(
+                        self.pos(file, *a, at),
+                        format!("`{a}` is not a positive interval"),
+                    ))
+                }
+            }
+        }
+        let From::Rel(mut rel) = self.table_or_view(&table, alias, at, ctes)? else {
+            return Err(self.err(
+                at,
+                "window a view of the Nexmark table (person, auction, bid), not the table itself",
+            ));
+        };
+        if !rel
+            .time
+            .as_ref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(&time))
+        {
+            return Err(self
+                .err(
+                    at,
+                    format!("DESCRIPTOR(`{time}`) is not the time attribute of `{table}`"),
+                )
+                .help(match &rel.time {
+                    Some(t) => format!("its time attribute is `{t}`"),
+                    None => "declare one with WATERMARK FOR in its CREATE TABLE".to_string(),
+                }));
+        }
+        let time = rel.time.clone().unwrap_or(time);
+        let (kind, toml) = if kind == "hop" {
+            (
+                "hop",
+                format!(
+                    "{{ type = \"hop\", time = {}, size = {}, slide = {} }}",
+                    quote(&time),
+                    duration(intervals[1]),
+                    duration(intervals[0])
+                ),
+            )
+        } else {
+            (
+                "tumble",
+                format!(
+                    "{{ type = \"tumble\", time = {}, size = {} }}",
+                    quote(&time),
+                    duration(intervals[0])
+                ),
+            )
+        };
+        rel.columns
+            .extend(["window_start", "window_end", "window_time"].map(String::from));
+        rel.window = Some(Windowed::Assigned(Window {
+            kind,
+            toml,
+            bounds: None,
+        }));
+        Ok(From::Rel(rel))
     }
 
     fn select(
@@ -940,6 +1140,7 @@ impl<'s> Planner<'s> {
                         .collect(),
                     alias: None,
                     time: Some(table.schema().fields[table.time_column()].name.to_string()),
+                    window: None,
                 };
                 (rel, Some(table))
             }
@@ -986,6 +1187,47 @@ impl<'s> Planner<'s> {
                     }
                     Some(w) => window = Some(w.map_err(|m| self.err(self.pos(file, g, pos), m))?),
                     None => keys.push(key),
+                }
+            }
+            // GROUP BY the bounds of a window table function or of windows computed before.
+            let bounds = match &rel.window {
+                Some(Windowed::Assigned(w)) => Some((
+                    Some(w.clone()),
+                    "window_start".to_string(),
+                    "window_end".to_string(),
+                )),
+                Some(Windowed::Bounds { start, end }) => Some((None, start.clone(), end.clone())),
+                None => None,
+            };
+            if let Some((assigned, start, end)) = bounds {
+                let position = |name: &str| {
+                    keys.iter()
+                        .position(|k| k.as_column() == Some((None, name)))
+                };
+                match (position(&start), position(&end)) {
+                    (Some(_), Some(_)) if window.is_none() => {
+                        keys.retain(|k| {
+                            let c = k.as_column();
+                            c != Some((None, start.as_str())) && c != Some((None, end.as_str()))
+                        });
+                        let mut w = assigned.unwrap_or_else(|| Window {
+                            kind: "inherit",
+                            toml: format!(
+                                "{{ type = \"inherit\", start = {}, end = {} }}",
+                                quote(&start),
+                                quote(&end)
+                            ),
+                            bounds: None,
+                        });
+                        w.bounds = Some((start, end));
+                        window = Some(w);
+                    }
+                    _ if matches!(rel.window, Some(Windowed::Assigned(_))) => {
+                        return Err(self
+                            .err(pos, "the rows of a window table function are grouped by `window_start, window_end`")
+                            .help("add window_start and window_end to GROUP BY"))
+                    }
+                    _ => {}
                 }
             }
             let having = match &select.having {
@@ -1132,6 +1374,7 @@ impl<'s> Planner<'s> {
             columns: base.columns.iter().cloned().chain([rn.clone()]).collect(),
             alias: alias.as_ref().map(|a| a.name.value.clone()),
             time: base.time.clone(),
+            window: None,
         };
         let scope = Scope::One(&ranked);
         let filters = conjuncts
@@ -1266,8 +1509,34 @@ impl<'s> Planner<'s> {
                 columns,
                 alias: None,
                 time: rel.time.clone(),
+                window: rel.window.clone(),
             });
         }
+        if let Some(Windowed::Assigned(_)) = &rel.window {
+            if items.iter().any(|(a, _)| {
+                mentions(a, "window_start")
+                    || mentions(a, "window_end")
+                    || mentions(a, "window_time")
+            }) {
+                return Err(self
+                    .err(Pos::default(), "the rows of a window table function need GROUP BY window_start, window_end")
+                    .help("window Top-N, joins and deduplication directly on TUMBLE/HOP are not supported yet"));
+            }
+        }
+        // Window bounds stay known when passed on as they are.
+        let passed = |c: &str| {
+            items
+                .iter()
+                .find(|(a, _)| a.as_column() == Some((None, c)))
+                .map(|(_, n)| n.clone())
+        };
+        let window = match &rel.window {
+            Some(Windowed::Bounds { start, end }) => match (passed(start), passed(end)) {
+                (Some(start), Some(end)) => Some(Windowed::Bounds { start, end }),
+                _ => None,
+            },
+            _ => None,
+        };
         // The time attribute stays one when it is passed on as it is.
         let time = rel.time.as_ref().and_then(|t| {
             items
@@ -1286,6 +1555,7 @@ impl<'s> Planner<'s> {
             columns,
             alias: None,
             time,
+            window,
         })
     }
 
@@ -1371,12 +1641,6 @@ impl<'s> Planner<'s> {
             .chain(window_columns.iter().map(|c| c.to_string()))
             .chain(aggregates.iter().map(|(_, n)| n.clone()))
             .collect();
-        let mut rel = Rel {
-            input: out.clone(),
-            columns,
-            alias: None,
-            time: None,
-        };
         let mut after = out;
         if let Some(h) = having {
             after = self.emitter.operator(
@@ -1385,17 +1649,17 @@ impl<'s> Planner<'s> {
                 &[("input", quote(&after)), ("where", quote(&h.to_string()))],
             );
         }
-        let base = rel.clone();
-        rel.input = after.clone();
-        let result = self.project(
-            after,
-            &Rel {
-                input: rel.input.clone(),
-                ..base
-            },
-            rewritten,
-        )?;
-        Ok(result)
+        let rel = Rel {
+            input: after.clone(),
+            columns,
+            alias: None,
+            time: None,
+            window: window.map(|_| Windowed::Bounds {
+                start: "window_start".into(),
+                end: "window_end".into(),
+            }),
+        };
+        self.project(after, &rel, rewritten)
     }
 
     /// `ast` over the aggregate's output: group keys become their key column and each aggregate
@@ -1413,6 +1677,16 @@ impl<'s> Planner<'s> {
     ) -> Result<Ast, SqlError> {
         if let Some(i) = keys.iter().position(|k| same(k, ast)) {
             return Ok(column(&key_names[i]));
+        }
+        if let (Some(w), Some((None, name))) = (window, ast.as_column()) {
+            if let Some((start, end)) = &w.bounds {
+                if name == start {
+                    return Ok(column("window_start"));
+                }
+                if name == end {
+                    return Ok(column("window_end"));
+                }
+            }
         }
         if let AstKind::Call { name, .. } = &ast.kind {
             if let Some((kind, bound)) = name
@@ -1712,7 +1986,7 @@ impl<'s> Planner<'s> {
                 format!(
                     "{{ column = {}, delay = {} }}",
                     quote(&w.column),
-                    quote(&format!("{delay}ms"))
+                    duration(delay)
                 ),
             ));
         }
@@ -1722,6 +1996,7 @@ impl<'s> Planner<'s> {
             columns: names,
             alias: Some(t.name.clone()),
             time: t.watermark.as_ref().map(|w| w.column.clone()),
+            window: None,
         }))
     }
 
@@ -1844,10 +2119,7 @@ impl<'s> Planner<'s> {
         if let Some(delay) = watermark {
             fields.push((
                 "watermark",
-                format!(
-                    "{{ column = \"dateTime\", delay = {} }}",
-                    quote(&format!("{delay}ms"))
-                ),
+                format!("{{ column = \"dateTime\", delay = {} }}", duration(delay)),
             ));
         }
         let source = self.emitter.source(&t.name, &fields);
@@ -1861,14 +2133,22 @@ const WINDOW_FUNCTIONS: [&str; 3] = ["tumble", "hop", "session"];
 /// A window of a `window_aggregate`, as the job file writes it.
 #[derive(Clone, Debug)]
 struct Window {
-    /// `tumble`, `hop` or `session`.
+    /// `tumble`, `hop`, `session` or `inherit`.
     kind: &'static str,
     toml: String,
+    /// The input's columns that stand for the window's bounds (`window_start`, `window_end`
+    /// of a window table function; the bounds of inherited windows). None for the legacy
+    /// group windows, whose bounds are TUMBLE_START(..) and the like.
+    bounds: Option<(String, String)>,
 }
 
 /// A duration in the job file's syntax.
 fn duration(ms: i64) -> String {
-    quote(&format!("{ms}ms"))
+    if ms % 1000 == 0 {
+        quote(&format!("{}s", ms / 1000))
+    } else {
+        quote(&format!("{ms}ms"))
+    }
 }
 
 /// `TUMBLE(t, size)`, `HOP(t, slide, size)` or `SESSION(t, gap)` in GROUP BY, if `key` is one.
@@ -1919,7 +2199,11 @@ fn group_window(key: &Ast) -> Option<Result<Window, String>> {
             duration(intervals[0])
         ),
     };
-    Some(Ok(Window { kind, toml }))
+    Some(Ok(Window {
+        kind,
+        toml,
+        bounds: None,
+    }))
 }
 
 /// Calls `f` on each direct child of `ast`, mutably.
@@ -1983,6 +2267,20 @@ fn join_name(op: &sql::JoinOperator) -> &'static str {
         J::CrossJoin(_) => "CROSS JOIN",
         _ => "this join",
     }
+}
+
+/// Whether `ast` is `l = r` (either way round) for the qualified columns `l` and `r`.
+fn equates(ast: &Ast, l: (&str, &str), r: (&str, &str)) -> bool {
+    let AstKind::Binary {
+        op: BinaryOp::Eq,
+        left,
+        right,
+    } = &ast.kind
+    else {
+        return false;
+    };
+    let is = |a: &Ast, (q, n): (&str, &str)| a.as_column() == Some((Some(q), n));
+    (is(left, l) && is(right, r)) || (is(left, r) && is(right, l))
 }
 
 /// The qualifiers of the columns `ast` uses.

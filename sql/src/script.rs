@@ -106,9 +106,12 @@ pub struct WatermarkDef {
 /// without a value is an error, unless `placeholder` stands in for it (the Nexmark generator
 /// replaces the input file, which then needs no name). A parameter no placeholder uses is an
 /// error too, as it is for job files: it is most likely misspelt.
+/// Names in `deferred` stay placeholders: the job file declares them, so that a cluster fills
+/// them (sealed secrets) when it compiles the job.
 pub fn parse(
     sources: &Sources,
     params: &BTreeMap<String, String>,
+    deferred: &BTreeSet<String>,
     placeholder: Option<&str>,
 ) -> Result<Vec<Located<Stmt>>, SqlError> {
     let mut used = BTreeSet::new();
@@ -122,7 +125,7 @@ pub fn parse(
             if let Token::SingleQuotedString(s) = &mut token.token {
                 if s.contains("${") {
                     let pos = Pos::at(file, token.span.start);
-                    *s = substitute(s, params, placeholder, &mut used)
+                    *s = substitute(s, params, deferred, placeholder, &mut used)
                         .map_err(|(message, help)| sources.error(pos, message).help(help))?;
                 }
             }
@@ -174,6 +177,7 @@ fn parse_error(sources: &Sources, file: usize, pos: Pos, e: ParserError) -> SqlE
 fn substitute(
     text: &str,
     params: &BTreeMap<String, String>,
+    deferred: &BTreeSet<String>,
     placeholder: Option<&str>,
     used: &mut BTreeSet<String>,
 ) -> Result<String, (String, String)> {
@@ -189,6 +193,11 @@ fn substitute(
             ));
         };
         let name = &after[..end];
+        if deferred.contains(name) {
+            out.push_str(&rest[start..start + 3 + end]);
+            rest = &after[end + 1..];
+            continue;
+        }
         match params.get(name) {
             Some(value) => {
                 used.insert(name.to_string());
@@ -389,21 +398,27 @@ mod tests {
 
     fn parse_one(text: &str) -> Result<Vec<Located<Stmt>>, SqlError> {
         let sources = Sources::new(vec![("t.sql".into(), text.into())]);
-        parse(&sources, &BTreeMap::new(), None)
+        parse(&sources, &BTreeMap::new(), &BTreeSet::new(), None)
     }
 
     #[test]
     fn placeholders_are_filled_inside_strings_only() {
         let params = BTreeMap::from([("IN".to_string(), "a.json".to_string())]);
         let mut used = BTreeSet::new();
+        let none = BTreeSet::new();
         assert_eq!(
-            substitute("x/${IN}/y", &params, None, &mut used).unwrap(),
+            substitute("x/${IN}/y", &params, &none, None, &mut used).unwrap(),
             "x/a.json/y"
         );
-        assert!(substitute("${OUT}", &params, None, &mut used).is_err());
+        assert!(substitute("${OUT}", &params, &none, None, &mut used).is_err());
         assert_eq!(
-            substitute("${OUT}", &params, Some("?"), &mut used).unwrap(),
+            substitute("${OUT}", &params, &none, Some("?"), &mut used).unwrap(),
             "?"
+        );
+        let secret = BTreeSet::from(["PW".to_string()]);
+        assert_eq!(
+            substitute("u:${PW}@h", &params, &secret, None, &mut used).unwrap(),
+            "u:${PW}@h"
         );
     }
 
