@@ -68,11 +68,30 @@ pub fn compile_files(paths: &[PathBuf], options: &SqlOptions) -> Result<SqlJob, 
     compile_texts(files, options)
 }
 
+/// The stack of the thread that plans a script: parsing and planning recurse over the query.
+pub(crate) const STACK: usize = 16 << 20;
+
 /// Plans a script given as `(name, text)` files, read in order.
 pub fn compile_texts(
     files: Vec<(String, String)>,
     options: &SqlOptions,
 ) -> Result<SqlJob, SqlError> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("sql-planner".into())
+            .stack_size(STACK)
+            .spawn_scoped(scope, || plan_texts(files, options))
+            .map_err(|e| SqlError::general(format!("cannot start the SQL planner: {e}")))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(SqlError::general(
+                    "the SQL planner failed (a bug: please report it with the script)",
+                ))
+            })
+    })
+}
+
+fn plan_texts(files: Vec<(String, String)>, options: &SqlOptions) -> Result<SqlJob, SqlError> {
     let name = files
         .last()
         .map(|(f, _)| {

@@ -13,8 +13,9 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How deep expressions and queries may nest before the parser refuses them (no stack overflow
-/// on hostile input).
-const RECURSION_LIMIT: usize = 64;
+/// on hostile input): a level of sqlparser's recursive descent takes tens of kilobytes of stack
+/// in a debug build, and planning runs on a thread with [`crate::STACK`] bytes.
+const RECURSION_LIMIT: usize = 32;
 
 /// A statement and where it starts.
 #[derive(Clone, Debug)]
