@@ -20,6 +20,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("expression", expression),
     ("ingest_payload", ingest_payload),
     ("rpc_messages", rpc_messages),
+    ("sql_script", sql_script),
 ];
 
 /// A job file (TOML) through the compiler: a graph or a located error.
@@ -39,6 +40,37 @@ pub fn job_file(data: &[u8]) {
     if let Err(e) = eddy_jobs::compile_str("fuzz.toml", text, &options) {
         // Rendering the error (its source line and marker) must not panic either.
         let _ = e.to_string();
+    }
+}
+
+/// A Flink SQL script through the planner, and the job it becomes through the job compiler:
+/// after the Nexmark benchmark's DDL when the first byte is odd, alone otherwise.
+pub fn sql_script(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let mut files = Vec::new();
+    let mut options = eddy_sql::SqlOptions::default();
+    if mode & 1 == 1 {
+        files.push((
+            "ddl.sql".to_string(),
+            include_str!("../../sql/tests/queries/ddl.sql").to_string(),
+        ));
+        options
+            .params
+            .insert("INPUT".to_string(), "events.jsonl".to_string());
+    }
+    files.push(("fuzz.sql".to_string(), text.to_string()));
+    match eddy_sql::compile_texts(files, &options) {
+        Ok(job) => {
+            let _ = eddy_jobs::compile_str("fuzz.sql", &job.toml, &Default::default());
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
     }
 }
 

@@ -83,11 +83,8 @@ pub fn compile_texts(
             .spawn_scoped(scope, || plan_texts(files, options))
             .map_err(|e| SqlError::general(format!("cannot start the SQL planner: {e}")))?
             .join()
-            .unwrap_or_else(|_| {
-                Err(SqlError::general(
-                    "the SQL planner failed (a bug: please report it with the script)",
-                ))
-            })
+            // A panic is a bug: it goes on as if planning had run on this thread.
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
