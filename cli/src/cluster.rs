@@ -783,8 +783,22 @@ fn fail(message: String) -> anyhow::Result<ExitCode> {
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let secret_names: Vec<String> = args.secret_params.iter().map(|(n, _)| n.clone()).collect();
-    let source = match crate::read_job(&args.job, args.checkpoint_interval.is_some(), &secret_names)
-    {
+    // Workers write where the path says, whatever their working directory.
+    let mut job = args.job.clone();
+    job.sink_dir = job.sink_dir.map(|d| std::path::absolute(&d).unwrap_or(d));
+    let read = |parts: bool| crate::read_job(&job, parts, &secret_names);
+    let source = match read(args.checkpoint_interval.is_some()).and_then(|s| {
+        // A script's SET of a checkpoint interval makes this a run with checkpoints too.
+        match &s.sql {
+            Some(sql)
+                if sql.settings.checkpoint_interval_ms.is_some()
+                    && args.checkpoint_interval.is_none() =>
+            {
+                read(true)
+            }
+            _ => Ok(s),
+        }
+    }) {
         Ok(s) => s,
         Err(crate::BadJob(message)) => {
             eprintln!("{message}");

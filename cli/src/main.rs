@@ -91,7 +91,7 @@ enum Command {
     Chaos(chaos::ChaosArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct JobArgs {
     /// The job: a job file (TOML, e.g. jobs/nexmark/q5.toml), or Flink SQL scripts read in
     /// order as one (e.g. ddl.sql q5.sql).
@@ -739,19 +739,26 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: CheckArgs) -> ExitCode {
-    let (graph, source) = match load(&args.job, false) {
-        Ok(g) => g,
+    if args.emit_toml {
+        // The job file as planned, even when it does not compile: that is when it helps.
+        return match read_job(&args.job, false, &[]) {
+            Ok(source) => {
+                println!("{}", source.text);
+                ExitCode::SUCCESS
+            }
+            Err(BadJob(message)) => {
+                eprintln!("{message}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let graph = match load(&args.job, false) {
+        Ok((Some(g), _)) => g,
+        Ok((None, _)) => return ExitCode::SUCCESS,
         Err(BadJob(message)) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
-    };
-    if args.emit_toml {
-        println!("{}", source.text);
-        return ExitCode::SUCCESS;
-    }
-    let Some(graph) = graph else {
-        return ExitCode::SUCCESS;
     };
     println!(
         "job `{}` (max parallelism {})",

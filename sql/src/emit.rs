@@ -117,6 +117,15 @@ impl Emitter {
             "# Planned by Eddy's SQL front end.\nname = {}\nparallelism = 1\n",
             quote(&self.name)
         );
+        if !self.secrets.is_empty() {
+            out.push_str("\n[params]\n");
+            for name in &self.secrets {
+                out.push_str(&format!(
+                    "{} = {{ description = \"given at submission with --secret-param\", secret = true }}\n",
+                    quote(name)
+                ));
+            }
+        }
         for b in self
             .sources
             .iter()
@@ -138,8 +147,16 @@ impl Emitter {
             "schema_probe",
             &[("input", quote(input)), ("connector", quote("blackhole"))],
         );
-        let graph = compile_str("<plan>", &probe.text(), &CompileOptions::default())
-            .map_err(|e| e.to_string())?;
+        // Secrets are filled on the cluster; any value compiles the same graph.
+        let options = CompileOptions {
+            params: self
+                .secrets
+                .iter()
+                .map(|n| (n.clone(), "secret".to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let graph = compile_str("<plan>", &probe.text(), &options).map_err(|e| e.to_string())?;
         let (node, port) = input.split_once('.').unwrap_or((input, ""));
         graph
             .nodes

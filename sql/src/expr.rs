@@ -67,13 +67,24 @@ impl Converter<'_> {
                 expr: Box::new(self.convert(x)?),
                 negated: matches!(e, Expr::IsNotNull(_)),
             }),
-            Expr::IsTrue(x) | Expr::IsFalse(x) => node(AstKind::Binary {
-                op: BinaryOp::Eq,
-                left: Box::new(self.convert(x)?),
-                right: boxed(AstKind::Literal(eddy_runtime::types::Value::Bool(
-                    matches!(e, Expr::IsTrue(_)),
-                ))),
-            }),
+            // `x IS TRUE` is FALSE, not NULL, when x is NULL: `x IS NOT NULL AND x = TRUE`.
+            Expr::IsTrue(x) | Expr::IsFalse(x) => {
+                let x = self.convert(x)?;
+                node(AstKind::Binary {
+                    op: BinaryOp::And,
+                    left: boxed(AstKind::IsNull {
+                        expr: Box::new(x.clone()),
+                        negated: true,
+                    }),
+                    right: boxed(AstKind::Binary {
+                        op: BinaryOp::Eq,
+                        left: Box::new(x),
+                        right: boxed(AstKind::Literal(eddy_runtime::types::Value::Bool(
+                            matches!(e, Expr::IsTrue(_)),
+                        ))),
+                    }),
+                })
+            }
             Expr::UnaryOp { op, expr } => {
                 let op = match op {
                     UnaryOperator::Not => UnaryOp::Not,
@@ -188,21 +199,7 @@ impl Converter<'_> {
                 data_type,
                 format: None,
             } => {
-                // The target type as Eddy reads it.
-                let template = format!("CAST(NULL AS {data_type})");
-                let Ok(Ast {
-                    kind: AstKind::Cast { to, length, .. },
-                    ..
-                }) = parse_expr(&template)
-                else {
-                    return self.fail(
-                        e,
-                        format!(
-                            "CAST to `{data_type}` is not supported; the types are BOOLEAN, BIGINT \
-                             (INT), DOUBLE, DECIMAL(p, s), STRING (VARCHAR) and TIMESTAMP(3)"
-                        ),
-                    );
-                };
+                let (to, length) = eddy_type(data_type).or_else(|m| self.fail(e, m))?;
                 node(AstKind::Cast {
                     expr: Box::new(self.convert(expr)?),
                     to,
@@ -225,7 +222,7 @@ impl Converter<'_> {
                  filtered by the rank in an outer query (Top-N and deduplication)",
             );
         }
-        let name = f.name.to_string().to_ascii_lowercase();
+        let name = crate::script::name_of(&f.name).to_ascii_lowercase();
         let name = (self.functions)(&name).unwrap_or(name);
         let mut args = Vec::new();
         let mut star = false;
@@ -300,5 +297,25 @@ pub fn plain_args(f: &sql::Function) -> Vec<&Expr> {
             })
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// A SQL type as Eddy reads it (the type and, for VARCHAR(n) and CHAR(n), the length): what a
+/// CAST to it means in a job file.
+pub fn eddy_type(
+    ty: &sql::DataType,
+) -> Result<
+    (
+        eddy_runtime::types::DataType,
+        Option<eddy_runtime::expr::StringLength>,
+    ),
+    String,
+> {
+    match parse_expr(&format!("CAST(NULL AS {ty})")).map(|a| a.kind) {
+        Ok(AstKind::Cast { to, length, .. }) => Ok((to, length)),
+        _ => Err(format!(
+            "the type `{ty}` is not supported; Eddy has BOOLEAN, BIGINT (INT), DOUBLE, \
+             DECIMAL(p, s), STRING (VARCHAR) and TIMESTAMP(3)"
+        )),
     }
 }

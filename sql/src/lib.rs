@@ -68,6 +68,9 @@ pub fn compile_files(paths: &[PathBuf], options: &SqlOptions) -> Result<SqlJob, 
     compile_texts(files, options)
 }
 
+/// What `--generate` puts where a placeholder has no value (the Nexmark table's path).
+pub(crate) const GENERATED: &str = "<generated>";
+
 /// The stack of the thread that plans a script: parsing and planning recurse over the query.
 pub(crate) const STACK: usize = 16 << 20;
 
@@ -100,7 +103,7 @@ fn plan_texts(files: Vec<(String, String)>, options: &SqlOptions) -> Result<SqlJ
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "sql".into());
     let sources = Sources::new(files);
-    let placeholder = options.generate.then_some("<generated>");
+    let placeholder = options.generate.then_some(GENERATED);
     let statements = script::parse(&sources, &options.params, &options.deferred, placeholder)?;
     let mut planner = plan::Planner::new(&sources, options.sink_dir.clone(), &name);
     planner.emitter.secret_params(&options.deferred);

@@ -19,6 +19,20 @@ use sqlparser::ast::{
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
+
+/// A view or common table expression: its query, the names it gives its columns (none: the
+/// query's own), and the common table expressions its query may read.
+#[derive(Debug)]
+struct Named {
+    query: Box<Query>,
+    columns: Vec<String>,
+    pos: Pos,
+    visible: Ctes,
+}
+
+/// The common table expressions in scope, by lower-case name.
+type Ctes = BTreeMap<String, Rc<Named>>;
 
 /// Where the rows of every sink table go instead of its connector (`--sink-dir`).
 #[derive(Clone, Debug)]
@@ -104,7 +118,9 @@ enum Scope<'a> {
 pub struct Planner<'s> {
     sources: &'s Sources,
     tables: BTreeMap<String, Located<TableDef>>,
-    views: BTreeMap<String, Located<Box<Query>>>,
+    views: BTreeMap<String, Rc<Named>>,
+    /// Views being expanded, innermost last: a view that reaches itself is refused.
+    expanding: Vec<Rc<Named>>,
     functions: BTreeMap<String, String>,
     /// Tables read so far, by name, as the source reference they became.
     read: BTreeMap<String, From>,
@@ -145,6 +161,7 @@ impl<'s> Planner<'s> {
             sources,
             tables: BTreeMap::new(),
             views: BTreeMap::new(),
+            expanding: Vec::new(),
             functions: BTreeMap::new(),
             read: BTreeMap::new(),
             settings: Settings::default(),
@@ -169,6 +186,9 @@ impl<'s> Planner<'s> {
         match &stmt.item {
             Stmt::CreateTable(table) => {
                 let key = lower(&table.name);
+                if table.if_not_exists && self.tables.contains_key(&key) {
+                    return Ok(());
+                }
                 if self.tables.contains_key(&key) || self.views.contains_key(&key) {
                     return Err(self.err(pos, format!("`{}` is defined twice", table.name)));
                 }
@@ -180,17 +200,23 @@ impl<'s> Planner<'s> {
                     },
                 );
             }
-            Stmt::CreateView { name, query } => {
+            Stmt::CreateView {
+                name,
+                columns,
+                query,
+            } => {
                 let key = lower(name);
                 if self.tables.contains_key(&key) || self.views.contains_key(&key) {
                     return Err(self.err(pos, format!("`{name}` is defined twice")));
                 }
                 self.views.insert(
                     key,
-                    Located {
-                        item: query.clone(),
+                    Rc::new(Named {
+                        query: query.clone(),
+                        columns: columns.clone(),
                         pos,
-                    },
+                        visible: Ctes::new(),
+                    }),
                 );
             }
             Stmt::CreateFunction {
@@ -235,13 +261,13 @@ impl<'s> Planner<'s> {
                 }
             }
             Stmt::Explain(inner) => {
-                let before = self.emitter.clone();
-                let sinks = self.sinks;
-                self.statement(inner)?;
-                self.explained.push(self.emitter.text());
                 // EXPLAIN plans the statement without adding it to the job.
-                self.emitter = before;
-                self.sinks = sinks;
+                let before = (self.emitter.clone(), self.sinks, self.read.clone());
+                let planned = self.statement(inner);
+                let after = self.emitter.text();
+                (self.emitter, self.sinks, self.read) = before;
+                planned?;
+                self.explained.push(after);
             }
             Stmt::Query(query) => {
                 return Err(self
@@ -271,14 +297,20 @@ impl<'s> Planner<'s> {
                 self.settings.checkpoint_interval_ms = Some(ms as u64);
             }
             k if k.starts_with("table.exec.mini-batch.")
-                || k == "table.optimizer.distinct-agg.split.enabled"
-                || k.starts_with("pipeline.")
+                || k == "table.optimizer.distinct-agg.split.enabled" =>
+            {
+                self.settings.ignored.push((
+                    key.to_string(),
+                    "Eddy batches rows between operators by itself; the option changes nothing".into(),
+                ));
+            }
+            k if k.starts_with("pipeline.")
                 || k.starts_with("state.")
                 || k.starts_with("execution.checkpointing.") =>
             {
                 self.settings.ignored.push((
                     key.to_string(),
-                    "Eddy batches rows between operators by itself; the option changes nothing".into(),
+                    "set it with the flags of `eddy run` and `eddy submit` (see --help)".into(),
                 ));
             }
             _ => {
@@ -296,63 +328,83 @@ impl<'s> Planner<'s> {
                 .err(pos, format!("no table `{}` to insert into", insert.table))
                 .help("declare it first with CREATE TABLE"));
         };
-        let rel = self.query(pos.file, &insert.query, pos, &BTreeMap::new())?;
-        let declared: Vec<(&str, &sql::DataType)> = table
+        let rel = self.query(pos.file, &insert.query, pos, &Ctes::new())?;
+        let declared: Vec<(&str, &sql::DataType, Pos)> = table
             .item
             .columns
             .iter()
             .filter_map(|c| match &c.kind {
-                ColumnKind::Physical(t) => Some((c.name.as_str(), t)),
+                ColumnKind::Physical(t) => Some((c.name.as_str(), t, c.pos)),
                 ColumnKind::Computed(_) => None,
             })
             .collect();
-        let targets: Vec<(&str, &sql::DataType)> = if insert.columns.is_empty() {
-            declared.clone()
+        // Which query column feeds each declared column: all in order, or those listed (the
+        // others get NULL, as in Flink).
+        let sources: Vec<Option<usize>> = if insert.columns.is_empty() {
+            (0..declared.len()).map(Some).collect()
         } else {
-            let mut v = Vec::new();
             for c in &insert.columns {
-                let Some(d) = declared.iter().find(|(n, _)| n.eq_ignore_ascii_case(c)) else {
+                if !declared.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(c)) {
                     return Err(self.err(pos, format!("`{}` has no column `{c}`", table.item.name)));
-                };
-                v.push(*d);
+                }
             }
-            v
+            declared
+                .iter()
+                .map(|(n, _, _)| {
+                    insert
+                        .columns
+                        .iter()
+                        .position(|c| n.eq_ignore_ascii_case(c))
+                })
+                .collect()
         };
-        if targets.len() != rel.columns.len() {
+        let fed = sources.iter().flatten().count();
+        if fed != rel.columns.len() {
             return Err(self.err(
                 pos,
                 format!(
-                    "the query gives {} columns and `{}` takes {}",
+                    "the query gives {} columns and `{}` takes {fed}",
                     rel.columns.len(),
                     table.item.name,
-                    targets.len()
                 ),
             ));
         }
-        // Columns go in by position, named as the table names them, cast where the types differ.
+        // Columns go in by position, named as the table names them, cast where Flink would.
         let schema = self.schema_of(&rel, pos)?;
+        if schema.fields.len() != rel.columns.len() {
+            return Err(self.err(
+                pos,
+                "planning failed: the query's columns and their schema differ (a bug)",
+            ));
+        }
         let mut items = Vec::new();
-        let mut identity = true;
-        for (i, (name, ty)) in targets.iter().enumerate() {
-            let source = column(&rel.columns[i]);
+        let mut identity = sources.iter().enumerate().all(|(i, s)| *s == Some(i));
+        for ((name, ty, at), source) in declared.iter().zip(&sources) {
+            let want = sql_type(ty).map_err(|m| self.err(*at, m))?;
+            let Some(i) = *source else {
+                items.push(format!("CAST(NULL AS {want}) AS {}", column(name)));
+                continue;
+            };
+            let value = column(&rel.columns[i]);
             let have = schema.fields[i].data_type;
-            let want = sql_type(ty).map_err(|m| self.err(table.pos, m))?;
             let value = if compatible(have, want) {
-                source
+                value
             } else if castable(have, want) {
                 identity = false;
-                parse_expr(&format!("CAST({source} AS {})", type_text(want)))
+                parse_expr(&format!("CAST({value} AS {want})"))
                     .map_err(|e| self.err(pos, e.message))?
             } else {
-                return Err(self.err(
-                    pos,
-                    format!(
-                        "column {} of the query (`{}`, {have}) cannot go into `{}`.`{name}` ({want})",
-                        i + 1,
-                        rel.columns[i],
-                        table.item.name
-                    ),
-                ));
+                return Err(self
+                    .err(
+                        pos,
+                        format!(
+                            "column {} of the query (`{}`, {have}) cannot go into `{}`.`{name}` ({want})",
+                            i + 1,
+                            rel.columns[i],
+                            table.item.name
+                        ),
+                    )
+                    .help(format!("convert it with CAST(.. AS {want}) if that is what you mean")));
             };
             if rel.columns[i] != *name {
                 identity = false;
@@ -384,6 +436,14 @@ impl<'s> Planner<'s> {
         let t = &table.item;
         let name = &t.name;
         let fields: Vec<(&str, String)> = if let Some(dir) = &self.sink_dir {
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                return Err(self
+                    .err(
+                        table.pos,
+                        format!("`{name}` cannot name a file under --sink-dir"),
+                    )
+                    .help("name sink tables with letters, digits and _"));
+            }
             let path = if dir.parts {
                 format!("{}/", dir.dir.join(name).display())
             } else {
@@ -391,6 +451,7 @@ impl<'s> Planner<'s> {
             };
             vec![("connector", quote("file")), ("path", quote(&path))]
         } else {
+            self.no_generated_values(table)?;
             let connector = t.option("connector").unwrap_or_default();
             match connector {
                 "blackhole" => vec![("connector", quote("blackhole"))],
@@ -432,6 +493,17 @@ impl<'s> Planner<'s> {
         Ok(())
     }
 
+    /// `--generate` stands in only for the Nexmark table's path: a placeholder without a value
+    /// anywhere else is still an error.
+    fn no_generated_values(&self, table: &Located<TableDef>) -> Result<(), SqlError> {
+        match table.item.options.iter().find(|(_, v)| v.contains(crate::GENERATED)) {
+            Some((key, _)) => Err(self
+                .err(table.pos, format!("`{}`: '{key}' has a placeholder without a value", table.item.name))
+                .help("give it with --param NAME=VALUE (--generate stands in only for the Nexmark table's path)")),
+            None => Ok(()),
+        }
+    }
+
     fn required<'t>(&self, table: &'t Located<TableDef>, key: &str) -> Result<&'t str, SqlError> {
         table.item.option(key).ok_or_else(|| {
             self.err(
@@ -464,19 +536,28 @@ impl<'s> Planner<'s> {
         file: usize,
         q: &Query,
         fallback: Pos,
-        ctes: &BTreeMap<String, Located<Box<Query>>>,
+        ctes: &Ctes,
     ) -> Result<Rel, SqlError> {
         let pos = self.pos(file, q, fallback);
         let mut ctes = ctes.clone();
         if let Some(with) = &q.with {
+            if with.recursive {
+                return Err(self.err(pos, "WITH RECURSIVE is not supported"));
+            }
+            // Each common table expression sees those before it and the outer ones, not itself.
             for cte in &with.cte_tables {
-                ctes.insert(
-                    lower(&cte.alias.name.value),
-                    Located {
-                        item: cte.query.clone(),
-                        pos: Pos::of(file, cte.alias.name.span, pos),
-                    },
-                );
+                let named = Named {
+                    query: cte.query.clone(),
+                    columns: cte
+                        .alias
+                        .columns
+                        .iter()
+                        .map(|c| c.name.value.clone())
+                        .collect(),
+                    pos: Pos::of(file, cte.alias.name.span, pos),
+                    visible: ctes.clone(),
+                };
+                ctes.insert(lower(&cte.alias.name.value), Rc::new(named));
             }
         }
         if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
@@ -492,7 +573,7 @@ impl<'s> Planner<'s> {
         file: usize,
         body: &SetExpr,
         pos: Pos,
-        ctes: &BTreeMap<String, Located<Box<Query>>>,
+        ctes: &Ctes,
     ) -> Result<Rel, SqlError> {
         match body {
             SetExpr::Select(select) => self.select(file, select, pos, ctes),
@@ -581,7 +662,7 @@ impl<'s> Planner<'s> {
         file: usize,
         from: &[TableWithJoins],
         pos: Pos,
-        ctes: &BTreeMap<String, Located<Box<Query>>>,
+        ctes: &Ctes,
     ) -> Result<From, SqlError> {
         let (first, second, on) = match from {
             [item] if item.joins.is_empty() => return self.factor(file, &item.relation, pos, ctes),
@@ -693,16 +774,8 @@ impl<'s> Planner<'s> {
         }
         for (side, filters) in pushed.iter().enumerate() {
             if !filters.is_empty() {
-                let text: Vec<String> = filters.iter().map(paren).collect();
-                let rel = &mut plan.sides[side];
-                rel.input = self.emitter.operator(
-                    "filter",
-                    "filter",
-                    &[
-                        ("input", quote(&rel.input)),
-                        ("where", quote(&text.join(" AND "))),
-                    ],
-                );
+                let input = plan.sides[side].input.clone();
+                plan.sides[side].input = self.filter("filter", &input, filters);
             }
         }
         let scope = Scope::Join(&plan);
@@ -879,7 +952,7 @@ impl<'s> Planner<'s> {
         file: usize,
         factor: &TableFactor,
         pos: Pos,
-        ctes: &BTreeMap<String, Located<Box<Query>>>,
+        ctes: &Ctes,
     ) -> Result<From, SqlError> {
         let at = self.pos(file, factor, pos);
         match factor {
@@ -891,7 +964,7 @@ impl<'s> Planner<'s> {
                 ..
             } => {
                 let alias = alias.as_ref().map(|a| a.name.value.clone());
-                self.table_or_view(&name.to_string(), alias, at, ctes)
+                self.table_or_view(&crate::script::name_of(name), alias, at, ctes)
             }
             TableFactor::TableFunction {
                 expr: Expr::Function(f),
@@ -938,7 +1011,7 @@ impl<'s> Planner<'s> {
         name: &str,
         alias: Option<String>,
         at: Pos,
-        ctes: &BTreeMap<String, Located<Box<Query>>>,
+        ctes: &Ctes,
     ) -> Result<From, SqlError> {
         let key = lower(name);
         let alias = alias.or_else(|| {
@@ -951,7 +1024,29 @@ impl<'s> Planner<'s> {
             )
         });
         let from = if let Some(view) = ctes.get(&key).or_else(|| self.views.get(&key)).cloned() {
-            From::Rel(self.query(view.pos.file, &view.item, view.pos, ctes)?)
+            if self.expanding.iter().any(|v| Rc::ptr_eq(v, &view)) {
+                return Err(self
+                    .err(at, format!("`{name}` refers to itself"))
+                    .help("a view reads tables and views defined before it"));
+            }
+            self.expanding.push(Rc::clone(&view));
+            let rel = self.query(view.pos.file, &view.query, view.pos, &view.visible);
+            self.expanding.pop();
+            let mut rel = rel?;
+            if !view.columns.is_empty() {
+                if view.columns.len() != rel.columns.len() {
+                    return Err(self.err(
+                        view.pos,
+                        format!(
+                            "`{name}` names {} columns and its query gives {}",
+                            view.columns.len(),
+                            rel.columns.len()
+                        ),
+                    ));
+                }
+                rel = self.rename(rel, &view.columns);
+            }
+            From::Rel(rel)
         } else if let Some(table) = self.tables.get(&key).cloned() {
             match self.read.get(&key) {
                 Some(read) => read.clone(),
@@ -983,7 +1078,7 @@ impl<'s> Planner<'s> {
         f: &sql::Function,
         alias: Option<String>,
         at: Pos,
-        ctes: &BTreeMap<String, Located<Box<Query>>>,
+        ctes: &Ctes,
     ) -> Result<From, SqlError> {
         let kind = f.name.to_string().to_ascii_lowercase();
         let usage = match kind.as_str() {
@@ -1068,32 +1163,14 @@ impl<'s> Planner<'s> {
                 }));
         }
         let time = rel.time.clone().unwrap_or(time);
-        let (kind, toml) = if kind == "hop" {
-            (
-                "hop",
-                format!(
-                    "{{ type = \"hop\", time = {}, size = {}, slide = {} }}",
-                    quote(&time),
-                    duration(intervals[1]),
-                    duration(intervals[0])
-                ),
-            )
-        } else {
-            (
-                "tumble",
-                format!(
-                    "{{ type = \"tumble\", time = {}, size = {} }}",
-                    quote(&time),
-                    duration(intervals[0])
-                ),
-            )
-        };
+        let kind = if kind == "hop" { "hop" } else { "tumble" };
         rel.columns
             .extend(["window_start", "window_end", "window_time"].map(String::from));
         rel.window = Some(Windowed::Assigned(Window {
             kind,
-            toml,
+            toml: window_toml(kind, &time, &intervals),
             bounds: None,
+            args: Vec::new(),
         }));
         Ok(From::Rel(rel))
     }
@@ -1103,7 +1180,7 @@ impl<'s> Planner<'s> {
         file: usize,
         select: &Select,
         fallback: Pos,
-        ctes: &BTreeMap<String, Located<Box<Query>>>,
+        ctes: &Ctes,
     ) -> Result<Rel, SqlError> {
         let pos = Pos::of(file, select.select_token.0.span, fallback);
         if select.distinct.is_some() {
@@ -1160,15 +1237,13 @@ impl<'s> Planner<'s> {
                     .err(pos, format!("an aggregate in WHERE (`{a}`)"))
                     .help("filter groups with HAVING"));
             }
-            let text: Vec<String> = asts.iter().map(paren).collect();
-            input = self.emitter.operator(
-                "filter",
-                "filter",
-                &[
-                    ("input", quote(&input)),
-                    ("where", quote(&text.join(" AND "))),
-                ],
-            );
+            if matches!(rel.window, Some(Windowed::Assigned(_))) && asts.iter().any(mentions_window)
+            {
+                return Err(self
+                    .err(pos, "the window columns of a window table function exist once GROUP BY window_start, window_end aggregates its rows")
+                    .help("filter on them after the aggregation (in an outer query or HAVING)"));
+            }
+            input = self.filter("filter", &input, &asts);
         }
         let items = self.items(file, select, pos, &scope, &rel)?;
         let grouped = match &select.group_by {
@@ -1181,8 +1256,7 @@ impl<'s> Planner<'s> {
             for g in grouped {
                 let key = self.convert(file, g, pos, &scope)?;
                 match group_window(&key) {
-                    Some(w) if window.is_some() => {
-                        let _ = w;
+                    Some(_) if window.is_some() => {
                         return Err(self.err(self.pos(file, g, pos), "GROUP BY has two windows"));
                     }
                     Some(w) => window = Some(w.map_err(|m| self.err(self.pos(file, g, pos), m))?),
@@ -1218,6 +1292,7 @@ impl<'s> Planner<'s> {
                                 quote(&end)
                             ),
                             bounds: None,
+                            args: Vec::new(),
                         });
                         w.bounds = Some((start, end));
                         window = Some(w);
@@ -1239,7 +1314,7 @@ impl<'s> Planner<'s> {
         if select.having.is_some() {
             return Err(self.err(pos, "HAVING without GROUP BY or aggregates"));
         }
-        self.project(input, &rel, items)
+        self.project(pos, input, &rel, items)
     }
 
     /// `SELECT .. FROM (SELECT .., ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn FROM ..)
@@ -1250,7 +1325,7 @@ impl<'s> Planner<'s> {
         file: usize,
         select: &Select,
         pos: Pos,
-        ctes: &BTreeMap<String, Located<Box<Query>>>,
+        ctes: &Ctes,
     ) -> Result<Option<Rel>, SqlError> {
         let [TableWithJoins {
             relation:
@@ -1290,6 +1365,16 @@ impl<'s> Planner<'s> {
         if !joins.is_empty() {
             return Err(self.err(at, "a ranked subquery cannot be joined yet"));
         }
+        if subquery.with.is_some()
+            || subquery.order_by.is_some()
+            || subquery.limit_clause.is_some()
+            || alias.as_ref().is_some_and(|a| !a.columns.is_empty())
+        {
+            return Err(self.err(
+                at,
+                "a ranked subquery takes no WITH, ORDER BY, LIMIT or column list",
+            ));
+        }
         let name = f.name.to_string();
         let Some(sql::WindowType::WindowSpec(spec)) = &f.over else {
             return Err(self.err(at, "named windows are not supported"));
@@ -1319,9 +1404,16 @@ impl<'s> Planner<'s> {
                     return Ok(name);
                 }
             }
+            // Only `*` and `A.*` pass columns on under their own names.
+            let wildcard = rest.projection.iter().any(|item| {
+                matches!(
+                    item,
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                )
+            });
             let last = match e {
-                Expr::Identifier(i) => Some(&i.value),
-                Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
+                Expr::Identifier(i) if wildcard => Some(&i.value),
+                Expr::CompoundIdentifier(parts) if wildcard => parts.last().map(|i| &i.value),
                 _ => None,
             };
             let found: Vec<&String> = base
@@ -1404,8 +1496,8 @@ impl<'s> Planner<'s> {
                 "deduplicate",
                 &[
                     ("input", quote(&base.input)),
-                    ("key", list(&partition)),
-                    ("time", quote(&order[0].0)),
+                    ("key", list(&quoted(&partition))),
+                    ("time", quote(&column(&order[0].0).to_string())),
                     ("keep", quote(if order[0].1 { "last" } else { "first" })),
                 ],
             )
@@ -1425,7 +1517,7 @@ impl<'s> Planner<'s> {
             }
             let mut fields = vec![
                 ("input", quote(&base.input)),
-                ("partition_by", list(&partition)),
+                ("partition_by", list(&quoted(&partition))),
                 ("order_by", list(&order_by)),
                 ("limit", limit.to_string()),
             ];
@@ -1438,18 +1530,23 @@ impl<'s> Planner<'s> {
         };
         let mut after = input.clone();
         if !filters.is_empty() {
-            let text: Vec<String> = filters.iter().map(paren).collect();
-            after = self.emitter.operator(
-                "filter",
-                "filter",
-                &[
-                    ("input", quote(&after)),
-                    ("where", quote(&text.join(" AND "))),
-                ],
-            );
+            after = self.filter("filter", &after, &filters);
         }
         ranked.input = input;
-        self.project(after, &ranked, items).map(Some)
+        self.project(pos, after, &ranked, items).map(Some)
+    }
+
+    /// A `filter` keeping the rows of `input` that meet every condition; its name.
+    fn filter(&mut self, base: &str, input: &str, conditions: &[Ast]) -> String {
+        let text: Vec<String> = conditions.iter().map(paren).collect();
+        self.emitter.operator(
+            base,
+            "filter",
+            &[
+                ("input", quote(input)),
+                ("where", quote(&text.join(" AND "))),
+            ],
+        )
     }
 
     /// The SELECT list: each item's expression and output name.
@@ -1493,10 +1590,18 @@ impl<'s> Planner<'s> {
 
     fn project(
         &mut self,
+        pos: Pos,
         input: String,
         rel: &Rel,
         items: Vec<(Ast, String)>,
     ) -> Result<Rel, SqlError> {
+        if let Some(Windowed::Assigned(_)) = &rel.window {
+            if items.iter().any(|(a, _)| mentions_window(a)) {
+                return Err(self
+                    .err(pos, "the window columns of a window table function exist once GROUP BY window_start, window_end aggregates its rows")
+                    .help("window Top-N, joins and deduplication directly on TUMBLE/HOP are not supported yet"));
+            }
+        }
         let columns: Vec<String> = items.iter().map(|(_, n)| n.clone()).collect();
         let identity = items.len() == rel.columns.len()
             && items
@@ -1511,17 +1616,6 @@ impl<'s> Planner<'s> {
                 time: rel.time.clone(),
                 window: rel.window.clone(),
             });
-        }
-        if let Some(Windowed::Assigned(_)) = &rel.window {
-            if items.iter().any(|(a, _)| {
-                mentions(a, "window_start")
-                    || mentions(a, "window_end")
-                    || mentions(a, "window_time")
-            }) {
-                return Err(self
-                    .err(Pos::default(), "the rows of a window table function need GROUP BY window_start, window_end")
-                    .help("window Top-N, joins and deduplication directly on TUMBLE/HOP are not supported yet"));
-            }
         }
         // Window bounds stay known when passed on as they are.
         let passed = |c: &str| {
@@ -1643,11 +1737,7 @@ impl<'s> Planner<'s> {
             .collect();
         let mut after = out;
         if let Some(h) = having {
-            after = self.emitter.operator(
-                "having",
-                "filter",
-                &[("input", quote(&after)), ("where", quote(&h.to_string()))],
-            );
+            after = self.filter("having", &after, std::slice::from_ref(&h));
         }
         let rel = Rel {
             input: after.clone(),
@@ -1659,7 +1749,7 @@ impl<'s> Planner<'s> {
                 end: "window_end".into(),
             }),
         };
-        self.project(after, &rel, rewritten)
+        self.project(pos, after, &rel, rewritten)
     }
 
     /// `ast` over the aggregate's output: group keys become their key column and each aggregate
@@ -1694,8 +1784,12 @@ impl<'s> Planner<'s> {
                 .filter(|(k, _)| WINDOW_FUNCTIONS.contains(k))
             {
                 return match (window, bound) {
-                    (Some(w), "start") if w.kind == kind => Ok(column("window_start")),
-                    (Some(w), "end") if w.kind == kind => Ok(column("window_end")),
+                    (Some(w), "start") if w.kind == kind && same_args(&w.args, ast) => {
+                        Ok(column("window_start"))
+                    }
+                    (Some(w), "end") if w.kind == kind && same_args(&w.args, ast) => {
+                        Ok(column("window_end"))
+                    }
                     _ => Err(self
                         .err(pos, format!("`{ast}` needs GROUP BY {}(..) with the same arguments", kind.to_uppercase()))
                         .help("the window bounds are TUMBLE_START/END, HOP_START/END and SESSION_START/END")),
@@ -1915,6 +2009,7 @@ impl<'s> Planner<'s> {
         if let Some(nexmark) = self.nexmark_source(table, connector)? {
             return Ok(From::Nexmark(nexmark));
         }
+        self.no_generated_values(table)?;
         let mut fields: Vec<(&str, String)> = Vec::new();
         match connector {
             "filesystem" => {
@@ -1980,7 +2075,7 @@ impl<'s> Planner<'s> {
         }
         fields.push(("columns", format!("[\n    {},\n]", columns.join(",\n    "))));
         if let Some(w) = &t.watermark {
-            let delay = self.watermark_delay(table, &w.column, &w.expr, w.pos, false)?;
+            let delay = self.watermark_delay(&w.column, &w.expr, w.pos)?;
             fields.push((
                 "watermark",
                 format!(
@@ -2001,14 +2096,7 @@ impl<'s> Planner<'s> {
     }
 
     /// `WATERMARK FOR c AS c - INTERVAL ..`: the delay in milliseconds.
-    fn watermark_delay(
-        &self,
-        table: &Located<TableDef>,
-        column_name: &str,
-        expr: &Expr,
-        pos: Pos,
-        _nexmark: bool,
-    ) -> Result<i64, SqlError> {
+    fn watermark_delay(&self, column_name: &str, expr: &Expr, pos: Pos) -> Result<i64, SqlError> {
         let bad = || {
             self.err(
                 pos,
@@ -2019,7 +2107,6 @@ impl<'s> Planner<'s> {
             ))
         };
         let is_col = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(column_name));
-        let _ = table;
         match expr {
             e if is_col(e) => Ok(0),
             Expr::BinaryOp {
@@ -2075,7 +2162,7 @@ impl<'s> Planner<'s> {
         }
         let watermark = match &t.watermark {
             Some(w) if w.column.eq_ignore_ascii_case("dateTime") => {
-                Some(self.watermark_delay(table, &w.column, &w.expr, w.pos, true)?)
+                Some(self.watermark_delay(&w.column, &w.expr, w.pos)?)
             }
             Some(w) => {
                 return Err(self.err(w.pos, "the Nexmark table's watermark must be on `dateTime`"))
@@ -2140,6 +2227,8 @@ struct Window {
     /// of a window table function; the bounds of inherited windows). None for the legacy
     /// group windows, whose bounds are TUMBLE_START(..) and the like.
     bounds: Option<(String, String)>,
+    /// A legacy group window's arguments, which its TUMBLE_START(..) and the like must repeat.
+    args: Vec<Ast>,
 }
 
 /// A duration in the job file's syntax.
@@ -2181,29 +2270,37 @@ fn group_window(key: &Ast) -> Option<Result<Window, String>> {
             "{upper} takes a time column and positive intervals: {usage}"
         )));
     };
-    let toml = match kind {
-        "tumble" => format!(
-            "{{ type = \"tumble\", time = {}, size = {} }}",
-            quote(&time),
-            duration(intervals[0])
-        ),
-        "hop" => format!(
-            "{{ type = \"hop\", time = {}, size = {}, slide = {} }}",
-            quote(&time),
-            duration(intervals[1]),
-            duration(intervals[0])
-        ),
-        _ => format!(
-            "{{ type = \"session\", time = {}, gap = {} }}",
-            quote(&time),
-            duration(intervals[0])
-        ),
-    };
     Some(Ok(Window {
         kind,
-        toml,
+        toml: window_toml(kind, &time, &intervals),
         bounds: None,
+        args: args.clone(),
     }))
+}
+
+/// A window as the job file writes it; `intervals` as SQL gives them (HOP: slide, then size).
+fn window_toml(kind: &str, time: &str, intervals: &[i64]) -> String {
+    let time = quote(time);
+    match (kind, intervals) {
+        ("hop", [slide, size, ..]) => format!(
+            "{{ type = \"hop\", time = {time}, size = {}, slide = {} }}",
+            duration(*size),
+            duration(*slide)
+        ),
+        ("session", [gap, ..]) => {
+            format!(
+                "{{ type = \"session\", time = {time}, gap = {} }}",
+                duration(*gap)
+            )
+        }
+        (_, [size, ..]) => {
+            format!(
+                "{{ type = \"tumble\", time = {time}, size = {} }}",
+                duration(*size)
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 /// Calls `f` on each direct child of `ast`, mutably.
@@ -2356,6 +2453,28 @@ fn unique_names(names: Vec<String>) -> Vec<String> {
     out
 }
 
+/// Whether the call `ast` has the arguments `args`.
+fn same_args(args: &[Ast], ast: &Ast) -> bool {
+    match &ast.kind {
+        AstKind::Call { args: a, .. } => {
+            a.len() == args.len() && a.iter().zip(args).all(|(x, y)| same(x, y))
+        }
+        _ => false,
+    }
+}
+
+/// Column names as expressions (quoted where they need it).
+fn quoted(names: &[String]) -> Vec<String> {
+    names.iter().map(|n| column(n).to_string()).collect()
+}
+
+/// Whether `ast` uses a window column of a window table function.
+fn mentions_window(ast: &Ast) -> bool {
+    ["window_start", "window_end", "window_time"]
+        .iter()
+        .any(|c| mentions(ast, c))
+}
+
 /// Whether `ast` refers to the column `name`.
 fn mentions(ast: &Ast, name: &str) -> bool {
     ast.as_column().is_some_and(|(_, n)| n == name)
@@ -2493,7 +2612,7 @@ fn flatten(
     columns.push(format!(
         "{{ name = {}, type = {}{path} }}",
         quote(name),
-        quote(&type_text(t))
+        quote(&t.to_string())
     ));
     names.push(name.to_string());
     Ok(())
@@ -2501,18 +2620,7 @@ fn flatten(
 
 /// Eddy's type for a declared SQL type.
 fn sql_type(ty: &sql::DataType) -> Result<DataType, String> {
-    let text = ty.to_string();
-    match parse_expr(&format!("CAST(NULL AS {text})")).map(|a| a.kind) {
-        Ok(AstKind::Cast { to, .. }) => Ok(to),
-        _ => Err(format!(
-            "the type `{text}` is not supported; Eddy has BOOLEAN, BIGINT (INT), DOUBLE, \
-             DECIMAL(p, s), STRING (VARCHAR) and TIMESTAMP(3)"
-        )),
-    }
-}
-
-fn type_text(t: DataType) -> String {
-    t.to_string()
+    crate::expr::eddy_type(ty).map(|(t, _)| t)
 }
 
 /// Whether a value of type `have` goes into a column of type `want` as it is.
@@ -2520,9 +2628,19 @@ fn compatible(have: DataType, want: DataType) -> bool {
     have == want || have == DataType::Null
 }
 
-/// Whether Flink would insert a value of `have` into `want` with an implicit cast.
+/// Whether Flink would insert a value of `have` into `want` with an implicit cast: numbers
+/// widen (BIGINT to DECIMAL and DOUBLE, DECIMAL to DECIMAL and DOUBLE), never narrow.
 fn castable(have: DataType, want: DataType) -> bool {
-    have.is_numeric() && want.is_numeric()
+    matches!(
+        (have, want),
+        (
+            DataType::BigInt,
+            DataType::Decimal { .. } | DataType::Double
+        ) | (
+            DataType::Decimal { .. },
+            DataType::Decimal { .. } | DataType::Double
+        )
+    )
 }
 
 /// `jdbc:postgresql://host:port/db` with 'username' and 'password' as a PostgreSQL URL.
@@ -2541,11 +2659,35 @@ fn postgres_url(t: &TableDef) -> Result<String, String> {
             )
         })?;
     let credentials = match (t.option("username"), t.option("password")) {
-        (Some(u), Some(p)) => format!("{u}:{p}@"),
-        (Some(u), None) => format!("{u}@"),
+        (Some(u), Some(p)) => format!("{}:{}@", userinfo(u), userinfo(p)),
+        (Some(u), None) => format!("{}@", userinfo(u)),
         _ => String::new(),
     };
     Ok(format!("postgresql://{credentials}{rest}"))
+}
+
+/// A user name or password percent-encoded for a URL; a `${NAME}` placeholder (a secret the
+/// cluster fills) stays as it is.
+fn userinfo(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if let Some(end) = rest.strip_prefix("${").and_then(|r| r.find('}')) {
+            out.push_str(&rest[..end + 3]);
+            rest = &rest[end + 3..];
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || "-._~".contains(c) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// A TOML array of strings.

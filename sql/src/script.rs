@@ -30,6 +30,8 @@ pub enum Stmt {
     CreateTable(Box<TableDef>),
     CreateView {
         name: String,
+        /// `CREATE VIEW v (a, b) AS ..`: the names of its columns.
+        columns: Vec<String>,
         query: Box<Query>,
     },
     /// `CREATE [TEMPORARY [SYSTEM]] FUNCTION name AS 'class' [LANGUAGE lang]`.
@@ -64,6 +66,8 @@ pub struct Insert {
 #[derive(Clone, Debug)]
 pub struct TableDef {
     pub name: String,
+    /// `CREATE TABLE IF NOT EXISTS`: a second definition of the name is ignored.
+    pub if_not_exists: bool,
     pub columns: Vec<ColumnDef>,
     pub watermark: Option<WatermarkDef>,
     pub primary_key: Vec<String>,
@@ -122,6 +126,14 @@ pub fn parse(
         let mut tokens = Tokenizer::new(&dialect, text)
             .tokenize_with_location()
             .map_err(|e| sources.error(Pos::at(file, e.location), e.message))?;
+        too_long(&tokens).map_or(Ok(()), |at| {
+            Err(sources
+                .error(
+                    Pos::at(file, at),
+                    format!("the statement has more than {MAX_OPERATORS} operators"),
+                )
+                .help("split it up, e.g. with views"))
+        })?;
         for token in &mut tokens {
             if let Token::SingleQuotedString(s) = &mut token.token {
                 if s.contains("${") {
@@ -161,6 +173,45 @@ pub fn parse(
         .help("check the name (placeholders are case-sensitive), or drop the --param"));
     }
     Ok(statements)
+}
+
+/// How many operators (`+`, `AND`, `=`, ...) a statement may hold. A chain of them parses into
+/// a tree as deep as it is long, which every later step walks recursively; the nesting limit of
+/// the parser does not count them.
+const MAX_OPERATORS: usize = 2000;
+
+/// Where a statement first exceeds [`MAX_OPERATORS`].
+fn too_long(tokens: &[TokenWithSpan]) -> Option<sqlparser::tokenizer::Location> {
+    let mut n = 0;
+    for t in tokens {
+        let operator = match &t.token {
+            Token::SemiColon => {
+                n = 0;
+                false
+            }
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq => true,
+            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::UNION),
+            _ => false,
+        };
+        if operator {
+            n += 1;
+            if n > MAX_OPERATORS {
+                return Some(t.span.start);
+            }
+        }
+    }
+    None
 }
 
 fn parse_error(sources: &Sources, file: usize, pos: Pos, e: ParserError) -> SqlError {
@@ -220,6 +271,18 @@ fn substitute(
     Ok(out)
 }
 
+/// A (possibly qualified) name as written, without quotes: `\`db\`.t` is `db.t`.
+pub fn name_of(name: &sqlparser::ast::ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident.value.clone(),
+            None => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 fn word_is(p: &Parser, n: usize, word: &str) -> bool {
     matches!(&p.peek_nth_token(n).token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
 }
@@ -245,7 +308,7 @@ fn statement(p: &mut Parser, file: usize) -> Result<Stmt, ParserError> {
         || parse_words(p, &["CREATE", "TEMPORARY", "SYSTEM", "FUNCTION"])
     {
         let _if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-        let name = p.parse_object_name(false)?.to_string();
+        let name = name_of(&p.parse_object_name(false)?);
         p.expect_keyword(Keyword::AS)?;
         let class = p.parse_literal_string()?;
         let language = if p.parse_keyword(Keyword::LANGUAGE) {
@@ -290,7 +353,19 @@ fn statement(p: &mut Parser, file: usize) -> Result<Stmt, ParserError> {
     }
     if word_is(p, 0, "EXPLAIN") {
         p.next_token();
-        // Flink's EXPLAIN takes details (ESTIMATED_COST, CHANGELOG_MODE, PLAN_ADVICE, JSON_EXECUTION_PLAN) or `PLAN FOR`.
+        // Flink's EXPLAIN takes details, which change nothing here, or `PLAN FOR`.
+        while [
+            "ESTIMATED_COST",
+            "CHANGELOG_MODE",
+            "PLAN_ADVICE",
+            "JSON_EXECUTION_PLAN",
+        ]
+        .iter()
+        .any(|w| word_is(p, 0, w))
+        {
+            p.next_token();
+            let _comma = p.consume_token(&Token::Comma);
+        }
         parse_words(p, &["PLAN", "FOR"]);
         let pos = Pos::at(file, p.peek_token().span.start);
         let inner = statement(p, file)?;
@@ -302,14 +377,18 @@ fn statement(p: &mut Parser, file: usize) -> Result<Stmt, ParserError> {
             let Some(query) = insert.source else {
                 return unsupported(&start, "INSERT without a query");
             };
+            let sqlparser::ast::TableObject::TableName(table) = &insert.table else {
+                return unsupported(&start, "INSERT INTO a table function");
+            };
             Ok(Stmt::Insert(Insert {
-                table: insert.table.to_string(),
-                columns: insert.columns.iter().map(|c| c.to_string()).collect(),
+                table: name_of(table),
+                columns: insert.columns.iter().map(name_of).collect(),
                 query,
             }))
         }
         Statement::CreateView(view) => Ok(Stmt::CreateView {
-            name: view.name.to_string(),
+            name: name_of(&view.name),
+            columns: view.columns.iter().map(|c| c.name.value.clone()).collect(),
             query: view.query,
         }),
         Statement::Query(query) => Ok(Stmt::Query(query)),
@@ -333,11 +412,12 @@ fn unsupported<T>(at: &TokenWithSpan, what: &str) -> Result<T, ParserError> {
 }
 
 fn create_table(p: &mut Parser, file: usize) -> Result<TableDef, ParserError> {
-    let _if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name = p.parse_object_name(false)?.to_string();
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = name_of(&p.parse_object_name(false)?);
     p.expect_token(&Token::LParen)?;
     let mut table = TableDef {
         name,
+        if_not_exists,
         columns: Vec::new(),
         watermark: None,
         primary_key: Vec::new(),

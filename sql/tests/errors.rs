@@ -155,3 +155,70 @@ fn hostile_input_is_an_error_not_a_crash() {
         assert!(r.is_err(), "{text:?}");
     }
 }
+
+#[test]
+fn window_columns_exist_only_after_the_window_aggregate() {
+    let sink = "CREATE TABLE w (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR, window_start TIMESTAMP(3), window_end TIMESTAMP(3), window_time TIMESTAMP(3)) WITH ('connector' = 'blackhole');\n";
+    let e = error(&format!(
+        "{sink}INSERT INTO w SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND));"
+    ));
+    at(&e, 2, 15, "GROUP BY window_start, window_end");
+}
+
+#[test]
+fn a_view_that_reaches_itself_is_refused() {
+    let e = error(&format!(
+        "{SINK}CREATE VIEW v AS SELECT auction, price FROM w;\nCREATE VIEW w AS SELECT * FROM v;\nINSERT INTO out SELECT * FROM v;"
+    ));
+    assert!(e.to_string().contains("refers to itself"), "{e}");
+}
+
+#[test]
+fn numbers_only_widen_into_sink_columns() {
+    let e = error(&format!(
+        "{SINK}INSERT INTO out SELECT auction, 0.908 * price FROM bid;"
+    ));
+    at(&e, 2, 1, "cannot go into `out`.`price`");
+}
+
+#[test]
+fn legacy_window_bounds_repeat_the_window() {
+    let e = error(
+        "CREATE TABLE s (b BIGINT, t TIMESTAMP(3)) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO s SELECT bidder, TUMBLE_END(`dateTime`, INTERVAL '1' MINUTE) FROM bid GROUP BY bidder, TUMBLE(`dateTime`, INTERVAL '10' SECOND);",
+    );
+    assert!(e.to_string().contains("with the same arguments"), "{e}");
+}
+
+#[test]
+fn generate_stands_in_only_for_the_nexmark_path() {
+    let options = SqlOptions {
+        generate: true,
+        ..Default::default()
+    };
+    let script = "CREATE TABLE o (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '${OUT}', 'format' = 'json');\nINSERT INTO o SELECT auction FROM bid;";
+    let files = vec![
+        ("ddl.sql".to_string(), DDL.to_string()),
+        ("job.sql".to_string(), script.to_string()),
+    ];
+    let e = compile_texts(files.clone(), &options).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("'path' has a placeholder without a value"),
+        "{e}"
+    );
+    let options = SqlOptions {
+        params: [("OUT".to_string(), "o.jsonl".to_string())].into(),
+        ..options
+    };
+    compile_texts(files, &options).unwrap();
+}
+
+#[test]
+fn a_chain_of_a_thousand_operators_is_refused_before_it_is_parsed() {
+    let e = error(&format!(
+        "{SINK}INSERT INTO out SELECT auction, price{} FROM bid;",
+        " + 1".repeat(5000)
+    ));
+    assert!(e.to_string().contains("more than 2000 operators"), "{e}");
+}
