@@ -779,7 +779,31 @@ impl<'s> Planner<'s> {
             }
         }
         let scope = Scope::Join(&plan);
-        let items = self.join_items(file, select, pos, &plan)?;
+        let side_columns = |side: usize| -> Vec<(Ast, String)> {
+            plan.sides[side]
+                .columns
+                .iter()
+                .map(|c| {
+                    let ast = Ast::new(
+                        AstKind::Column {
+                            qualifier: Some(plan.aliases[side].clone()),
+                            name: c.clone(),
+                        },
+                        0..0,
+                    );
+                    (ast, c.clone())
+                })
+                .collect()
+        };
+        let star = |q: Option<&str>| match q {
+            None => Some([side_columns(0), side_columns(1)].concat()),
+            Some(q) => plan
+                .aliases
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(q))
+                .map(side_columns),
+        };
+        let items = self.items(file, select, pos, &scope, &star)?;
         let grouped = match &select.group_by {
             GroupByExpr::Expressions(g, m) if m.is_empty() => g,
             _ => return Err(self.err(pos, "GROUP BY ALL and GROUP BY modifiers are not supported")),
@@ -887,64 +911,6 @@ impl<'s> Planner<'s> {
         let items: Vec<(Ast, String)> = items.iter().map(|(a, n)| (rename(a), n.clone())).collect();
         let having = having.as_ref().map(rename);
         self.aggregate(pos, input, keys, None, items, having)
-    }
-
-    /// The SELECT list over a join (`*` and `A.*` expand to the sides' columns).
-    fn join_items(
-        &self,
-        file: usize,
-        select: &Select,
-        pos: Pos,
-        plan: &JoinPlan,
-    ) -> Result<Vec<(Ast, String)>, SqlError> {
-        let scope = Scope::Join(plan);
-        let side_columns = |side: usize| {
-            plan.sides[side].columns.iter().map(move |c| {
-                let ast = Ast::new(
-                    AstKind::Column {
-                        qualifier: Some(plan.aliases[side].clone()),
-                        name: c.clone(),
-                    },
-                    0..0,
-                );
-                (ast, c.clone())
-            })
-        };
-        let mut items = Vec::new();
-        for (i, item) in select.projection.iter().enumerate() {
-            match item {
-                SelectItem::UnnamedExpr(e) => {
-                    items.push((self.convert(file, e, pos, &scope)?, default_name(e, i)))
-                }
-                SelectItem::ExprWithAlias { expr, alias } => {
-                    items.push((self.convert(file, expr, pos, &scope)?, alias.value.clone()))
-                }
-                SelectItem::Wildcard(_) => items.extend(side_columns(0).chain(side_columns(1))),
-                SelectItem::QualifiedWildcard(
-                    sql::SelectItemQualifiedWildcardKind::ObjectName(name),
-                    _,
-                ) => {
-                    let q = name.to_string().replace('`', "");
-                    let Some(side) = plan.aliases.iter().position(|a| a.eq_ignore_ascii_case(&q))
-                    else {
-                        return Err(self.err(pos, format!("`{q}.*`: no input is called `{q}`")));
-                    };
-                    items.extend(side_columns(side));
-                }
-                other => {
-                    return Err(self.err(
-                        self.pos(file, other, pos),
-                        format!("`{other}` is not supported in SELECT"),
-                    ))
-                }
-            }
-        }
-        let names = unique_names(items.iter().map(|(_, n)| n.clone()).collect());
-        Ok(items
-            .into_iter()
-            .zip(names)
-            .map(|((a, _), n)| (a, n))
-            .collect())
     }
 
     fn factor(
@@ -1245,7 +1211,7 @@ impl<'s> Planner<'s> {
             }
             input = self.filter("filter", &input, &asts);
         }
-        let items = self.items(file, select, pos, &scope, &rel)?;
+        let items = self.items(file, select, pos, &scope, &all_columns(&rel))?;
         let grouped = match &select.group_by {
             GroupByExpr::Expressions(g, m) if m.is_empty() => g,
             _ => return Err(self.err(pos, "GROUP BY ALL and GROUP BY modifiers are not supported")),
@@ -1473,7 +1439,7 @@ impl<'s> Planner<'s> {
             .iter()
             .map(|c| self.convert(file, c, pos, &scope))
             .collect::<Result<Vec<_>, _>>()?;
-        let items = self.items(file, select, pos, &scope, &ranked)?;
+        let items = self.items(file, select, pos, &scope, &all_columns(&ranked))?;
         if !matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
             || select.having.is_some()
         {
@@ -1556,7 +1522,7 @@ impl<'s> Planner<'s> {
         select: &Select,
         pos: Pos,
         scope: &Scope,
-        rel: &Rel,
+        star: &Star,
     ) -> Result<Vec<(Ast, String)>, SqlError> {
         let mut items = Vec::new();
         for (i, item) in select.projection.iter().enumerate() {
@@ -1567,10 +1533,16 @@ impl<'s> Planner<'s> {
                 SelectItem::ExprWithAlias { expr, alias } => {
                     items.push((self.convert(file, expr, pos, scope)?, alias.value.clone()))
                 }
-                SelectItem::Wildcard(_) => {
-                    for c in &rel.columns {
-                        items.push((column(c), c.clone()));
-                    }
+                SelectItem::Wildcard(_) => items.extend(star(None).unwrap_or_default()),
+                SelectItem::QualifiedWildcard(
+                    sql::SelectItemQualifiedWildcardKind::ObjectName(name),
+                    _,
+                ) => {
+                    let q = crate::script::name_of(name);
+                    let Some(columns) = star(Some(&q)) else {
+                        return Err(self.err(pos, format!("`{q}.*`: no input is called `{q}`")));
+                    };
+                    items.extend(columns);
                 }
                 other => {
                     return Err(self.err(
@@ -2460,6 +2432,21 @@ fn same_args(args: &[Ast], ast: &Ast) -> bool {
             a.len() == args.len() && a.iter().zip(args).all(|(x, y)| same(x, y))
         }
         _ => false,
+    }
+}
+
+/// What `*` (`None`) and `alias.*` stand for: the items, or `None` for an unknown alias.
+type Star<'a> = dyn Fn(Option<&str>) -> Option<Vec<(Ast, String)>> + 'a;
+
+/// What `*` and `alias.*` stand for over one input: its columns.
+fn all_columns(rel: &Rel) -> impl Fn(Option<&str>) -> Option<Vec<(Ast, String)>> + '_ {
+    move |q| {
+        let matches = q.is_none_or(|q| {
+            rel.alias
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(q))
+        });
+        matches.then(|| rel.columns.iter().map(|c| (column(c), c.clone())).collect())
     }
 }
 
