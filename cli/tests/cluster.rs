@@ -394,6 +394,50 @@ fn q5_and_q8_on_two_workers_equal_flink() {
     cluster.assert_output_equals_flink("q8", "q8");
 }
 
+/// The Nexmark benchmark's own Flink SQL, submitted as it is: `eddy submit` plans the script,
+/// the cluster runs the job with checkpoints on two workers, and the part files under
+/// `--sink-dir` equal Flink's answers.
+#[test]
+fn flink_sql_scripts_run_on_the_cluster_and_equal_flink() {
+    let cluster = Cluster::start(2);
+    let queries = repo().join("sql/tests/queries");
+    let sink_dir = cluster.dir.path().join("sql-out");
+    let input = format!("INPUT={}", input().display());
+    let mut jobs = Vec::new();
+    for q in ["q5", "q8"] {
+        let ckpt = cluster.dir.path().join(format!("sql-{q}-ckpt"));
+        let out = cluster.client(&[
+            "submit",
+            queries.join("ddl.sql").to_str().unwrap(),
+            queries.join(format!("{q}.sql")).to_str().unwrap(),
+            "--param",
+            &input,
+            "--sink-dir",
+            sink_dir.to_str().unwrap(),
+            "--parallelism",
+            "2",
+            "--checkpoint-interval",
+            "100ms",
+            "--checkpoint-dir",
+            ckpt.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        jobs.push((q, String::from_utf8_lossy(&out.stdout).trim().to_string()));
+    }
+    for (q, id) in &jobs {
+        cluster.wait_finished(id);
+        assert_committed_equals_flink(
+            &sink_dir.join(format!("nexmark_{q}")),
+            q,
+            &cluster.dir.path().join(format!("sql-{q}.jsonl")),
+        );
+    }
+}
+
 #[test]
 fn a_killed_worker_loses_nothing() {
     let mut cluster = Cluster::start(2);
