@@ -104,6 +104,9 @@ struct JoinPlan {
     /// What each side is called in the job's join (`left = "bids AS B"`).
     aliases: [String; 2],
     on: Vec<Expr>,
+    /// `JOIN versions FOR SYSTEM_TIME AS OF left.time`: an event-time temporal join, with the
+    /// left side's time and whether it is a LEFT JOIN.
+    temporal: Option<(Expr, bool)>,
 }
 
 /// The names a query's expressions can use.
@@ -664,6 +667,7 @@ impl<'s> Planner<'s> {
         pos: Pos,
         ctes: &Ctes,
     ) -> Result<From, SqlError> {
+        let mut left_join = false;
         let (first, second, on) = match from {
             [item] if item.joins.is_empty() => return self.factor(file, &item.relation, pos, ctes),
             [item] => {
@@ -673,12 +677,23 @@ impl<'s> Planner<'s> {
                     );
                 };
                 let at = self.pos(file, &join.relation, pos);
+                let versioned = matches!(
+                    &join.relation,
+                    TableFactor::Table {
+                        version: Some(sql::TableVersion::ForSystemTimeAsOf(_)),
+                        ..
+                    }
+                );
                 let constraint = match &join.join_operator {
                     sql::JoinOperator::Join(c) | sql::JoinOperator::Inner(c) => c,
+                    sql::JoinOperator::Left(c) | sql::JoinOperator::LeftOuter(c) if versioned => {
+                        left_join = true;
+                        c
+                    }
                     other => {
                         return Err(self
                             .err(at, format!("`{}` is not supported yet", join_name(other)))
-                            .help("inner joins (JOIN .. ON, or a comma and WHERE) are"))
+                            .help("inner joins (JOIN .. ON, or a comma and WHERE) are, and LEFT JOIN .. FOR SYSTEM_TIME AS OF"))
                     }
                 };
                 let on = match constraint {
@@ -702,8 +717,25 @@ impl<'s> Planner<'s> {
             }
             _ => return Err(self.err(pos, "joins of more than two inputs are not supported yet")),
         };
+        // The versioned side of a temporal join is read as the table it names.
+        let mut temporal = None;
+        let mut second = second.clone();
+        if let TableFactor::Table { version, .. } = &mut second {
+            match version.take() {
+                Some(sql::TableVersion::ForSystemTimeAsOf(e)) => temporal = Some((e, left_join)),
+                Some(other) => {
+                    return Err(self.err(
+                        pos,
+                        format!(
+                            "`{other}` is not supported; write FOR SYSTEM_TIME AS OF left.time"
+                        ),
+                    ))
+                }
+                None => {}
+            }
+        }
         let mut sides = Vec::new();
-        for f in [first, second] {
+        for f in [first, &second] {
             let at = self.pos(file, f, pos);
             match self.factor(file, f, pos, ctes)? {
                 From::Rel(r) => sides.push(r),
@@ -732,6 +764,7 @@ impl<'s> Planner<'s> {
             sides: [l, r],
             aliases: [la, ra],
             on,
+            temporal,
         })))
     }
 
@@ -762,8 +795,13 @@ impl<'s> Planner<'s> {
                 used.contains(&plan.aliases[0]),
                 used.contains(&plan.aliases[1]),
             ) {
-                (true, false) => pushed[0].push(unqualified(&ast)),
-                (false, true) => pushed[1].push(unqualified(&ast)),
+                // Filtering the versions of a temporal join would change which one is in
+                // force, and the outer side of a LEFT JOIN keeps its rows: those conditions
+                // stay in the join.
+                (true, false) if plan.temporal.as_ref().is_none_or(|(_, left)| !left) => {
+                    pushed[0].push(unqualified(&ast))
+                }
+                (false, true) if plan.temporal.is_none() => pushed[1].push(unqualified(&ast)),
                 _ => on.push(ast),
             }
         }
@@ -844,12 +882,58 @@ impl<'s> Planner<'s> {
             ),
             ("on", quote(&on_text.join(" AND "))),
         ];
+        // An event-time temporal join: the left side's time, the versions' time attribute.
+        let temporal = plan.temporal.is_some();
+        if let Some((time, left)) = &plan.temporal {
+            let left_time =
+                match self.convert(file, time, pos, &scope)?.kind {
+                    AstKind::Column {
+                        qualifier: Some(q),
+                        name,
+                    } if q == plan.aliases[0] => name,
+                    _ => return Err(self
+                        .err(
+                            self.pos(file, time, pos),
+                            format!(
+                                "FOR SYSTEM_TIME AS OF `{time}` is not a column of `{}`",
+                                plan.aliases[0]
+                            ),
+                        )
+                        .help(
+                            "write FOR SYSTEM_TIME AS OF left.time, the left side's time attribute",
+                        )),
+                };
+            let Some(right_time) = plan.sides[1].time.clone() else {
+                return Err(self
+                    .err(
+                        pos,
+                        format!(
+                            "`{}` has no time attribute to version it by",
+                            plan.aliases[1]
+                        ),
+                    )
+                    .help("declare one with WATERMARK FOR in its CREATE TABLE"));
+            };
+            fields.push(("left_time", quote(&left_time)));
+            fields.push(("right_time", quote(&right_time)));
+            fields.push(("join_type", quote(if *left { "left" } else { "inner" })));
+        }
         if !aggregating {
             if select.having.is_some() {
                 return Err(self.err(pos, "HAVING without GROUP BY or aggregates"));
             }
             let columns: Vec<String> = items.iter().map(|(a, n)| named(a, n)).collect();
             fields.push(("columns", list(&columns)));
+            if temporal {
+                let input = self.emitter.operator("join", "temporal_join", &fields);
+                return Ok(Rel {
+                    input,
+                    columns: items.into_iter().map(|(_, n)| n).collect(),
+                    alias: None,
+                    time: None,
+                    window: None,
+                });
+            }
             let kind = match &window_ends {
                 Some((l, r)) => {
                     if l != "window_end" {
@@ -905,7 +989,8 @@ impl<'s> Planner<'s> {
             })
             .collect();
         fields.push(("columns", list(&columns)));
-        let input = self.emitter.operator("join", "join", &fields);
+        let kind = if temporal { "temporal_join" } else { "join" };
+        let input = self.emitter.operator("join", kind, &fields);
         let rename = |a: &Ast| rename_columns(a, &used, &names);
         let keys: Vec<Ast> = keys.iter().map(rename).collect();
         let items: Vec<(Ast, String)> = items.iter().map(|(a, n)| (rename(a), n.clone())).collect();
