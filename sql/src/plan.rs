@@ -1234,11 +1234,11 @@ impl<'s> Planner<'s> {
         ctes: &Ctes,
     ) -> Result<Rel, SqlError> {
         let pos = Pos::of(file, select.select_token.0.span, fallback);
-        if select.distinct.is_some() {
-            return Err(self
-                .err(pos, "SELECT DISTINCT is not supported yet")
-                .help("GROUP BY the selected columns instead"));
-        }
+        let distinct = match &select.distinct {
+            None | Some(sql::Distinct::All) => false,
+            Some(sql::Distinct::Distinct) => true,
+            Some(_) => return Err(self.err(pos, "SELECT DISTINCT ON is not supported")),
+        };
         if let Some(rel) = self.ranked(file, select, pos, ctes)? {
             return Ok(rel);
         }
@@ -1301,6 +1301,19 @@ impl<'s> Planner<'s> {
             GroupByExpr::Expressions(g, m) if m.is_empty() => g,
             _ => return Err(self.err(pos, "GROUP BY ALL and GROUP BY modifiers are not supported")),
         };
+        if distinct {
+            // SELECT DISTINCT: the selected values are the group, with no aggregate.
+            if !grouped.is_empty() || items.iter().any(|(a, _)| a.contains_aggregate()) {
+                return Err(self
+                    .err(
+                        pos,
+                        "SELECT DISTINCT with GROUP BY or aggregates is not supported",
+                    )
+                    .help("drop DISTINCT: a GROUP BY gives each group once"));
+            }
+            let keys = items.iter().map(|(a, _)| a.clone()).collect();
+            return self.aggregate(pos, input, keys, None, items, None);
+        }
         if !grouped.is_empty() || items.iter().any(|(a, _)| a.contains_aggregate()) {
             let mut keys = Vec::new();
             let mut window = None;

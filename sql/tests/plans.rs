@@ -123,3 +123,16 @@ fn explain_adds_nothing_to_the_job() {
     assert_eq!(job.toml.matches("[[sink]]").count(), 1, "{}", job.toml);
     compile_str("job.sql", &job.toml, &CompileOptions::default()).unwrap();
 }
+
+#[test]
+fn select_distinct_groups_by_what_it_selects() {
+    let toml = plan(
+        "CREATE TABLE out (auction BIGINT, bidder BIGINT) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO out SELECT DISTINCT auction, bidder FROM bid;",
+    );
+    assert!(toml.contains("type = \"group_aggregate\""), "{toml}");
+    assert!(
+        toml.contains("group_by = [\"auction\", \"bidder\"]"),
+        "{toml}"
+    );
+}
