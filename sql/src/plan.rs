@@ -2584,25 +2584,23 @@ fn rank_bound(e: &Expr, rank: &str) -> Option<i64> {
         _ => None,
     };
     use sql::BinaryOperator as B;
-    match (is_rank(left), is_rank(right)) {
-        (true, false) => {
-            let n = number(right)?;
+    // `N >= rank` is `rank <= N`.
+    let (n, op) = match (is_rank(left), is_rank(right)) {
+        (true, false) => (number(right)?, op.clone()),
+        (false, true) => (
+            number(left)?,
             match op {
-                B::LtEq => Some(n),
-                B::Lt => Some(n - 1),
-                B::Eq if n == 1 => Some(1),
-                _ => None,
-            }
-        }
-        (false, true) => {
-            let n = number(left)?;
-            match op {
-                B::GtEq => Some(n),
-                B::Gt => Some(n - 1),
-                B::Eq if n == 1 => Some(1),
-                _ => None,
-            }
-        }
+                B::GtEq => B::LtEq,
+                B::Gt => B::Lt,
+                other => other.clone(),
+            },
+        ),
+        _ => return None,
+    };
+    match op {
+        B::LtEq => Some(n),
+        B::Lt => Some(n - 1),
+        B::Eq if n == 1 => Some(1),
         _ => None,
     }
 }
