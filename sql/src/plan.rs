@@ -847,6 +847,21 @@ impl<'s> Planner<'s> {
             _ => return Err(self.err(pos, "GROUP BY ALL and GROUP BY modifiers are not supported")),
         };
         let aggregating = !grouped.is_empty() || items.iter().any(|(a, _)| a.contains_aggregate());
+        // A bound between the two sides' time attributes (`b.t BETWEEN a.t - INTERVAL .. AND
+        // a.t + INTERVAL ..`): an interval join, whose state ends with the bound.
+        let interval = match (&plan.temporal, &plan.sides[0].time, &plan.sides[1].time) {
+            (None, Some(lt), Some(rt)) if on.len() > 1 => on.iter().position(|c| {
+                interval_bound(c, (&plan.aliases[0], lt), (&plan.aliases[1], rt)).is_some()
+            }),
+            _ => None,
+        }
+        .map(|i| {
+            let c = on.remove(i);
+            let lt = plan.sides[0].time.clone().unwrap_or_default();
+            let rt = plan.sides[1].time.clone().unwrap_or_default();
+            let bound = interval_bound(&c, (&plan.aliases[0], &lt), (&plan.aliases[1], &rt));
+            (lt, rt, bound.unwrap_or_default())
+        });
         // Both sides windowed and joined on both bounds: a window join, whose state ends with
         // each window.
         let window_ends = match (&plan.sides[0].window, &plan.sides[1].window) {
@@ -884,6 +899,12 @@ impl<'s> Planner<'s> {
         ];
         // An event-time temporal join: the left side's time, the versions' time attribute.
         let temporal = plan.temporal.is_some();
+        if let Some((left_time, right_time, (lower, upper))) = &interval {
+            fields.push(("left_time", quote(left_time)));
+            fields.push(("right_time", quote(right_time)));
+            fields.push(("lower", quote(&format!("{lower}ms"))));
+            fields.push(("upper", quote(&format!("{upper}ms"))));
+        }
         if let Some((time, left)) = &plan.temporal {
             let left_time =
                 match self.convert(file, time, pos, &scope)?.kind {
@@ -935,6 +956,7 @@ impl<'s> Planner<'s> {
                 });
             }
             let kind = match &window_ends {
+                _ if interval.is_some() => "interval_join",
                 Some((l, r)) => {
                     if l != "window_end" {
                         fields.push(("left_window_end", quote(l)));
@@ -989,7 +1011,13 @@ impl<'s> Planner<'s> {
             })
             .collect();
         fields.push(("columns", list(&columns)));
-        let kind = if temporal { "temporal_join" } else { "join" };
+        let kind = if temporal {
+            "temporal_join"
+        } else if interval.is_some() {
+            "interval_join"
+        } else {
+            "join"
+        };
         let input = self.emitter.operator("join", kind, &fields);
         let rename = |a: &Ast| rename_columns(a, &used, &names);
         let keys: Vec<Ast> = keys.iter().map(rename).collect();
@@ -2433,6 +2461,53 @@ fn join_name(op: &sql::JoinOperator) -> &'static str {
         J::FullOuter(_) => "FULL JOIN",
         J::CrossJoin(_) => "CROSS JOIN",
         _ => "this join",
+    }
+}
+
+/// `(lower, upper)` in milliseconds when `ast` bounds the right side's time attribute by the
+/// left's: `r BETWEEN l + a AND l + b`, or `l BETWEEN r + a AND r + b` (then `-b`, `-a`), the
+/// offsets constant intervals.
+fn interval_bound(ast: &Ast, left: (&str, &str), right: (&str, &str)) -> Option<(i64, i64)> {
+    let AstKind::Between {
+        expr,
+        low,
+        high,
+        negated: false,
+    } = &ast.kind
+    else {
+        return None;
+    };
+    // A time attribute plus a constant interval.
+    let offset = |a: &Ast| -> Option<((String, String), i64)> {
+        let column = |a: &Ast| {
+            a.as_column()
+                .and_then(|(q, n)| Some((q?.to_string(), n.to_string())))
+        };
+        match &a.kind {
+            AstKind::Column { .. } => Some((column(a)?, 0)),
+            AstKind::Binary { op, left, right } => match (op, &right.kind) {
+                (BinaryOp::Add, AstKind::Interval(ms)) => Some((column(left)?, *ms)),
+                (BinaryOp::Sub, AstKind::Interval(ms)) => Some((column(left)?, -ms)),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let is = |c: &(String, String), (q, n): (&str, &str)| c.0 == q && c.1 == n;
+    let (e, 0) = offset(expr)? else {
+        return None;
+    };
+    let (lo, a) = offset(low)?;
+    let (hi, b) = offset(high)?;
+    if a > b {
+        return None;
+    }
+    if is(&e, right) && is(&lo, left) && is(&hi, left) {
+        Some((a, b))
+    } else if is(&e, left) && is(&lo, right) && is(&hi, right) {
+        Some((-b, -a))
+    } else {
+        None
     }
 }
 
