@@ -850,18 +850,22 @@ impl<'s> Planner<'s> {
         // A bound between the two sides' time attributes (`b.t BETWEEN a.t - INTERVAL .. AND
         // a.t + INTERVAL ..`): an interval join, whose state ends with the bound.
         let interval = match (&plan.temporal, &plan.sides[0].time, &plan.sides[1].time) {
-            (None, Some(lt), Some(rt)) if on.len() > 1 => on.iter().position(|c| {
-                interval_bound(c, (&plan.aliases[0], lt), (&plan.aliases[1], rt)).is_some()
-            }),
+            (None, Some(lt), Some(rt)) => {
+                let (lt, rt) = (lt.clone(), rt.clone());
+                interval_bounds(&on, (&plan.aliases[0], &lt), (&plan.aliases[1], &rt))
+                    // Something beside the bound must relate the sides (an equality).
+                    .filter(|(_, _, used)| used.len() < on.len())
+                    .map(|(lower, upper, used)| {
+                        let mut i = 0;
+                        on.retain(|_| {
+                            i += 1;
+                            !used.contains(&(i - 1))
+                        });
+                        (lt, rt, (lower, upper))
+                    })
+            }
             _ => None,
-        }
-        .map(|i| {
-            let c = on.remove(i);
-            let lt = plan.sides[0].time.clone().unwrap_or_default();
-            let rt = plan.sides[1].time.clone().unwrap_or_default();
-            let bound = interval_bound(&c, (&plan.aliases[0], &lt), (&plan.aliases[1], &rt));
-            (lt, rt, bound.unwrap_or_default())
-        });
+        };
         // Both sides windowed and joined on both bounds: a window join, whose state ends with
         // each window.
         let window_ends = match (&plan.sides[0].window, &plan.sides[1].window) {
@@ -2464,50 +2468,85 @@ fn join_name(op: &sql::JoinOperator) -> &'static str {
     }
 }
 
-/// `(lower, upper)` in milliseconds when `ast` bounds the right side's time attribute by the
-/// left's: `r BETWEEN l + a AND l + b`, or `l BETWEEN r + a AND r + b` (then `-b`, `-a`), the
-/// offsets constant intervals.
-fn interval_bound(ast: &Ast, left: (&str, &str), right: (&str, &str)) -> Option<(i64, i64)> {
-    let AstKind::Between {
-        expr,
-        low,
-        high,
-        negated: false,
-    } = &ast.kind
-    else {
-        return None;
-    };
-    // A time attribute plus a constant interval.
-    let offset = |a: &Ast| -> Option<((String, String), i64)> {
-        let column = |a: &Ast| {
-            a.as_column()
-                .and_then(|(q, n)| Some((q?.to_string(), n.to_string())))
+/// `(lower, upper, conditions)`: the bounds in milliseconds of the right side's time attribute
+/// minus the left's that conditions of `on` set, when they set both (`r BETWEEN l + a AND l + b`,
+/// or `r >= l + a AND r <= l + b` in any arrangement), with the indexes of those conditions.
+fn interval_bounds(
+    on: &[Ast],
+    left: (&str, &str),
+    right: (&str, &str),
+) -> Option<(i64, i64, Vec<usize>)> {
+    // A time attribute plus a constant interval: which side (0 left, 1 right) and the offset.
+    let offset = |a: &Ast| -> Option<(usize, i64)> {
+        let side = |a: &Ast| match a.as_column()? {
+            (Some(q), n) if (q, n) == left => Some(0),
+            (Some(q), n) if (q, n) == right => Some(1),
+            _ => None,
         };
         match &a.kind {
-            AstKind::Column { .. } => Some((column(a)?, 0)),
+            AstKind::Column { .. } => Some((side(a)?, 0)),
             AstKind::Binary { op, left, right } => match (op, &right.kind) {
-                (BinaryOp::Add, AstKind::Interval(ms)) => Some((column(left)?, *ms)),
-                (BinaryOp::Sub, AstKind::Interval(ms)) => Some((column(left)?, -ms)),
+                (BinaryOp::Add, AstKind::Interval(ms)) => Some((side(left)?, *ms)),
+                (BinaryOp::Sub, AstKind::Interval(ms)) => Some((side(left)?, -ms)),
                 _ => None,
             },
             _ => None,
         }
     };
-    let is = |c: &(String, String), (q, n): (&str, &str)| c.0 == q && c.1 == n;
-    let (e, 0) = offset(expr)? else {
-        return None;
+    // `x - y` bounded: as a bound on right - left, with `lower` telling which end it is.
+    let bound = |x: &Ast, y: &Ast, lower: bool| -> Option<(bool, i64)> {
+        let ((sx, cx), (sy, cy)) = (offset(x)?, offset(y)?);
+        // x + .. op y + .. with x, y on different sides: (x_time - y_time) op (cy - cx).
+        match (sx, sy) {
+            (1, 0) => Some((lower, cy - cx)),
+            (0, 1) => Some((!lower, cx - cy)),
+            _ => None,
+        }
     };
-    let (lo, a) = offset(low)?;
-    let (hi, b) = offset(high)?;
-    if a > b {
-        return None;
+    let (mut lower, mut upper, mut used) = (None, None, Vec::new());
+    for (i, c) in on.iter().enumerate() {
+        let found: Vec<(bool, i64)> = match &c.kind {
+            AstKind::Between {
+                expr,
+                low,
+                high,
+                negated: false,
+            } => match (bound(expr, low, true), bound(expr, high, false)) {
+                (Some(a), Some(b)) => vec![a, b],
+                _ => continue,
+            },
+            AstKind::Binary {
+                op,
+                left: x,
+                right: y,
+            } => {
+                let (is_lower, strict) = match op {
+                    BinaryOp::GtEq => (true, false),
+                    BinaryOp::Gt => (true, true),
+                    BinaryOp::LtEq => (false, false),
+                    BinaryOp::Lt => (false, true),
+                    _ => continue,
+                };
+                // A strict bound excludes its end: a millisecond inside it.
+                match bound(x, y, is_lower) {
+                    Some((l, ms)) => vec![(l, ms + i64::from(strict) * if l { 1 } else { -1 })],
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        for (is_lower, ms) in found {
+            let slot = if is_lower { &mut lower } else { &mut upper };
+            if slot.is_some() {
+                return None;
+            }
+            *slot = Some(ms);
+        }
+        used.push(i);
     }
-    if is(&e, right) && is(&lo, left) && is(&hi, left) {
-        Some((a, b))
-    } else if is(&e, left) && is(&lo, right) && is(&hi, right) {
-        Some((-b, -a))
-    } else {
-        None
+    match (lower, upper) {
+        (Some(l), Some(u)) if l <= u => Some((l, u, used)),
+        _ => None,
     }
 }
 

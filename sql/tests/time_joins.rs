@@ -202,37 +202,43 @@ fn orders_within_ten_seconds_of_a_click_meet_it() {
         lines(&[("u1", 5), ("u1", 35), ("u1", 45), ("u2", 1)]),
     )
     .unwrap();
-    let script = "
+    for bound in [
+        "o.ts BETWEEN c.ts AND c.ts + INTERVAL '10' SECOND",
+        "o.ts >= c.ts AND c.ts > o.ts - INTERVAL '11' SECOND",
+        "c.ts <= o.ts AND o.ts < c.ts + INTERVAL '11' SECOND",
+    ] {
+        let script = format!("
         CREATE TABLE clicks (`user` STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-            WITH ('connector' = 'filesystem', 'path' = '${CLICKS}', 'format' = 'json');
+            WITH ('connector' = 'filesystem', 'path' = '${{CLICKS}}', 'format' = 'json');
         CREATE TABLE orders (`user` STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-            WITH ('connector' = 'filesystem', 'path' = '${ORDERS}', 'format' = 'json');
+            WITH ('connector' = 'filesystem', 'path' = '${{ORDERS}}', 'format' = 'json');
         CREATE TABLE pairs (`user` STRING, clicked TIMESTAMP(3), ordered TIMESTAMP(3)) WITH ('connector' = 'blackhole');
         INSERT INTO pairs
         SELECT c.`user`, c.ts, o.ts FROM clicks c, orders o
-        WHERE c.`user` = o.`user` AND o.ts BETWEEN c.ts AND c.ts + INTERVAL '10' SECOND;
-    ";
-    let rows = run(
-        script,
-        &[("CLICKS", &clicks), ("ORDERS", &orders)],
-        "pairs",
-        dir.path(),
-    );
-    let pairs: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| {
-            let field = |i: usize| r[i].as_str().unwrap_or_default().to_string();
-            // A row's values by column name: clicked, ordered, user.
-            (field(0), field(1))
-        })
-        .collect();
-    assert_eq!(pairs.len(), 2, "{rows:?}");
-    assert!(
-        pairs[0].0.contains("00:00:00") && pairs[0].1.contains("00:00:05"),
-        "{rows:?}"
-    );
-    assert!(
-        pairs[1].0.contains("00:00:30") && pairs[1].1.contains("00:00:35"),
-        "{rows:?}"
-    );
+        WHERE c.`user` = o.`user` AND {bound};
+    ");
+        let rows = run(
+            &script,
+            &[("CLICKS", &clicks), ("ORDERS", &orders)],
+            "pairs",
+            dir.path(),
+        );
+        let pairs: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| {
+                let field = |i: usize| r[i].as_str().unwrap_or_default().to_string();
+                // A row's values by column name: clicked, ordered, user.
+                (field(0), field(1))
+            })
+            .collect();
+        assert_eq!(pairs.len(), 2, "{rows:?}");
+        assert!(
+            pairs[0].0.contains("00:00:00") && pairs[0].1.contains("00:00:05"),
+            "{rows:?}"
+        );
+        assert!(
+            pairs[1].0.contains("00:00:30") && pairs[1].1.contains("00:00:35"),
+            "{rows:?}"
+        );
+    }
 }
