@@ -21,7 +21,7 @@ cargo build --release -q -p eddy
 eddy="$CARGO_TARGET_DIR/release/eddy"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN { print e - s }'; }
 for q in ${queries[*]}; do
   ratios=()
   for i in $(seq "$runs"); do
@@ -29,7 +29,7 @@ for q in ${queries[*]}; do
       --generate "$events" --sink-dir "$out/sql-$q-$i")
     toml=$(seconds "$eddy" run "jobs/nexmark/$q.toml" --generate "$events" \
       --param "output=$out/toml-$q-$i.jsonl")
-    ratio=$(echo "scale=3; $sql / $toml" | bc)
+    ratio=$(awk -v a="$sql" -v b="$toml" 'BEGIN { printf "%.3f", a / b }')
     ratios+=("$ratio")
     printf '%s  sql %6.2f s  toml %6.2f s  sql/toml %s\n' "$q" "$sql" "$toml" "$ratio"
   done

@@ -305,7 +305,12 @@ impl Cluster {
             }
         }
         args.extend_from_slice(extra);
-        let out = self.client(&args);
+        self.submit_args(&args)
+    }
+
+    /// Runs `eddy <args>` (a submission), which must succeed; the job id it prints.
+    fn submit_args(&self, args: &[&str]) -> String {
+        let out = self.client(args);
         assert!(
             out.status.success(),
             "{}",
@@ -406,7 +411,7 @@ fn flink_sql_scripts_run_on_the_cluster_and_equal_flink() {
     let mut jobs = Vec::new();
     for q in ["q5", "q8"] {
         let ckpt = cluster.dir.path().join(format!("sql-{q}-ckpt"));
-        let out = cluster.client(&[
+        let id = cluster.submit_args(&[
             "submit",
             queries.join("ddl.sql").to_str().unwrap(),
             queries.join(format!("{q}.sql")).to_str().unwrap(),
@@ -421,12 +426,7 @@ fn flink_sql_scripts_run_on_the_cluster_and_equal_flink() {
             "--checkpoint-dir",
             ckpt.to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        jobs.push((q, String::from_utf8_lossy(&out.stdout).trim().to_string()));
+        jobs.push((q, id));
     }
     for (q, id) in &jobs {
         cluster.wait_finished(id);
@@ -865,7 +865,7 @@ fn the_shop_on_two_workers_survives_a_killed_worker_and_equals_the_ground_truth(
     let mut cluster = Cluster::start(2);
     let job = repo().join("jobs/ecommerce/analytics.toml");
     let ckpt = cluster.dir.path().join("shop-ckpt");
-    let out = cluster.client(&[
+    let id = cluster.submit_args(&[
         "submit",
         job.to_str().unwrap(),
         "--param",
@@ -881,12 +881,6 @@ fn the_shop_on_two_workers_survives_a_killed_worker_and_equals_the_ground_truth(
         "--checkpoint-dir",
         ckpt.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let (http, dir, key) = (
         serve.url.clone(),
         cluster.dir.path().to_path_buf(),

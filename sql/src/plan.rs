@@ -2566,18 +2566,9 @@ fn equates(ast: &Ast, l: (&str, &str), r: (&str, &str)) -> bool {
 
 /// The qualifiers of the columns `ast` uses.
 fn qualifiers(ast: &Ast) -> Vec<String> {
-    let mut out = Vec::new();
-    fn walk(a: &Ast, out: &mut Vec<String>) {
-        if let AstKind::Column {
-            qualifier: Some(q), ..
-        } = &a.kind
-        {
-            out.push(q.clone());
-        }
-        a.children().into_iter().for_each(|c| walk(c, out));
-    }
-    walk(ast, &mut out);
-    out
+    let mut columns = Vec::new();
+    collect_columns(ast, &mut columns);
+    columns.into_iter().map(|(q, _)| q).collect()
 }
 
 /// The qualified columns `ast` uses, added to `out` once each, in order.
@@ -2866,23 +2857,29 @@ fn postgres_url(t: &TableDef) -> Result<String, String> {
 /// A user name or password percent-encoded for a URL; a `${NAME}` placeholder (a secret the
 /// cluster fills) stays as it is.
 fn userinfo(text: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    // RFC 3986's unreserved characters stay; everything else is encoded.
+    const SET: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
     let mut out = String::new();
     let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        if let Some(end) = rest.strip_prefix("${").and_then(|r| r.find('}')) {
-            out.push_str(&rest[..end + 3]);
-            rest = &rest[end + 3..];
-            continue;
-        }
-        if c.is_ascii_alphanumeric() || "-._~".contains(c) {
-            out.push(c);
-        } else {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
+    while !rest.is_empty() {
+        let plain = rest.find("${").unwrap_or(rest.len());
+        out.extend(utf8_percent_encode(&rest[..plain], SET));
+        rest = &rest[plain..];
+        match rest.find('}') {
+            Some(end) if !rest.is_empty() => {
+                out.push_str(&rest[..=end]);
+                rest = &rest[end + 1..];
+            }
+            _ => {
+                out.extend(utf8_percent_encode(rest, SET));
+                rest = "";
             }
         }
-        rest = &rest[c.len_utf8()..];
     }
     out
 }
@@ -2905,5 +2902,18 @@ fn list(items: &[String]) -> String {
                 .collect::<Vec<_>>()
                 .join(",\n    ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::userinfo;
+
+    #[test]
+    fn credentials_are_percent_encoded_and_placeholders_kept() {
+        assert_eq!(userinfo("p@ss/w:rd"), "p%40ss%2Fw%3Ard");
+        assert_eq!(userinfo("a-b.c_d~e"), "a-b.c_d~e");
+        assert_eq!(userinfo("x${PW}y@"), "x${PW}y%40");
+        assert_eq!(userinfo("${open"), "%24%7Bopen");
     }
 }

@@ -2,11 +2,11 @@
 //! queries: ddl.sql and one file per query), run as it is on the 100k-event input at
 //! parallelism 1 and 2, must give exactly Apache Flink's answer (jobs/nexmark/expected).
 
+mod common;
+
 use eddy_jobs::compare::compare_files;
 use eddy_jobs::{compile_str, CompileOptions};
 use eddy_operators::format::write_nexmark_events;
-use eddy_operators::{Factory, RunSettings};
-use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
 use eddy_sql::{compile_files, SinkDir, SqlOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -62,23 +62,7 @@ fn plan(query: &str, dir: &Path) -> Result<eddy_sql::SqlJob, eddy_sql::SqlError>
 fn check(query: &str, parallelism: u32) {
     let out = tempfile::tempdir().unwrap();
     let job = plan(query, out.path()).unwrap_or_else(|e| panic!("{e}"));
-    let options = CompileOptions {
-        parallelism: Some(parallelism),
-        ..Default::default()
-    };
-    let graph = compile_str(&format!("{query}.sql"), &job.toml, &options)
-        .unwrap_or_else(|e| panic!("{e}\nthe plan:\n{}", job.toml));
-    let factory = Factory::new(RunSettings {
-        dead_letter_path: out.path().join("dead-letter.jsonl"),
-        ..Default::default()
-    });
-    execute(
-        &graph,
-        &factory,
-        &ExecOptions::default(),
-        &CancelHandle::default(),
-    )
-    .unwrap_or_else(|e| panic!("{query} p={parallelism} failed: {e}"));
+    common::run_job(&format!("{query}.sql"), &job.toml, parallelism, out.path());
     let output = out.path().join(format!("nexmark_{query}.jsonl"));
     if let Err(report) = compare_files(&expected(query), &output) {
         panic!(

@@ -2,9 +2,8 @@
 //! parallelism 1 and 2: the event-time temporal join (`LEFT JOIN rates FOR SYSTEM_TIME AS OF
 //! O.ts`) and the interval join (`o.ts BETWEEN c.ts AND c.ts + INTERVAL ..`).
 
-use eddy_jobs::{compile_str, CompileOptions};
-use eddy_operators::{Factory, RunSettings};
-use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
+mod common;
+
 use eddy_sql::{compile_texts, SinkDir, SqlOptions};
 use std::collections::BTreeMap;
 
@@ -82,26 +81,7 @@ fn each_order_meets_the_rate_in_force_at_its_time() {
     );
     assert!(job.toml.contains("join_type = \"left\""), "{}", job.toml);
     for parallelism in [1, 2] {
-        let graph = compile_str(
-            "usd.sql",
-            &job.toml,
-            &CompileOptions {
-                parallelism: Some(parallelism),
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{}", job.toml));
-        let factory = Factory::new(RunSettings {
-            dead_letter_path: dir.path().join("dead-letter.jsonl"),
-            ..Default::default()
-        });
-        execute(
-            &graph,
-            &factory,
-            &ExecOptions::default(),
-            &CancelHandle::default(),
-        )
-        .unwrap();
+        common::run_job("usd.sql", &job.toml, parallelism, dir.path());
         let text = std::fs::read_to_string(dir.path().join("usd.jsonl")).unwrap();
         let got: BTreeMap<i64, Option<f64>> = text
             .lines()
@@ -148,23 +128,7 @@ fn run(
         .unwrap_or_else(|e| panic!("{e}"));
     let mut results = Vec::new();
     for parallelism in [1, 2] {
-        let options = CompileOptions {
-            parallelism: Some(parallelism),
-            ..Default::default()
-        };
-        let graph = compile_str("job.sql", &job.toml, &options)
-            .unwrap_or_else(|e| panic!("{e}\n{}", job.toml));
-        let factory = Factory::new(RunSettings {
-            dead_letter_path: dir.join("dead-letter.jsonl"),
-            ..Default::default()
-        });
-        execute(
-            &graph,
-            &factory,
-            &ExecOptions::default(),
-            &CancelHandle::default(),
-        )
-        .unwrap();
+        common::run_job("job.sql", &job.toml, parallelism, dir);
         let text = std::fs::read_to_string(dir.join(format!("{sink}.jsonl"))).unwrap();
         let mut rows: Vec<Vec<serde_json::Value>> = text
             .lines()
