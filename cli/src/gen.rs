@@ -370,10 +370,8 @@ impl Target for KafkaTarget {
                 .send(&topic, key.map(String::into_bytes), value)
                 .await
         }));
-        // A few hundred events are one produce request per partition: waiting for it before
-        // the next keeps one request per partition in flight. Kafka appends the requests of a
-        // connection in order, but tansu with SQLite storage commits concurrent ones in any
-        // order (the chaos harness found records of one partition seconds out of order).
+        // The producer appends each partition's records in order, one request at a time;
+        // waiting every few hundred events bounds what is held here.
         if self.pending.len() >= 500 {
             self.flush()?;
         }

@@ -62,7 +62,9 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Creates the catalog's topics that do not exist yet (with `partitions` partitions).
+    /// Creates the catalog's topics that do not exist yet (with `partitions` partitions) and
+    /// opens the producer's queue of each partition, so that a request's events are enqueued,
+    /// and appended, in their order from the first request on.
     pub async fn new(
         catalog: Catalog,
         producer: Arc<Producer>,
@@ -70,6 +72,7 @@ impl Ingest {
     ) -> Result<Ingest, eddy_kafka::KafkaError> {
         for (topic, n) in catalog.topic_partitions(partitions) {
             producer.kafka().ensure_topic(topic, n).await?;
+            producer.prepare(topic).await?;
         }
         Ok(Ingest {
             catalog: Arc::new(catalog),

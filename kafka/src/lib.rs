@@ -1,9 +1,9 @@
 //! Kafka for Eddy, over the pure-Rust `rskafka` client (no librdkafka, no C build).
 //!
 //! - [`Kafka`]: a connection to a cluster; creates topics and finds partitions and offsets.
-//! - [`Producer`]: appends records with `acks=all`, batching concurrent sends per partition;
-//!   a send returns only once the broker has the record, which is what lets the ingest API
-//!   acknowledge an event without ever losing it.
+//! - [`Producer`]: appends records with `acks=all`, in the order they were sent, batching
+//!   concurrent sends per partition; a send returns only once the broker has the record, which
+//!   is what lets the ingest API acknowledge an event without ever losing it.
 //! - [`Reader`]: reads a set of partitions from given offsets on a background thread, for a
 //!   source subtask whose checkpoints hold the offsets (exactly-once input).
 //! - [`testing::Broker`]: a real broker (tansu) on a free loopback port, for tests.
@@ -11,13 +11,13 @@
 //! Keys are assigned to partitions as Kafka's Java client does (murmur2), so records written by
 //! Eddy and by other Kafka clients agree on where a key lives.
 
+mod producer;
 pub mod testing;
 
-use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::producer::aggregator::RecordAggregator;
-use rskafka::client::producer::{BatchProducer, BatchProducerBuilder};
+pub use producer::Producer;
+
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
-use rskafka::record::Record;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -301,129 +301,6 @@ pub fn murmur2(data: &[u8]) -> u32 {
 /// The partition of a key among `partitions`, as Kafka's default partitioner chooses it.
 pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) % partitions.max(1) as u32) as i32
-}
-
-/// Appends records; each send completes once the broker has acknowledged it (`acks=all`).
-/// Concurrent sends to one partition share a request (a linger of 2 ms), so many small HTTP
-/// requests still make few large Kafka requests.
-pub struct Producer {
-    kafka: Arc<Kafka>,
-    partitions: Mutex<HashMap<String, i32>>,
-    batchers: Mutex<HashMap<(String, i32), Arc<Batcher>>>,
-    linger: Duration,
-}
-
-/// The request-batching producer of one partition.
-type Batcher = BatchProducer<RecordAggregator>;
-
-/// Requests are flushed at this size.
-const MAX_BATCH_BYTES: usize = 1 << 20;
-
-impl Producer {
-    /// A producer over `kafka`; share one per process (behind an `Arc`) so concurrent sends
-    /// batch together.
-    pub fn new(kafka: Arc<Kafka>) -> Producer {
-        Producer {
-            kafka,
-            partitions: Mutex::default(),
-            batchers: Mutex::default(),
-            linger: Duration::from_millis(2),
-        }
-    }
-
-    /// The connection it writes through, for admin calls such as creating topics.
-    pub fn kafka(&self) -> &Arc<Kafka> {
-        &self.kafka
-    }
-
-    async fn partitions_of(&self, topic: &str) -> Result<i32, KafkaError> {
-        if let Some(&n) = self
-            .partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-        {
-            return Ok(n);
-        }
-        let n = self.kafka.partition_count(topic).await?;
-        self.partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(topic.to_string(), n);
-        Ok(n)
-    }
-
-    async fn batcher(&self, topic: &str, partition: i32) -> Result<Arc<Batcher>, KafkaError> {
-        let key = (topic.to_string(), partition);
-        if let Some(b) = self
-            .batchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(Arc::clone(b));
-        }
-        let client = self.kafka.partition(topic, partition).await?;
-        let batcher = Arc::new(
-            BatchProducerBuilder::new(client)
-                .with_linger(self.linger)
-                .with_compression(Compression::NoCompression)
-                .build(RecordAggregator::new(MAX_BATCH_BYTES)),
-        );
-        Ok(Arc::clone(
-            self.batchers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key)
-                .or_insert(batcher),
-        ))
-    }
-
-    /// Looks up `topic`'s partitions and opens a batcher for each now. Sends to a prepared
-    /// topic enqueue their record in the first poll, so sends first polled in order are
-    /// appended in that order; to a topic not prepared, the first sends wait for the lookups
-    /// and may overtake each other.
-    pub async fn prepare(&self, topic: &str) -> Result<(), KafkaError> {
-        for partition in 0..self.partitions_of(topic).await? {
-            self.batcher(topic, partition).await?;
-        }
-        Ok(())
-    }
-
-    /// Appends one record to the partition of its key (round-robin by value hash without a
-    /// key); returns the partition and offset once the broker has it.
-    pub async fn send(
-        &self,
-        topic: &str,
-        key: Option<Vec<u8>>,
-        value: Vec<u8>,
-    ) -> Result<(i32, i64), KafkaError> {
-        let partitions = self.partitions_of(topic).await?;
-        let partition = partition_for(key.as_deref().unwrap_or(&value), partitions);
-        self.send_to(topic, partition, key, value).await
-    }
-
-    /// Appends one record to a given partition.
-    pub async fn send_to(
-        &self,
-        topic: &str,
-        partition: i32,
-        key: Option<Vec<u8>>,
-        value: Vec<u8>,
-    ) -> Result<(i32, i64), KafkaError> {
-        let batcher = self.batcher(topic, partition).await?;
-        let record = Record {
-            key,
-            value: Some(value),
-            headers: BTreeMap::new(),
-            timestamp: now(),
-        };
-        let offset = batcher
-            .produce(record)
-            .await
-            .map_err(|e| Kafka::request_error("produce", topic, e))?;
-        Ok((partition, offset))
-    }
 }
 
 /// The wall-clock time, as record timestamps carry it.
@@ -740,7 +617,7 @@ mod tests {
     #[test]
     fn records_reach_the_reader_once_in_order() {
         let record = |offset| RecordAndOffset {
-            record: Record {
+            record: rskafka::record::Record {
                 key: None,
                 value: None,
                 headers: BTreeMap::new(),
