@@ -1099,8 +1099,8 @@ impl<'a> Compiler<'a> {
             "key_by" => &["input", "key"],
             "union" => &["inputs"],
             "window_aggregate" => &["input", "window", "group_by", "aggregates"],
-            "group_aggregate" => &["input", "group_by", "aggregates"],
-            "join" => &["left", "right", "on", "columns"],
+            "group_aggregate" => &["input", "group_by", "aggregates", "ttl"],
+            "join" => &["left", "right", "on", "columns", "ttl"],
             "window_join" => &[
                 "left",
                 "right",
@@ -1127,7 +1127,7 @@ impl<'a> Compiler<'a> {
                 "rank_column",
                 "window_end",
             ],
-            "deduplicate" => &["input", "key", "time", "keep"],
+            "deduplicate" => &["input", "key", "time", "keep", "ttl"],
             "temporal_join" => &[
                 "left",
                 "right",
@@ -1255,6 +1255,7 @@ impl<'a> Compiler<'a> {
             ("time", one(&o.time)),
             ("keep", one(&o.keep)),
             ("retention", one(&o.retention)),
+            ("ttl", one(&o.ttl)),
             ("join_type", one(&o.join_type)),
             ("value", one(&o.value)),
             ("every", one(&o.every)),
@@ -1624,6 +1625,7 @@ impl OpCtx<'_, '_> {
                 NodeKind::GroupAggregate {
                     group_by: group.iter().map(|(n, _)| n.clone()).collect(),
                     aggregates: aggregates.iter().map(|(n, _)| n.clone()).collect(),
+                    ttl: self.ttl(o)?,
                 },
                 true,
             )
@@ -1826,7 +1828,7 @@ impl OpCtx<'_, '_> {
                 .join(" AND ")
         });
         let join_kind = match kind {
-            "join" => JoinKind::Regular,
+            "join" => JoinKind::Regular { ttl: self.ttl(o)? },
             "window_join" => {
                 let default_end = |f: &Option<Str>| {
                     f.clone()
@@ -2099,6 +2101,14 @@ impl OpCtx<'_, '_> {
         ))
     }
 
+    /// The state TTL of a join, group aggregate or deduplication, if it has one.
+    fn ttl(&self, o: &OperatorDecl) -> Result<Option<i64>, JobError> {
+        o.ttl
+            .as_ref()
+            .map(|t| self.c.positive_duration(t, "ttl"))
+            .transpose()
+    }
+
     fn deduplicate(&self, o: &OperatorDecl) -> Result<Built, JobError> {
         let input = self.single_input(o)?;
         self.append_only(&input, o.input.as_ref().expect("checked"), "deduplicate")?;
@@ -2126,6 +2136,7 @@ impl OpCtx<'_, '_> {
                 key: key.clone(),
                 time,
                 keep,
+                ttl: self.ttl(o)?,
             }),
             vec![self.edge(&input, Partitioning::Hash(key))],
             Port {

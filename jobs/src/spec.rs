@@ -162,6 +162,9 @@ pub struct OperatorDecl {
     pub keep: Option<Str>,
     /// temporal_join: how long versions are kept behind the watermark (a duration).
     pub retention: Option<Str>,
+    /// join, group_aggregate, deduplicate: how long keyed state is kept after its last write,
+    /// in processing time (a duration; default forever).
+    pub ttl: Option<Str>,
     /// temporal_join: `inner` (default) or `left`.
     pub join_type: Option<Str>,
     /// anomaly: the value scored, its window size and the detector's settings.

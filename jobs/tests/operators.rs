@@ -542,3 +542,185 @@ path = "$OUT"
         assert_eq!(orders["window_start"], "2026-01-01 00:14:00.000");
     }
 }
+
+/// State TTL, with a processing-time clock moved by hand: a group aggregate starts a group over,
+/// a deduplication forgets its first row, and a join drops rows, once they were not written
+/// for the TTL; what was written within it stays. Through the memory and RocksDB backends.
+#[test]
+fn state_ttl_drops_state_not_written_for_that_long() {
+    use eddy_operators::checkpointing::{RocksOptions, StateBackendChoice};
+    use eddy_operators::ttl::Clock;
+    use eddy_runtime::exec::TaskFactory;
+    use eddy_runtime::operator::{Operator, Output};
+    use eddy_runtime::types::{Row, Value as V};
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    let job = format!(
+        r#"
+[params]
+input = {{}}
+{}
+[[operator]]
+name = "per_user"
+type = "group_aggregate"
+input = "clicks"
+group_by = ["user"]
+aggregates = ["COUNT(*) AS n"]
+ttl = "10s"
+
+[[operator]]
+name = "first_page"
+type = "deduplicate"
+input = "clicks"
+key = ["user"]
+time = "ts"
+keep = "first"
+ttl = "10s"
+
+[[operator]]
+name = "pages"
+type = "join"
+left = "clicks AS A"
+right = "clicks AS B"
+on = "A.user = B.user"
+columns = ["A.page AS a", "B.page AS b"]
+ttl = "10s"
+
+[[sink]]
+name = "o1"
+input = "per_user"
+connector = "blackhole"
+
+[[sink]]
+name = "o2"
+input = "first_page"
+connector = "blackhole"
+
+[[sink]]
+name = "o3"
+input = "pages"
+connector = "blackhole"
+"#,
+        source("clicks", "input")
+    );
+    let options = CompileOptions {
+        params: [("input".to_string(), "unused.jsonl".to_string())]
+            .into_iter()
+            .collect(),
+        parallelism: Some(1),
+        generate: None,
+        topic_files: None,
+    };
+    let graph = compile_str("ttl.toml", &job, &options).unwrap_or_else(|e| panic!("{e}"));
+    let node = |name: &str| graph.nodes.iter().position(|n| n.name == name).unwrap();
+    let click = |user: i64, page: &str, second: i64| {
+        Row::insert(vec![
+            V::Int(user),
+            V::Str(page.into()),
+            V::Null,
+            V::Timestamp(second * 1000),
+        ])
+    };
+    // Rows as `kind values`, with strings unquoted.
+    let show = |rows: Vec<Row>| -> Vec<String> {
+        rows.iter()
+            .map(|r| {
+                let values: Vec<String> = r
+                    .values
+                    .iter()
+                    .map(|v| match v {
+                        V::Int(i) => i.to_string(),
+                        V::Str(s) => s.to_string(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                format!("{:?} {}", r.kind, values.join(","))
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let backends = [
+        StateBackendChoice::Memory,
+        StateBackendChoice::RocksDb {
+            dir: dir.path().join("state"),
+            options: RocksOptions::new(8 << 20, 1000).unwrap(),
+        },
+    ];
+    for state in backends {
+        let clock = Arc::new(AtomicI64::new(0));
+        let factory = Factory::new(RunSettings {
+            dead_letter_path: dir.path().join("dead.jsonl"),
+            state,
+            clock: Clock::Manual(Arc::clone(&clock)),
+            ..Default::default()
+        });
+        let step = |op: &mut Box<dyn Operator>, at_s: i64, input: usize, rows: Vec<Row>| {
+            clock.store(at_s * 1000, Ordering::Relaxed);
+            let mut out = Output::new(1);
+            op.process(input, rows, &mut out).unwrap();
+            show(out.take(0))
+        };
+
+        let mut agg = factory.operator(&graph, node("per_user"), 0).unwrap();
+        assert_eq!(
+            step(&mut agg, 0, 0, vec![click(1, "home", 0)]),
+            ["Insert 1,1"]
+        );
+        assert_eq!(
+            step(&mut agg, 5, 0, vec![click(1, "cart", 5)]),
+            ["UpdateBefore 1,1", "UpdateAfter 1,2"]
+        );
+        // Written at 5 s: kept at 14 s.
+        assert_eq!(
+            step(&mut agg, 14, 0, vec![click(2, "home", 14)]),
+            ["Insert 2,1"]
+        );
+        // Not written since 5 s: gone at 15 s, so user 1 starts over.
+        assert_eq!(
+            step(&mut agg, 15, 0, vec![click(1, "buy", 15)]),
+            ["Insert 1,1"]
+        );
+        // User 2, last written at 14 s, starts over at 24 s; user 1, written at 15 s, is kept.
+        // (Keys of one batch come out in no particular order.)
+        let mut got = step(
+            &mut agg,
+            24,
+            0,
+            vec![click(2, "cart", 24), click(1, "home", 24)],
+        );
+        got.sort();
+        assert_eq!(got, ["Insert 2,1", "UpdateAfter 1,2", "UpdateBefore 1,1"]);
+
+        let mut dedup = factory.operator(&graph, node("first_page"), 0).unwrap();
+        assert_eq!(
+            step(&mut dedup, 0, 0, vec![click(1, "home", 0)]),
+            ["Insert 1,home,Null,Timestamp(0)"]
+        );
+        // A later row is a duplicate: nothing, and no write.
+        assert!(step(&mut dedup, 5, 0, vec![click(1, "cart", 5)]).is_empty());
+        // The first row was written at 0 s: forgotten at 10 s.
+        assert_eq!(
+            step(&mut dedup, 10, 0, vec![click(1, "buy", 10)]),
+            ["Insert 1,buy,Null,Timestamp(10000)"]
+        );
+
+        let mut join = factory.operator(&graph, node("pages"), 0).unwrap();
+        assert!(step(&mut join, 0, 0, vec![click(1, "home", 0)]).is_empty());
+        assert_eq!(
+            step(&mut join, 5, 1, vec![click(1, "cart", 5)]),
+            ["Insert home,cart"]
+        );
+        // At 10 s the left row of 0 s is gone.
+        assert!(step(&mut join, 10, 1, vec![click(1, "buy", 10)]).is_empty());
+        assert_eq!(
+            step(&mut join, 12, 0, vec![click(1, "x", 12)]),
+            ["Insert x,cart", "Insert x,buy"]
+        );
+        // At 15 s the right row of 5 s is gone; the one of 10 s stays.
+        assert_eq!(
+            step(&mut join, 15, 0, vec![click(1, "y", 15)]),
+            ["Insert y,buy"]
+        );
+    }
+}

@@ -6,6 +6,7 @@
 //! per input batch as -U/+U (or +I for a new key).
 
 use crate::compile::{column, compile_keys, eval_key, input_schema, key_group, BuildError};
+use crate::ttl::Ttl;
 use eddy_runtime::expr::Expr;
 use eddy_runtime::graph::{DeduplicateSpec, JobGraph, Keep, NodeId};
 use eddy_runtime::operator::{OpResult, Operator, Output};
@@ -21,6 +22,8 @@ pub struct Deduplicate<B: KeyedStateBackend> {
     kept: B::Value<(Timestamp, Vec<Value>)>,
     max_parallelism: u32,
     before: FxHashMap<Key, (u32, Option<Vec<Value>>)>,
+    /// Keys not written for this long are forgotten: their next row is new again.
+    ttl: Option<Ttl<B>>,
 }
 
 impl<B: KeyedStateBackend> Deduplicate<B> {
@@ -28,6 +31,7 @@ impl<B: KeyedStateBackend> Deduplicate<B> {
         graph: &JobGraph,
         node: NodeId,
         spec: &DeduplicateSpec,
+        ttl: Option<Ttl<B>>,
         mut backend: B,
         max_parallelism: u32,
     ) -> Result<Self, BuildError> {
@@ -39,12 +43,14 @@ impl<B: KeyedStateBackend> Deduplicate<B> {
             kept: backend.value_state("kept"),
             max_parallelism,
             before: FxHashMap::default(),
+            ttl,
         })
     }
 }
 
 impl<B: KeyedStateBackend> Operator for Deduplicate<B> {
     fn process(&mut self, _input: usize, rows: Vec<Row>, out: &mut Output) -> OpResult {
+        let now = self.ttl.as_mut().map(|t| t.expire_values(&mut self.kept));
         for row in rows {
             let Some(t) = row.values[self.time].as_timestamp() else {
                 continue;
@@ -69,6 +75,9 @@ impl<B: KeyedStateBackend> Operator for Deduplicate<B> {
             });
         }
         for (key, (kg, previous)) in std::mem::take(&mut self.before) {
+            if let (Some(ttl), Some(now)) = (&mut self.ttl, now) {
+                ttl.touch(now, kg, &key);
+            }
             let Some((_, current)) = self.kept.get(kg, &key) else {
                 continue;
             };

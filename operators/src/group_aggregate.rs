@@ -9,6 +9,7 @@ use crate::aggregate::{create_all, results_into, update_all, Accs, AggregateSpec
 use crate::compile::{
     aggregate_specs, compile_named, eval_key, input_schema, key_group, BuildError,
 };
+use crate::ttl::Ttl;
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, NamedExpr, NodeId};
 use eddy_runtime::operator::{OpResult, Operator, Output};
@@ -35,6 +36,8 @@ pub struct GroupAggregate<B: KeyedStateBackend> {
     max_parallelism: u32,
     /// Keys touched by the current batch, with their key group.
     touched: FxHashMap<Key, u32>,
+    /// Groups not updated for this long are dropped (without a retraction, as in Flink).
+    ttl: Option<Ttl<B>>,
 }
 
 impl<B: KeyedStateBackend> GroupAggregate<B> {
@@ -43,6 +46,7 @@ impl<B: KeyedStateBackend> GroupAggregate<B> {
         node: NodeId,
         group_by: &[NamedExpr],
         aggregates: &[NamedExpr],
+        ttl: Option<Ttl<B>>,
         mut backend: B,
         max_parallelism: u32,
     ) -> Result<Self, BuildError> {
@@ -53,12 +57,14 @@ impl<B: KeyedStateBackend> GroupAggregate<B> {
             groups: backend.value_state("groups"),
             max_parallelism,
             touched: FxHashMap::default(),
+            ttl,
         })
     }
 }
 
 impl<B: KeyedStateBackend> Operator for GroupAggregate<B> {
     fn process(&mut self, _input: usize, rows: Vec<Row>, out: &mut Output) -> OpResult {
+        let now = self.ttl.as_mut().map(|t| t.expire_values(&mut self.groups));
         for row in rows {
             let sign = if row.kind.is_addition() { 1 } else { -1 };
             let key = eval_key(&self.keys, &row.values);
@@ -77,6 +83,9 @@ impl<B: KeyedStateBackend> Operator for GroupAggregate<B> {
         }
         // Emit one change per touched key.
         for (key, kg) in self.touched.drain() {
+            if let (Some(ttl), Some(now)) = (&mut self.ttl, now) {
+                ttl.touch(now, kg, &key);
+            }
             let aggregates = &self.aggregates;
             self.groups.update(kg, &key, |slot| {
                 let Some(group) = slot else { return };

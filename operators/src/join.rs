@@ -2,18 +2,19 @@
 //! shares: key extraction per side, the residual condition and the output projection over the
 //! concatenated row `left ++ right`.
 //!
-//! Each side's rows are kept per key forever (as Flink does without a state TTL); a new row on
-//! one side is matched against all rows of the other side with the same key. Rows with a NULL
-//! key never match, as in SQL.
+//! Each side's rows are kept per key, forever without a state TTL (as in Flink), or until they
+//! are older than the TTL; a new row on one side is matched against all kept rows of the other
+//! side with the same key. Rows with a NULL key never match, as in SQL.
 
 use crate::compile::{
     compile_expr, compile_keys, compile_named, eval_key, input_schema, key_group, BuildError,
 };
+use crate::ttl::Ttl;
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, JoinSpec, NodeId};
 use eddy_runtime::operator::{OpResult, Operator, Output};
 use eddy_runtime::state::{Key, KeyedStateBackend, ListState};
-use eddy_runtime::types::{Row, Value};
+use eddy_runtime::types::{Row, Timestamp, Value};
 
 /// What all join operators share.
 pub struct JoinCommon {
@@ -83,8 +84,10 @@ impl JoinCommon {
 /// The regular inner join.
 pub struct RegularJoin<B: KeyedStateBackend> {
     common: JoinCommon,
-    /// Rows kept per side.
+    /// Rows kept per side; with a TTL, each ends with the time it was added.
     sides: [B::List<Vec<Value>>; 2],
+    /// Rows are dropped this long after they were added.
+    ttl: Option<Ttl<B>>,
 }
 
 impl<B: KeyedStateBackend> RegularJoin<B> {
@@ -92,32 +95,67 @@ impl<B: KeyedStateBackend> RegularJoin<B> {
         graph: &JobGraph,
         node: NodeId,
         spec: &JoinSpec,
+        ttl: Option<Ttl<B>>,
         mut backend: B,
         max_parallelism: u32,
     ) -> Result<Self, BuildError> {
         Ok(RegularJoin {
             common: JoinCommon::new(graph, node, spec, max_parallelism)?,
             sides: [backend.list_state("left"), backend.list_state("right")],
+            ttl,
         })
+    }
+
+    /// Drops the rows older than the TTL of the keys whose timer is due; returns the time.
+    fn expire(&mut self) -> Option<Timestamp> {
+        let ttl = self.ttl.as_mut()?;
+        let now = ttl.now();
+        let added = |row: &Vec<Value>| row.last().and_then(Value::as_timestamp).unwrap_or(now);
+        for due in ttl.due(now) {
+            let mut oldest = None::<Timestamp>;
+            for side in &mut self.sides {
+                side.retain(due.kg, &due.key, |row| {
+                    let at = added(row);
+                    let keep = !ttl.expired(at, now);
+                    if keep {
+                        oldest = Some(oldest.map_or(at, |o| o.min(at)));
+                    }
+                    keep
+                });
+            }
+            if let Some(oldest) = oldest {
+                ttl.keep_until(oldest.saturating_add(ttl.ttl()), &due);
+            }
+        }
+        Some(now)
     }
 }
 
 impl<B: KeyedStateBackend> Operator for RegularJoin<B> {
     fn process(&mut self, input: usize, rows: Vec<Row>, out: &mut Output) -> OpResult {
+        let now = self.expire();
         let other = 1 - input;
+        // The columns of a stored row, without the time a TTL adds.
+        let stamp = usize::from(now.is_some());
         for row in rows {
             let Some((key, kg)) = self.common.key(input, &row.values) else {
                 continue;
             };
             let common = &mut self.common;
             self.sides[other].for_each(kg, &key, |stored| {
+                let stored = &stored[..stored.len() - stamp];
                 if input == 0 {
                     common.emit_pair(&row.values, stored, out);
                 } else {
                     common.emit_pair(stored, &row.values, out);
                 }
             });
-            self.sides[input].add(kg, &key, row.values);
+            let mut values = row.values;
+            if let (Some(ttl), Some(now)) = (&mut self.ttl, now) {
+                values.push(Value::Timestamp(now));
+                ttl.touch(now, kg, &key);
+            }
+            self.sides[input].add(kg, &key, values);
         }
         Ok(())
     }

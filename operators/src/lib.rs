@@ -22,6 +22,7 @@ mod source_kafka;
 mod stateless;
 mod temporal_join;
 mod top_n;
+pub mod ttl;
 mod window_aggregate;
 mod window_join;
 
@@ -38,6 +39,7 @@ use eddy_runtime::state::{KeyedStateBackend, MemoryBackend};
 use eddy_state_rocksdb::{Restore, RocksBackend};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use ttl::{Clock, Ttl};
 
 pub use compile::{compile_expr, compile_keys, BuildError};
 pub use sink::{is_directory as sink_is_directory, SinkFiles};
@@ -53,6 +55,8 @@ pub struct RunSettings {
     pub exactly_once: bool,
     /// The checkpoint or savepoint to start from.
     pub restore: Option<Restored>,
+    /// The processing time state TTL reads.
+    pub clock: Clock,
 }
 
 impl RunSettings {
@@ -69,6 +73,7 @@ impl Default for RunSettings {
             state: StateBackendChoice::Memory,
             exactly_once: false,
             restore: None,
+            clock: Clock::Wall,
         }
     }
 }
@@ -111,7 +116,9 @@ impl Factory {
         let range = KeyGroupRange::of_subtask(subtask, node.parallelism, graph.max_parallelism);
         if checkpointing::is_keyed(&node.kind) {
             return match &self.settings.state {
-                StateBackendChoice::Memory => keyed(graph, id, MemoryBackend::new(range)),
+                StateBackendChoice::Memory => {
+                    keyed(graph, id, MemoryBackend::new(range), &self.settings.clock)
+                }
                 StateBackendChoice::RocksDb { dir, options } => {
                     let owner = checkpointing::owner_name(node, subtask);
                     let restore = self.settings.restore.as_ref().map(|r| Restore {
@@ -122,7 +129,7 @@ impl Factory {
                     let backend =
                         RocksBackend::open(&dir.join(&owner), &owner, range, options, restore)
                             .map_err(|e| checkpointing::open_error(node, e))?;
-                    let op = keyed(graph, id, backend.clone())?;
+                    let op = keyed(graph, id, backend.clone(), &self.settings.clock)?;
                     backend.check_restored_states().map_err(|e| {
                         BuildError::new(format!(
                             "the checkpoint does not fit operator `{}`: {e}",
@@ -200,7 +207,8 @@ impl Factory {
 fn keyed<B: KeyedStateBackend>(
     graph: &JobGraph,
     id: NodeId,
-    backend: B,
+    mut backend: B,
+    clock: &Clock,
 ) -> Result<Box<dyn Operator>, BuildError> {
     let node = &graph.nodes[id];
     let max_p = graph.max_parallelism;
@@ -222,11 +230,20 @@ fn keyed<B: KeyedStateBackend>(
         NodeKind::GroupAggregate {
             group_by,
             aggregates,
-        } => Box::new(group_aggregate::GroupAggregate::new(
-            graph, id, group_by, aggregates, backend, max_p,
-        )?),
+            ttl,
+        } => {
+            let ttl = Ttl::new(*ttl, &mut backend, clock);
+            Box::new(group_aggregate::GroupAggregate::new(
+                graph, id, group_by, aggregates, ttl, backend, max_p,
+            )?)
+        }
         NodeKind::Join(spec) => match &spec.kind {
-            JoinKind::Regular => Box::new(join::RegularJoin::new(graph, id, spec, backend, max_p)?),
+            JoinKind::Regular { ttl } => {
+                let ttl = Ttl::new(*ttl, &mut backend, clock);
+                Box::new(join::RegularJoin::new(
+                    graph, id, spec, ttl, backend, max_p,
+                )?)
+            }
             JoinKind::Window { .. } => Box::new(window_join::WindowJoin::new(
                 graph, id, spec, backend, max_p,
             )?),
@@ -238,9 +255,12 @@ fn keyed<B: KeyedStateBackend>(
             )?),
         },
         NodeKind::TopN(spec) => Box::new(top_n::TopN::new(graph, id, spec, backend, max_p)?),
-        NodeKind::Deduplicate(spec) => Box::new(deduplicate::Deduplicate::new(
-            graph, id, spec, backend, max_p,
-        )?),
+        NodeKind::Deduplicate(spec) => {
+            let ttl = Ttl::new(spec.ttl, &mut backend, clock);
+            Box::new(deduplicate::Deduplicate::new(
+                graph, id, spec, ttl, backend, max_p,
+            )?)
+        }
         NodeKind::Anomaly(spec) => {
             Box::new(anomaly::Anomaly::new(graph, id, spec, backend, max_p)?)
         }

@@ -69,6 +69,7 @@ fn consumer_needs(graph: &JobGraph, consumer: NodeId, input: usize) -> Option<Ve
         NodeKind::GroupAggregate {
             group_by,
             aggregates,
+            ..
         } => {
             for e in group_by.iter().chain(aggregates) {
                 uses(&e.expr)?;

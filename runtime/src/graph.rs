@@ -151,6 +151,9 @@ pub enum NodeKind {
     GroupAggregate {
         group_by: Vec<NamedExpr>,
         aggregates: Vec<NamedExpr>,
+        /// Milliseconds of processing time a group is kept after its last update (state TTL);
+        /// None keeps it forever.
+        ttl: Option<i64>,
     },
     Join(JoinSpec),
     TopN(TopNSpec),
@@ -173,7 +176,7 @@ impl NodeKind {
             NodeKind::WindowAggregate { .. } => "window_aggregate",
             NodeKind::GroupAggregate { .. } => "group_aggregate",
             NodeKind::Join(j) => match j.kind {
-                JoinKind::Regular => "join",
+                JoinKind::Regular { .. } => "join",
                 JoinKind::Window { .. } => "window_join",
                 JoinKind::Interval { .. } => "interval_join",
                 JoinKind::Temporal { .. } => "temporal_join",
@@ -219,8 +222,9 @@ pub struct JoinSpec {
 /// Which rows of the two sides meet, and when state can be dropped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum JoinKind {
-    /// Every pair ever seen with equal keys (state is kept forever). Both inputs append-only.
-    Regular,
+    /// Every pair with equal keys whose rows are both kept: rows are kept forever, or `ttl`
+    /// milliseconds of processing time after they arrived (state TTL). Both inputs append-only.
+    Regular { ttl: Option<i64> },
     /// Pairs from the same window (equal window end columns); emitted when the window closes.
     Window { left_end: String, right_end: String },
     /// Pairs where `left_time + lower <= right_time <= left_time + upper`; emitted on arrival,
@@ -295,6 +299,9 @@ pub struct DeduplicateSpec {
     pub key: Vec<String>,
     pub time: String,
     pub keep: Keep,
+    /// Milliseconds of processing time a key's row is kept after it was last replaced (state
+    /// TTL); the key's next row is then new. None keeps it forever.
+    pub ttl: Option<i64>,
 }
 
 /// Which row a deduplication keeps.
