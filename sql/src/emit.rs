@@ -17,11 +17,16 @@ pub struct Emitter {
     sources: Vec<String>,
     operators: Vec<String>,
     sinks: Vec<String>,
+    /// The `input` of each sink, as written in its block.
+    sink_inputs: Vec<String>,
     names: BTreeSet<String>,
     /// Each operator's name and its fields, to find equal ones.
     bodies: Vec<(String, String)>,
     /// Parameters the job file declares secret (left as placeholders).
     secrets: Vec<String>,
+    /// `table.exec.state.ttl` in milliseconds, for the operators added from now on that keep
+    /// every key (regular joins, group aggregates, deduplication).
+    pub state_ttl_ms: Option<i64>,
 }
 
 /// A node name from `base`: the characters the job compiler accepts, and unique.
@@ -58,9 +63,11 @@ impl Emitter {
             sources: Vec::new(),
             operators: Vec::new(),
             sinks: Vec::new(),
+            sink_inputs: Vec::new(),
             names: BTreeSet::new(),
             bodies: Vec::new(),
             secrets: Vec::new(),
+            state_ttl_ms: None,
         }
     }
 
@@ -92,6 +99,13 @@ impl Emitter {
     /// Adds an operator of `kind`; its name. An operator equal to one already added is that
     /// one: a query that reads the same subquery twice (Nexmark q5) computes it once.
     pub fn operator(&mut self, base: &str, kind: &str, fields: &[(&str, String)]) -> String {
+        let ttl = match self.state_ttl_ms {
+            Some(ms) if matches!(kind, "join" | "group_aggregate" | "deduplicate") => {
+                vec![("ttl", quote(&format!("{ms}ms")))]
+            }
+            _ => Vec::new(),
+        };
+        let fields = &[fields, &ttl[..]].concat();
         let body = block("", &[&[("type", quote(kind))][..], fields].concat());
         if let Some((name, _)) = self.bodies.iter().find(|(_, b)| *b == body) {
             return name.clone();
@@ -109,6 +123,9 @@ impl Emitter {
         let mut all = vec![("name", quote(&name))];
         all.extend(fields.iter().cloned());
         self.sinks.push(block("sink", &all));
+        if let Some((_, input)) = fields.iter().find(|(k, _)| *k == "input") {
+            self.sink_inputs.push(input.clone());
+        }
     }
 
     /// The whole job file.
@@ -141,12 +158,17 @@ impl Emitter {
     /// The schema of `input` (a node, or `source.port`), from the job compiler: the job so far
     /// with a sink on it.
     pub fn schema_of(&self, input: &str) -> Result<Schema, String> {
+        // The sinks so far become blackholes (their connectors' settings play no part), so
+        // what feeds them stays used.
         let mut probe = self.clone();
         probe.sinks.clear();
-        probe.sink(
-            "schema_probe",
-            &[("input", quote(input)), ("connector", quote("blackhole"))],
-        );
+        let inputs = std::mem::take(&mut probe.sink_inputs);
+        for fed in inputs.into_iter().chain([quote(input)]) {
+            probe.sink(
+                "schema_probe",
+                &[("input", fed), ("connector", quote("blackhole"))],
+            );
+        }
         // Secrets are filled on the cluster; any value compiles the same graph.
         let options = CompileOptions {
             params: self

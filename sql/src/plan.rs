@@ -299,6 +299,17 @@ impl<'s> Planner<'s> {
                     .ok_or_else(|| bad("a duration such as '10 s'"))?;
                 self.settings.checkpoint_interval_ms = Some(ms as u64);
             }
+            "table.exec.state.ttl" => {
+                // Flink reads a bare number as milliseconds; 0 keeps state forever.
+                let text = value.replace(' ', "");
+                let ms = match text.parse::<i64>() {
+                    Ok(ms) => Some(ms),
+                    Err(_) => eddy_runtime::types::parse_duration(&text),
+                }
+                .filter(|ms| *ms >= 0)
+                .ok_or_else(|| bad("a duration such as '1 h' (0 keeps state forever)"))?;
+                self.emitter.state_ttl_ms = (ms > 0).then_some(ms);
+            }
             k if k.starts_with("table.exec.mini-batch.")
                 || k == "table.optimizer.distinct-agg.split.enabled" =>
             {
@@ -319,7 +330,7 @@ impl<'s> Planner<'s> {
             _ => {
                 return Err(self
                     .err(pos, format!("unknown option `{key}`"))
-                    .help("Eddy takes 'parallelism.default' and 'execution.checkpointing.interval'; Flink's mini-batch, pipeline and state options are accepted and ignored"))
+                    .help("Eddy takes 'parallelism.default', 'execution.checkpointing.interval' and 'table.exec.state.ttl'; Flink's mini-batch, pipeline and state options are accepted and ignored"))
             }
         }
         Ok(())

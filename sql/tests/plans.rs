@@ -136,3 +136,32 @@ fn select_distinct_groups_by_what_it_selects() {
         "{toml}"
     );
 }
+
+#[test]
+fn state_ttl_applies_to_the_operators_planned_after_it() {
+    let toml = plan(
+        "CREATE TABLE out (bidder BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\n\
+         CREATE TABLE out2 (bidder BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO out SELECT bidder, COUNT(*) FROM bid GROUP BY bidder;\n\
+         SET 'table.exec.state.ttl' = '1 h';\n\
+         INSERT INTO out2 SELECT bidder, SUM(price) FROM bid GROUP BY bidder;",
+    );
+    assert_eq!(
+        toml.matches("type = \"group_aggregate\"").count(),
+        2,
+        "{toml}"
+    );
+    assert_eq!(toml.matches("ttl = \"3600000ms\"").count(), 1, "{toml}");
+    let windowed = plan(
+        "SET 'table.exec.state.ttl' = '3600000';\n\
+         CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+    );
+    assert!(!windowed.contains("ttl"), "windows need no TTL: {windowed}");
+    let off = plan(
+        "SET 'table.exec.state.ttl' = '0';\n\
+         CREATE TABLE out (bidder BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO out SELECT bidder, COUNT(*) FROM bid GROUP BY bidder;",
+    );
+    assert!(!off.contains("ttl"), "0 keeps state forever: {off}");
+}
