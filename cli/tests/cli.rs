@@ -151,6 +151,20 @@ fn field_of_another_operator_type_is_refused() {
 }
 
 #[test]
+fn a_ttl_is_refused_where_state_ends_by_itself_and_must_be_a_duration() {
+    expect_job_error(
+        "name = \"op\"\ntype = \"window_aggregate\"\ninput = \"events.bid\"\nwindow = { type = \"tumble\", time = \"dateTime\", size = \"10s\" }\naggregates = [\"COUNT(*) AS n\"]\nttl = \"1h\"",
+        &[],
+        &["field `ttl` does not apply to a `window_aggregate` operator", "job.toml:19"],
+    );
+    expect_job_error(
+        "name = \"op\"\ntype = \"group_aggregate\"\ninput = \"events.bid\"\ngroup_by = [\"auction\"]\naggregates = [\"COUNT(*) AS n\"]\nttl = \"soon\"",
+        &[],
+        &["`ttl`: `soon` is not a duration", "job.toml:19"],
+    );
+}
+
+#[test]
 fn unknown_column_points_into_the_expression() {
     expect_job_error(
         "name = \"op\"\ntype = \"select\"\ninput = \"events.bid\"\ncolumns = [\"auction\", \"prce * 2 AS p\"]",

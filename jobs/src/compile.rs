@@ -1126,6 +1126,7 @@ impl<'a> Compiler<'a> {
                 "limit",
                 "rank_column",
                 "window_end",
+                "ttl",
             ],
             "deduplicate" => &["input", "key", "time", "keep", "ttl"],
             "temporal_join" => &[
@@ -2073,6 +2074,13 @@ impl OpCtx<'_, '_> {
             .as_ref()
             .map(|w| self.time_column(w, &input.schema, "window_end"))
             .transpose()?;
+        let ttl = self.ttl(o)?;
+        if let (Some(at), Some(_)) = (&o.ttl, &window_end) {
+            return Err(self
+                .c
+                .err(at.span(), "`ttl` does not apply to a top-N per window")
+                .help("its state ends with each window; remove `ttl`, or `window_end` for a continuous top-N"));
+        }
         let mut fields = input.schema.fields.clone();
         if let Some(rank) = &o.rank_column {
             if input.schema.index_of(rank.get_ref()).is_some() {
@@ -2091,6 +2099,7 @@ impl OpCtx<'_, '_> {
                 limit,
                 rank_column: o.rank_column.as_ref().map(|r| r.get_ref().clone()),
                 window_end: window_end.clone(),
+                ttl,
             }),
             vec![self.edge(&input, Partitioning::Hash(partition_by))],
             Port {

@@ -544,8 +544,9 @@ path = "$OUT"
 }
 
 /// State TTL, with a processing-time clock moved by hand: a group aggregate starts a group over,
-/// a deduplication forgets its first row, and a join drops rows, once they were not written
-/// for the TTL; what was written within it stays. Through the memory and RocksDB backends.
+/// a deduplication forgets its first row, a join drops rows and a top-N its partition, once
+/// they were not written for the TTL; what was written within it stays. Through the memory
+/// and RocksDB backends.
 #[test]
 fn state_ttl_drops_state_not_written_for_that_long() {
     use eddy_operators::checkpointing::{RocksOptions, StateBackendChoice};
@@ -587,9 +588,23 @@ on = "A.user = B.user"
 columns = ["A.page AS a", "B.page AS b"]
 ttl = "10s"
 
+[[operator]]
+name = "latest"
+type = "top_n"
+input = "clicks"
+partition_by = ["user"]
+order_by = ["ts DESC"]
+limit = 1
+ttl = "10s"
+
 [[sink]]
 name = "o1"
 input = "per_user"
+connector = "blackhole"
+
+[[sink]]
+name = "o4"
+input = "latest"
 connector = "blackhole"
 
 [[sink]]
@@ -721,6 +736,29 @@ connector = "blackhole"
         assert_eq!(
             step(&mut join, 15, 0, vec![click(1, "y", 15)]),
             ["Insert y,buy"]
+        );
+
+        let mut top = factory.operator(&graph, node("latest"), 0).unwrap();
+        let latest = |page: &str, s: i64| format!("1,{page},Null,Timestamp({})", s * 1000);
+        assert_eq!(
+            step(&mut top, 0, 0, vec![click(1, "home", 0)]),
+            [format!("Insert {}", latest("home", 0))]
+        );
+        let mut got = step(&mut top, 5, 0, vec![click(1, "cart", 5)]);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                format!("Delete {}", latest("home", 0)),
+                format!("Insert {}", latest("cart", 5))
+            ]
+        );
+        // An older row does not make the cut while the partition is kept...
+        assert!(step(&mut top, 14, 0, vec![click(1, "old", 1)]).is_empty());
+        // ...and is the best once the partition, unchanged since 5 s, is gone at 15 s.
+        assert_eq!(
+            step(&mut top, 15, 0, vec![click(1, "older", 1)]),
+            [format!("Insert {}", latest("older", 1))]
         );
     }
 }

@@ -254,7 +254,10 @@ fn keyed<B: KeyedStateBackend>(
                 graph, id, spec, backend, max_p,
             )?),
         },
-        NodeKind::TopN(spec) => Box::new(top_n::TopN::new(graph, id, spec, backend, max_p)?),
+        NodeKind::TopN(spec) => {
+            let ttl = Ttl::new(spec.ttl, &mut backend, clock);
+            Box::new(top_n::TopN::new(graph, id, spec, ttl, backend, max_p)?)
+        }
         NodeKind::Deduplicate(spec) => {
             let ttl = Ttl::new(spec.ttl, &mut backend, clock);
             Box::new(deduplicate::Deduplicate::new(

@@ -9,6 +9,7 @@
 use crate::compile::{
     column, compile_expr, compile_keys, eval_key, input_schema, key_group, BuildError,
 };
+use crate::ttl::Ttl;
 use eddy_runtime::expr::{Expr, Scope};
 use eddy_runtime::graph::{JobGraph, NodeId, TopNSpec};
 use eddy_runtime::operator::{OpResult, Operator, Output};
@@ -36,6 +37,8 @@ pub struct TopN<B: KeyedStateBackend> {
     /// Partitions touched by the current batch, with their rows before it.
     before: FxHashMap<Key, (u32, Vec<Entry>)>,
     late: u64,
+    /// Continuous top-N: partitions whose rows did not change for this long are dropped.
+    ttl: Option<Ttl<B>>,
 }
 
 impl<B: KeyedStateBackend> TopN<B> {
@@ -43,6 +46,7 @@ impl<B: KeyedStateBackend> TopN<B> {
         graph: &JobGraph,
         node: NodeId,
         spec: &TopNSpec,
+        ttl: Option<Ttl<B>>,
         mut backend: B,
         max_parallelism: u32,
     ) -> Result<Self, BuildError> {
@@ -70,6 +74,7 @@ impl<B: KeyedStateBackend> TopN<B> {
             max_parallelism,
             before: FxHashMap::default(),
             late: 0,
+            ttl,
         })
     }
 
@@ -143,6 +148,7 @@ impl<B: KeyedStateBackend> TopN<B> {
 
 impl<B: KeyedStateBackend> Operator for TopN<B> {
     fn process(&mut self, _input: usize, rows: Vec<Row>, out: &mut Output) -> OpResult {
+        let now = self.ttl.as_mut().map(|t| t.expire_values(&mut self.lists));
         for row in rows {
             let key = eval_key(&self.partition, &row.values);
             let kg = key_group(&key, self.max_parallelism);
@@ -178,6 +184,11 @@ impl<B: KeyedStateBackend> Operator for TopN<B> {
         }
         for (key, (kg, before)) in std::mem::take(&mut self.before) {
             let after = self.lists.get(kg, &key).unwrap_or_default();
+            if let (Some(ttl), Some(now)) = (&mut self.ttl, now) {
+                if after != before {
+                    ttl.touch(now, kg, &key);
+                }
+            }
             self.emit_diff(&before, &after, out);
         }
         Ok(())

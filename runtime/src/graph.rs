@@ -284,6 +284,9 @@ pub struct TopNSpec {
     /// When set (a window end column), ranks per window and emits each window's final top rows
     /// once it closes, append-only (Flink's window top-N); otherwise emits updates continuously.
     pub window_end: Option<String>,
+    /// Continuous top-N: milliseconds of processing time a partition's rows are kept after
+    /// they last changed (state TTL); None keeps them forever.
+    pub ttl: Option<i64>,
 }
 
 /// One ORDER BY item.

@@ -25,7 +25,7 @@ pub struct Emitter {
     /// Parameters the job file declares secret (left as placeholders).
     secrets: Vec<String>,
     /// `table.exec.state.ttl` in milliseconds, for the operators added from now on that keep
-    /// every key (regular joins, group aggregates, deduplication).
+    /// every key (regular joins, group aggregates, deduplication, continuous top-N).
     pub state_ttl_ms: Option<i64>,
 }
 
@@ -100,7 +100,10 @@ impl Emitter {
     /// one: a query that reads the same subquery twice (Nexmark q5) computes it once.
     pub fn operator(&mut self, base: &str, kind: &str, fields: &[(&str, String)]) -> String {
         let ttl = match self.state_ttl_ms {
-            Some(ms) if matches!(kind, "join" | "group_aggregate" | "deduplicate") => {
+            Some(ms)
+                if matches!(kind, "join" | "group_aggregate" | "deduplicate")
+                    || (kind == "top_n" && !fields.iter().any(|(k, _)| *k == "window_end")) =>
+            {
                 vec![("ttl", quote(&format!("{ms}ms")))]
             }
             _ => Vec::new(),
