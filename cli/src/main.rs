@@ -8,6 +8,7 @@ mod cluster;
 mod gen;
 mod http;
 mod serve;
+mod shell;
 mod warehouse;
 
 use anyhow::Context;
@@ -86,6 +87,9 @@ enum Command {
     /// Make the cluster's CA and the certificates of its nodes and clients (mutual TLS).
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// A Flink SQL shell: declare tables, run SELECTs and print their results, run INSERTs
+    /// as jobs, on the embedded runtime (statements from standard input, each ended by `;`).
+    Sql(shell::SqlArgs),
     /// Start a cluster on loopback, inject seeded faults (kills, pauses, partitions, disk and
     /// dependency failures) while it runs a job, and check that nothing was lost or duplicated.
     Chaos(chaos::ChaosArgs),
@@ -250,6 +254,7 @@ pub(crate) fn read_job(
             }),
             generate: args.generate.is_some(),
             deferred: deferred.iter().cloned().collect(),
+            select_to: None,
         };
         let job =
             eddy_sql::compile_files(&args.jobs, &options).map_err(|e| BadJob(e.to_string()))?;
@@ -859,6 +864,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => report(serve::serve(args)),
         Command::ApiKey(command) => report(serve::api_key(command)),
         Command::Chaos(args) => report(chaos::chaos(args)),
+        Command::Sql(args) => report(shell::run(args)),
         Command::Certs(command) => report(certs::certs(command)),
         Command::Token(command) => report(cluster::token(command)),
         Command::Audit(args) => report(cluster::audit(args)),

@@ -486,3 +486,97 @@ fn stdout_sink_prints_json_lines() {
         .collect();
     assert_eq!(ids, vec![1000, 1001]);
 }
+
+/// `eddy sql` fed statements on its standard input, as someone types them: a table declared,
+/// a SELECT printed as a table, a mistake reported with its position while the session goes
+/// on, an INSERT run as a job, a script of declarations given up front.
+#[test]
+fn the_sql_shell_declares_queries_and_inserts() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("clicks.jsonl"),
+        "{\"user_id\": 1, \"page\": \"home\"}\n{\"user_id\": 2, \"page\": \"home\"}\n{\"user_id\": 1, \"page\": \"cart\"}\nnot json\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ddl.sql"),
+        "-- the clicks\nCREATE TABLE clicks (user_id BIGINT, page STRING)\n  WITH ('connector' = 'filesystem', 'path' = '${CLICKS}', 'format' = 'json');\n",
+    )
+    .unwrap();
+    let statements = "\
+SHOW TABLES;
+SELECT page, COUNT(*) AS n
+  FROM clicks GROUP BY page;
+SELECT nope FROM clicks;
+CREATE TABLE per_user (user_id BIGINT, pages BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '${OUT}', 'format' = 'json');
+INSERT INTO per_user SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id;
+SELECT * FROM clicks WHERE page = 'cart';
+QUIT
+";
+    let out_file = dir.path().join("per_user.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["sql", "ddl.sql", "--param", "CLICKS=clicks.jsonl"])
+        .arg("--param")
+        .arg(format!("OUT={}", out_file.display()))
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(statements.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", stderr(&out));
+    for expected in [
+        "clicks\n",
+        "| page | n |",
+        "| cart | 1 |",
+        "| home | 2 |",
+        "2 rows",
+        "statement 2:1",
+        "nope",
+        "[OK]",
+        "the job ran to its end; written: per_user",
+        "| 1       | cart |",
+        "1 row",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "`{expected}` missing from:\n{stdout}"
+        );
+    }
+    let mut written: Vec<String> = std::fs::read_to_string(&out_file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        ["{\"user_id\":1,\"pages\":2}", "{\"user_id\":2,\"pages\":1}"]
+    );
+    // A script given up front must only prepare the session.
+    std::fs::write(
+        dir.path().join("run.sql"),
+        "INSERT INTO per_user SELECT 1, 2;",
+    )
+    .unwrap();
+    let out = eddy(
+        &["sql", "ddl.sql", "run.sql", "--param", "CLICKS=x"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not a declaration or SET"),
+        "{}",
+        stderr(&out)
+    );
+}

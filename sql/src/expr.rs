@@ -67,22 +67,22 @@ impl Converter<'_> {
                 expr: Box::new(self.convert(x)?),
                 negated: matches!(e, Expr::IsNotNull(_)),
             }),
-            // `x IS TRUE` is FALSE, not NULL, when x is NULL: `x IS NOT NULL AND x = TRUE`.
+            // `x IS TRUE` is FALSE, not NULL, when x is NULL: `COALESCE(x = TRUE, FALSE)`, which
+            // evaluates x once.
             Expr::IsTrue(x) | Expr::IsFalse(x) => {
-                let x = self.convert(x)?;
-                node(AstKind::Binary {
-                    op: BinaryOp::And,
-                    left: boxed(AstKind::IsNull {
-                        expr: Box::new(x.clone()),
-                        negated: true,
-                    }),
-                    right: boxed(AstKind::Binary {
-                        op: BinaryOp::Eq,
-                        left: Box::new(x),
-                        right: boxed(AstKind::Literal(eddy_runtime::types::Value::Bool(
-                            matches!(e, Expr::IsTrue(_)),
-                        ))),
-                    }),
+                let literal =
+                    |b: bool| boxed(AstKind::Literal(eddy_runtime::types::Value::Bool(b)));
+                let compared = node(AstKind::Binary {
+                    op: BinaryOp::Eq,
+                    left: Box::new(self.convert(x)?),
+                    right: literal(matches!(e, Expr::IsTrue(_))),
+                });
+                node(AstKind::Call {
+                    name: "coalesce".into(),
+                    args: vec![compared, *literal(false)],
+                    distinct: false,
+                    star: false,
+                    filter: None,
                 })
             }
             Expr::UnaryOp { op, expr } => {

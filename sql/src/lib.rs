@@ -32,6 +32,9 @@ pub struct SqlOptions {
     /// Placeholders left for the cluster to fill (`eddy submit --secret-param`): the job file
     /// declares them secret, so their values are sealed and never shown.
     pub deferred: BTreeSet<String>,
+    /// The `eddy sql` shell: a bare SELECT writes its rows as JSON lines to this file (a sink
+    /// called `result`); without it, a SELECT outside INSERT INTO is an error.
+    pub select_to: Option<PathBuf>,
 }
 
 /// A planned script.
@@ -79,11 +82,25 @@ pub fn compile_texts(
     files: Vec<(String, String)>,
     options: &SqlOptions,
 ) -> Result<SqlJob, SqlError> {
+    plan_on_big_stack(files, options, false)
+}
+
+/// Checks a script that may insert into nothing yet (declarations and settings, as the
+/// `eddy sql` shell collects them): the errors [`compile_texts`] would give, but for that one.
+pub fn check_texts(files: Vec<(String, String)>, options: &SqlOptions) -> Result<(), SqlError> {
+    plan_on_big_stack(files, options, true).map(|_| ())
+}
+
+fn plan_on_big_stack(
+    files: Vec<(String, String)>,
+    options: &SqlOptions,
+    allow_empty: bool,
+) -> Result<SqlJob, SqlError> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("sql-planner".into())
             .stack_size(STACK)
-            .spawn_scoped(scope, || plan_texts(files, options))
+            .spawn_scoped(scope, || plan_texts(files, options, allow_empty))
             .map_err(|e| SqlError::general(format!("cannot start the SQL planner: {e}")))?
             .join()
             // A panic is a bug: it goes on as if planning had run on this thread.
@@ -91,7 +108,11 @@ pub fn compile_texts(
     })
 }
 
-fn plan_texts(files: Vec<(String, String)>, options: &SqlOptions) -> Result<SqlJob, SqlError> {
+fn plan_texts(
+    files: Vec<(String, String)>,
+    options: &SqlOptions,
+    allow_empty: bool,
+) -> Result<SqlJob, SqlError> {
     let name = files
         .last()
         .map(|(f, _)| {
@@ -107,10 +128,11 @@ fn plan_texts(files: Vec<(String, String)>, options: &SqlOptions) -> Result<SqlJ
     let statements = script::parse(&sources, &options.params, &options.deferred, placeholder)?;
     let mut planner = plan::Planner::new(&sources, options.sink_dir.clone(), &name);
     planner.emitter.secret_params(&options.deferred);
+    planner.select_to = options.select_to.clone();
     for statement in &statements {
         planner.statement(statement)?;
     }
-    if planner.sinks == 0 && planner.explained.is_empty() {
+    if planner.sinks == 0 && planner.explained.is_empty() && !allow_empty {
         return Err(SqlError::general(
             "the script inserts into no table, so there is nothing to run",
         )

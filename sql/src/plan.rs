@@ -129,6 +129,8 @@ pub struct Planner<'s> {
     read: BTreeMap<String, From>,
     pub settings: Settings,
     sink_dir: Option<SinkDir>,
+    /// Where a bare SELECT writes its rows (the `eddy sql` shell); without it, one is an error.
+    pub select_to: Option<std::path::PathBuf>,
     pub emitter: Emitter,
     /// Plans printed by EXPLAIN.
     pub explained: Vec<String>,
@@ -169,6 +171,7 @@ impl<'s> Planner<'s> {
             read: BTreeMap::new(),
             settings: Settings::default(),
             sink_dir,
+            select_to: None,
             emitter: Emitter::new(name),
             explained: Vec::new(),
             sinks: 0,
@@ -271,6 +274,27 @@ impl<'s> Planner<'s> {
                 (self.emitter, self.sinks, self.read) = before;
                 planned?;
                 self.explained.push(after);
+            }
+            Stmt::Query(query) if self.select_to.is_some() => {
+                let rel = self.query(pos.file, query, pos, &Ctes::new())?;
+                // Named as the query names them, without the planner's inner names.
+                let items: Vec<String> =
+                    rel.columns.iter().map(|c| column(c).to_string()).collect();
+                let input = self.emitter.operator(
+                    "result_columns",
+                    "select",
+                    &[("input", quote(&rel.input)), ("columns", list(&items))],
+                );
+                let path = self.select_to.clone().expect("checked by the guard");
+                self.emitter.sink(
+                    "result",
+                    &[
+                        ("input", quote(&input)),
+                        ("connector", quote("file")),
+                        ("path", quote(&path.display().to_string())),
+                    ],
+                );
+                self.sinks += 1;
             }
             Stmt::Query(query) => {
                 return Err(self
