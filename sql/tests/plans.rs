@@ -52,7 +52,7 @@ fn is_true_is_false_for_null() {
          INSERT INTO out SELECT auction FROM bid WHERE NOT ((price > 10) IS TRUE);",
     );
     assert!(
-        toml.contains("NOT COALESCE(((price > 10) = TRUE), FALSE)"),
+        toml.contains("NOT COALESCE((price > 10) = TRUE, FALSE)"),
         "{toml}"
     );
 }
