@@ -1,6 +1,6 @@
-//! State time-to-live: the keyed state of regular joins, group aggregates and deduplication is
-//! dropped once it has not been written for a while, so a job that runs for months over an
-//! unbounded key space keeps its state bounded.
+//! State time-to-live: the keyed state of regular joins, group aggregates, deduplication and
+//! continuous top-N is dropped once it has not been written for a while, so a job that runs for
+//! months over an unbounded key space keeps its state bounded.
 //!
 //! As Flink's `table.exec.state.ttl`, the time is processing time and an entry's life restarts
 //! when it is written (Flink's `OnCreateAndWrite`); expired state is never read (it is removed
@@ -12,7 +12,8 @@
 //! Each key has one timer, at the time its state may expire, and its last write time; when
 //! the timer fires the operator drops what is older than the TTL and sets the timer again for
 //! what remains. Both live in the operator's keyed state, so they are checkpointed and move
-//! with their key group when a job is rescaled.
+//! with their key group when a job is rescaled. (The RocksDB backend keeps timers in memory, so
+//! a TTL costs about one timer per live key of memory: bounded, since the TTL bounds the keys.)
 
 use eddy_runtime::keygroup::KeyGroup;
 use eddy_runtime::state::{Key, KeyedStateBackend, StateData, TimerState, ValueState};
