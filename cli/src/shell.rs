@@ -11,9 +11,9 @@ use clap::Args;
 use eddy_jobs::{compile_str, CompileOptions};
 use eddy_operators::{Factory, RunSettings};
 use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
-use eddy_runtime::graph::{GeneratorSpec, NodeKind};
+use eddy_runtime::graph::{GeneratorSpec, NodeKind, SinkConnector};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -279,15 +279,17 @@ impl Session {
     }
 
     /// A SELECT's rows as a table, sorted (numbers as numbers), at most --max-rows of them.
-    fn table(
-        &self,
-        graph: &eddy_runtime::graph::JobGraph,
-        path: &PathBuf,
-    ) -> Result<String, String> {
+    fn table(&self, graph: &eddy_runtime::graph::JobGraph, path: &Path) -> Result<String, String> {
+        // The sink writing `path` (called `result`, unless a table took that name).
         let sink = graph
             .nodes
             .iter()
-            .find(|n| n.name == "result")
+            .find(|n| match &n.kind {
+                NodeKind::Sink(spec) => {
+                    matches!(&spec.connector, SinkConnector::File { path: p } if Path::new(p) == path)
+                }
+                _ => false,
+            })
             .ok_or("error: the plan has no result (a bug)")?;
         let input = &sink.inputs[0];
         let schema = &graph.nodes[input.from].outputs[input.port].schema;

@@ -513,6 +513,9 @@ CREATE TABLE per_user (user_id BIGINT, pages BIGINT)
   WITH ('connector' = 'filesystem', 'path' = '${OUT}', 'format' = 'json');
 INSERT INTO per_user SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id;
 SELECT * FROM clicks WHERE page = 'cart';
+CREATE TABLE result (user_id BIGINT, page STRING)
+  WITH ('connector' = 'filesystem', 'path' = '${CLICKS}', 'format' = 'json');
+SELECT COUNT(*) AS pages FROM result;
 QUIT
 ";
     let out_file = dir.path().join("per_user.jsonl");
@@ -547,6 +550,7 @@ QUIT
         "the job ran to its end; written: per_user",
         "| 1       | cart |",
         "1 row",
+        "| pages |\n+-------+\n| 3     |",
     ] {
         assert!(
             stdout.contains(expected),

@@ -91,10 +91,7 @@ impl Producer {
         let mut routes = self.routes.lock().await;
         let partitions = self.partitions_of(&mut routes, topic).await?;
         let partition = crate::partition_for(key.as_deref().unwrap_or(&value), partitions);
-        let queue = self.queue(&mut routes, topic, partition).await?;
-        let acknowledged = enqueue(&queue, topic, key, value)?;
-        drop(routes);
-        Ok((partition, acknowledged.await?))
+        self.append(routes, topic, partition, key, value).await
     }
 
     /// Appends one record to a given partition.
@@ -105,7 +102,20 @@ impl Producer {
         key: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> Result<(i32, i64), KafkaError> {
-        let mut routes = self.routes.lock().await;
+        let routes = self.routes.lock().await;
+        self.append(routes, topic, partition, key, value).await
+    }
+
+    /// Queues a record while `routes` is held, so that records keep the order of their
+    /// sends, then waits for its offset.
+    async fn append(
+        &self,
+        mut routes: tokio::sync::MutexGuard<'_, Routes>,
+        topic: &str,
+        partition: i32,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<(i32, i64), KafkaError> {
         let queue = self.queue(&mut routes, topic, partition).await?;
         let acknowledged = enqueue(&queue, topic, key, value)?;
         drop(routes);
