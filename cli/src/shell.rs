@@ -159,12 +159,13 @@ impl Session {
         files
     }
 
-    /// Plans and runs a script that writes somewhere; the job's graph for the caller's report.
+    /// Plans and runs a script that writes somewhere; the job's graph for the caller's report,
+    /// and a note on malformed input if there was any.
     fn run(
         &self,
         files: Vec<(String, String)>,
         select_to: Option<PathBuf>,
-    ) -> Result<eddy_runtime::graph::JobGraph, String> {
+    ) -> Result<(eddy_runtime::graph::JobGraph, String), String> {
         let options = self.options(&files, select_to);
         let job = eddy_sql::compile_texts(files, &options).map_err(|e| e.to_string())?;
         let options = CompileOptions {
@@ -178,8 +179,12 @@ impl Session {
             ..Default::default()
         };
         let graph = compile_str(&job.name, &job.toml, &options).map_err(|e| e.to_string())?;
+        let dead_letters = self
+            .work
+            .path()
+            .join(format!("dead-letter-{}.jsonl", self.count));
         let factory = Factory::new(RunSettings {
-            dead_letter_path: self.work.path().join("dead-letter.jsonl"),
+            dead_letter_path: dead_letters.clone(),
             ..Default::default()
         });
         execute(
@@ -189,7 +194,14 @@ impl Session {
             &CancelHandle::default(),
         )
         .map_err(|e| format!("error: the job failed: {e:#}"))?;
-        Ok(graph)
+        let note = match factory.dead_letter_count() {
+            0 => String::new(),
+            n => format!(
+                "\n({n} malformed input line(s) skipped, with the reason, in {}, kept until the shell ends)",
+                dead_letters.display()
+            ),
+        };
+        Ok((graph, note))
     }
 
     /// Does what one statement says; false to end the session.
@@ -215,18 +227,21 @@ impl Session {
                     .path()
                     .join(format!("result-{}.jsonl", self.count));
                 self.run(files, Some(path.clone()))
-                    .and_then(|graph| self.table(&graph, &path))
+                    .and_then(|(graph, note)| Ok(self.table(&graph, &path)? + &note))
             }
             Kind::Job => {
                 let files = self.script(statement);
-                self.run(files, None).map(|graph| {
+                self.run(files, None).map(|(graph, note)| {
                     let sinks: Vec<&str> = graph
                         .nodes
                         .iter()
                         .filter(|n| matches!(n.kind, NodeKind::Sink(_)))
                         .map(|n| n.name.as_str())
                         .collect();
-                    format!("[OK] the job ran to its end; written: {}", sinks.join(", "))
+                    format!(
+                        "[OK] the job ran to its end; written: {}{note}",
+                        sinks.join(", ")
+                    )
                 })
             }
             Kind::Explain => {

@@ -551,6 +551,7 @@ QUIT
         "| 1       | cart |",
         "1 row",
         "| pages |\n+-------+\n| 3     |",
+        "(1 malformed input line(s) skipped",
     ] {
         assert!(
             stdout.contains(expected),
