@@ -117,6 +117,7 @@ fn unsupported_constructs_say_what_is_supported() {
         ("INSERT INTO out SELECT B.auction, B.price FROM bid B LEFT JOIN auction A ON A.id = B.auction;", "LEFT JOIN"),
         ("INSERT INTO out SELECT auction, price FROM bid ORDER BY price;", "ORDER BY"),
         ("SET 'table.exec.unknown' = 'x';", "unknown option"),
+        ("SET 'table.exec.state.ttl' = 'a while';", "is not a duration such as '1 h'"),
         ("CREATE FUNCTION f AS 'com.example.F';", "no implementation of the Java class"),
         ("CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't');\nINSERT INTO k SELECT auction FROM bid;", "no Kafka sink yet"),
         ("INSERT INTO out SELECT auction, price FROM TABLE(CUMULATE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '1' SECOND, INTERVAL '5' SECOND)) GROUP BY auction, price, window_start, window_end;", "CUMULATE"),
