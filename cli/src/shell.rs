@@ -9,8 +9,6 @@
 
 use clap::Args;
 use eddy_jobs::{compile_str, CompileOptions};
-use eddy_operators::{Factory, RunSettings};
-use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
 use eddy_runtime::graph::{GeneratorSpec, NodeKind, SinkConnector};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -183,18 +181,9 @@ impl Session {
             .work
             .path()
             .join(format!("dead-letter-{}.jsonl", self.count));
-        let factory = Factory::new(RunSettings {
-            dead_letter_path: dead_letters.clone(),
-            ..Default::default()
-        });
-        execute(
-            &graph,
-            &factory,
-            &ExecOptions::default(),
-            &CancelHandle::default(),
-        )
-        .map_err(|e| format!("error: the job failed: {e:#}"))?;
-        let note = match factory.dead_letter_count() {
+        let malformed = eddy_operators::run_to_end(&graph, dead_letters.clone())
+            .map_err(|e| format!("error: the job failed: {e:#}"))?;
+        let note = match malformed {
             0 => String::new(),
             n => format!(
                 "\n({n} malformed input line(s) skipped, with the reason, in {}, kept until the shell ends)",

@@ -8,8 +8,6 @@
 use eddy_jobs::compare::compare_files;
 use eddy_jobs::{compile_file, CompileOptions};
 use eddy_operators::format::write_nexmark_events;
-use eddy_operators::{Factory, RunSettings};
-use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -60,22 +58,9 @@ fn check(query: &str, parallelism: u32) {
     };
     let job = repo().join(format!("nexmark/{query}.toml"));
     let graph = compile_file(&job, &options).unwrap_or_else(|e| panic!("{e}"));
-    let factory = Factory::new(RunSettings {
-        dead_letter_path: out_dir.path().join("dead-letter.jsonl"),
-        ..Default::default()
-    });
-    execute(
-        &graph,
-        &factory,
-        &ExecOptions::default(),
-        &CancelHandle::default(),
-    )
-    .unwrap_or_else(|e| panic!("{query} p={parallelism} failed: {e}"));
-    assert_eq!(
-        factory.dead_letter_count(),
-        0,
-        "the input has no malformed lines"
-    );
+    let malformed = eddy_operators::run_to_end(&graph, out_dir.path().join("dead-letter.jsonl"))
+        .unwrap_or_else(|e| panic!("{query} p={parallelism} failed: {e}"));
+    assert_eq!(malformed, 0, "the input has no malformed lines");
     if let Err(report) = compare_files(&expected(query), &output) {
         panic!("{query} at parallelism {parallelism} differs from Flink:\n{report}");
     }

@@ -4,7 +4,6 @@
 
 use eddy_jobs::{compile_str, CompileOptions};
 use eddy_operators::{Factory, RunSettings};
-use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
 use serde_json::Value;
 use std::path::Path;
 
@@ -64,17 +63,7 @@ fn execute_job(text: &str, input: &str, parallelism: u32, dir: &Path) {
         topic_files: None,
     };
     let graph = compile_str("test.toml", text, &options).unwrap_or_else(|e| panic!("{e}"));
-    let factory = Factory::new(RunSettings {
-        dead_letter_path: dir.join("dead.jsonl"),
-        ..Default::default()
-    });
-    execute(
-        &graph,
-        &factory,
-        &ExecOptions::default(),
-        &CancelHandle::default(),
-    )
-    .unwrap();
+    eddy_operators::run_to_end(&graph, dir.join("dead.jsonl")).unwrap();
 }
 
 /// Runs a job over the clicks at a parallelism and returns the output rows, sorted by text.

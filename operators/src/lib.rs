@@ -78,6 +78,26 @@ impl Default for RunSettings {
     }
 }
 
+/// Runs `graph` to the end of its input on this process's executor, with in-memory state and
+/// malformed input lines written to `dead_letters`; how many there were. For what needs no
+/// checkpoints: tests and the `eddy sql` shell.
+pub fn run_to_end(
+    graph: &JobGraph,
+    dead_letters: std::path::PathBuf,
+) -> Result<u64, eddy_runtime::exec::ExecError> {
+    let factory = Factory::new(RunSettings {
+        dead_letter_path: dead_letters,
+        ..Default::default()
+    });
+    eddy_runtime::exec::execute(
+        graph,
+        &factory,
+        &eddy_runtime::exec::ExecOptions::default(),
+        &eddy_runtime::exec::CancelHandle::default(),
+    )?;
+    Ok(factory.dead_letter_count())
+}
+
 /// Builds operator instances for the executor. Shared resources that all subtasks of a node use
 /// (a sink's output file, the dead-letter file) live here so that each is opened once.
 pub struct Factory {

@@ -1,8 +1,6 @@
 //! What the SQL tests share: running a planned job on the local runtime.
 
 use eddy_jobs::{compile_str, CompileOptions};
-use eddy_operators::{Factory, RunSettings};
-use eddy_runtime::exec::{execute, CancelHandle, ExecOptions};
 use std::path::Path;
 
 /// Compiles the job file `toml` planned from `script` at `parallelism` and runs it to its end
@@ -14,17 +12,7 @@ pub fn run_job(script: &str, toml: &str, parallelism: u32, dir: &Path) {
     };
     let graph =
         compile_str(script, toml, &options).unwrap_or_else(|e| panic!("{e}\nthe plan:\n{toml}"));
-    let factory = Factory::new(RunSettings {
-        dead_letter_path: dir.join("dead-letter.jsonl"),
-        ..Default::default()
-    });
-    execute(
-        &graph,
-        &factory,
-        &ExecOptions::default(),
-        &CancelHandle::default(),
-    )
-    .unwrap_or_else(|e| {
+    eddy_operators::run_to_end(&graph, dir.join("dead-letter.jsonl")).unwrap_or_else(|e| {
         panic!("{script} at parallelism {parallelism} failed: {e}\nthe plan:\n{toml}")
     });
 }
