@@ -978,25 +978,21 @@ impl<'s> Planner<'s> {
             fields.push(("right_time", quote(&right_time)));
             fields.push(("join_type", quote(if *left { "left" } else { "inner" })));
         }
+        let kind = if temporal {
+            "temporal_join"
+        } else if interval.is_some() {
+            "interval_join"
+        } else {
+            "join"
+        };
         if !aggregating {
             if select.having.is_some() {
                 return Err(self.err(pos, "HAVING without GROUP BY or aggregates"));
             }
             let columns: Vec<String> = items.iter().map(|(a, n)| named(a, n)).collect();
             fields.push(("columns", list(&columns)));
-            if temporal {
-                let input = self.emitter.operator("join", "temporal_join", &fields);
-                return Ok(Rel {
-                    input,
-                    columns: items.into_iter().map(|(_, n)| n).collect(),
-                    alias: None,
-                    time: None,
-                    window: None,
-                });
-            }
             let kind = match &window_ends {
-                _ if interval.is_some() => "interval_join",
-                Some((l, r)) => {
+                Some((l, r)) if kind == "join" => {
                     if l != "window_end" {
                         fields.push(("left_window_end", quote(l)));
                     }
@@ -1005,7 +1001,7 @@ impl<'s> Planner<'s> {
                     }
                     "window_join"
                 }
-                None => "join",
+                _ => kind,
             };
             let input = self.emitter.operator("join", kind, &fields);
             return Ok(Rel {
@@ -1050,13 +1046,6 @@ impl<'s> Planner<'s> {
             })
             .collect();
         fields.push(("columns", list(&columns)));
-        let kind = if temporal {
-            "temporal_join"
-        } else if interval.is_some() {
-            "interval_join"
-        } else {
-            "join"
-        };
         let input = self.emitter.operator("join", kind, &fields);
         let rename = |a: &Ast| rename_columns(a, &used, &names);
         let keys: Vec<Ast> = keys.iter().map(rename).collect();
