@@ -118,6 +118,8 @@ fn take_statements(buffer: &mut String) -> Vec<String> {
 struct Session {
     args: SqlArgs,
     kept: Vec<(String, String)>,
+    /// The tables and views `kept` declares, from the planner.
+    declared: Vec<String>,
     /// Numbers the statements, for error positions.
     count: usize,
     work: tempfile::TempDir,
@@ -203,8 +205,9 @@ impl Session {
                 let files = self.script(statement);
                 let checked = eddy_sql::check_texts(files.clone(), &self.options(&files, None));
                 checked
-                    .map(|()| {
+                    .map(|declared| {
                         self.kept.push(files.last().cloned().expect("just added"));
+                        self.declared = declared;
                         "[OK]".to_string()
                     })
                     .map_err(|e| e.to_string())
@@ -252,33 +255,12 @@ impl Session {
         Ok(true)
     }
 
-    /// The tables the session declared.
+    /// The tables and views the session declared.
     fn tables(&self) -> String {
-        let mut names: Vec<String> = self
-            .kept
-            .iter()
-            .flat_map(|(_, text)| {
-                let words: Vec<&str> = text.split_whitespace().collect();
-                (0..words.len().saturating_sub(2))
-                    .filter(|&i| {
-                        words[i].eq_ignore_ascii_case("CREATE")
-                            && (words[i + 1].eq_ignore_ascii_case("TABLE")
-                                || words[i + 1].eq_ignore_ascii_case("VIEW"))
-                    })
-                    .map(|i| {
-                        words[i + 2]
-                            .trim_matches(|c| c == '`' || c == '(')
-                            .to_string()
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        names.sort();
-        names.dedup();
-        if names.is_empty() {
+        if self.declared.is_empty() {
             "(no tables yet: CREATE TABLE ...)".into()
         } else {
-            names.join("\n")
+            self.declared.join("\n")
         }
     }
 
@@ -378,6 +360,7 @@ pub(crate) fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     let mut session = Session {
         args,
         kept: Vec::new(),
+        declared: Vec::new(),
         count: 0,
         work,
     };
@@ -403,9 +386,12 @@ pub(crate) fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         let mut files = session.kept.clone();
         files.push(file.clone());
         let options = session.options(&files, None);
-        if let Err(e) = eddy_sql::check_texts(files, &options) {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
+        match eddy_sql::check_texts(files, &options) {
+            Ok(declared) => session.declared = declared,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(2));
+            }
         }
         session.kept.push(file);
     }

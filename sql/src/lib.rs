@@ -50,6 +50,8 @@ pub struct SqlJob {
     pub explained: Vec<String>,
     /// How many INSERTs the job holds (0 for a script that only explains).
     pub sinks: usize,
+    /// The tables and views the script declares, sorted (views by their lower-case name).
+    pub declared: Vec<String>,
 }
 
 /// Whether `path` names a SQL script.
@@ -87,8 +89,12 @@ pub fn compile_texts(
 
 /// Checks a script that may insert into nothing yet (declarations and settings, as the
 /// `eddy sql` shell collects them): the errors [`compile_texts`] would give, but for that one.
-pub fn check_texts(files: Vec<(String, String)>, options: &SqlOptions) -> Result<(), SqlError> {
-    plan_on_big_stack(files, options, true).map(|_| ())
+/// The tables and views it declares.
+pub fn check_texts(
+    files: Vec<(String, String)>,
+    options: &SqlOptions,
+) -> Result<Vec<String>, SqlError> {
+    plan_on_big_stack(files, options, true).map(|job| job.declared)
 }
 
 fn plan_on_big_stack(
@@ -138,11 +144,13 @@ fn plan_texts(
         )
         .help("add INSERT INTO <table> SELECT ..."));
     }
+    let declared = planner.declared();
     Ok(SqlJob {
         toml: planner.emitter.text(),
         name,
         settings: planner.settings,
         explained: planner.explained,
         sinks: planner.sinks,
+        declared,
     })
 }

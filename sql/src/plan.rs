@@ -178,6 +178,14 @@ impl<'s> Planner<'s> {
         }
     }
 
+    /// The tables (as declared) and views (lower case) so far, sorted.
+    pub fn declared(&self) -> Vec<String> {
+        let tables = self.tables.values().map(|t| t.item.name.clone());
+        let mut names: Vec<String> = tables.chain(self.views.keys().cloned()).collect();
+        names.sort();
+        names
+    }
+
     fn err(&self, pos: Pos, message: impl Into<String>) -> SqlError {
         self.sources.error(pos, message)
     }
