@@ -308,17 +308,22 @@ fn print_sql_notes(source: &JobSource) {
 }
 
 /// Compiles the job of `args` read into `source`.
+/// What `--generate N --rate R` puts in place of the Nexmark file sources.
+pub(crate) fn generator(events: u64, rate: u64) -> GeneratorSpec {
+    GeneratorSpec {
+        events: Some(events),
+        rate,
+        base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
+        throttle: false,
+    }
+}
+
 fn compile(args: &JobArgs, source: &JobSource) -> Result<JobGraph, BadJob> {
     let sql_parallelism = source.sql.as_ref().and_then(|s| s.settings.parallelism);
     let options = CompileOptions {
         params: source.params.clone(),
         parallelism: args.parallelism.or(sql_parallelism),
-        generate: args.generate.map(|events| GeneratorSpec {
-            events: Some(events),
-            rate: args.rate,
-            base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
-            throttle: false,
-        }),
+        generate: args.generate.map(|events| generator(events, args.rate)),
         topic_files: args.topics_from.clone(),
     };
     let graph =

@@ -9,7 +9,7 @@
 
 use clap::Args;
 use eddy_jobs::{compile_str, CompileOptions};
-use eddy_runtime::graph::{GeneratorSpec, NodeKind, SinkConnector};
+use eddy_runtime::graph::{NodeKind, SinkConnector};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -170,12 +170,10 @@ impl Session {
         let job = eddy_sql::compile_texts(files, &options).map_err(|e| e.to_string())?;
         let options = CompileOptions {
             parallelism: job.settings.parallelism,
-            generate: self.args.generate.map(|events| GeneratorSpec {
-                events: Some(events),
-                rate: self.args.rate,
-                base_time: eddy_jobs::DEFAULT_NEXMARK_BASE_TIME,
-                throttle: false,
-            }),
+            generate: self
+                .args
+                .generate
+                .map(|events| crate::generator(events, self.args.rate)),
             ..Default::default()
         };
         let graph = compile_str(&job.name, &job.toml, &options).map_err(|e| e.to_string())?;
